@@ -1,0 +1,66 @@
+"""The exception hierarchy: one base class, one named subclass per kind of failure."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorflowError",
+    "ConfigurationError",
+    "FlowValidationError",
+    "JobFailedError",
+    "JobTimeoutError",
+    "QueueFullError",
+    "RuntimeClosedError",
+    "SerializationError",
+    "StateAccessError",
+    "StateLimitError",
+    "StateSerializationError",
+    "UnknownFlowError",
+]
+
+
+class ActorflowError(Exception):
+    """Base class of every error actorflow raises on purpose."""
+
+
+class ConfigurationError(ActorflowError, ValueError):
+    """A bad argument or option given when configuring a routine, flow, runtime or store."""
+
+
+class FlowValidationError(ActorflowError, ValueError):
+    """A flow refers to something that does not exist (routine, event or slot)."""
+
+
+class UnknownFlowError(ActorflowError, LookupError):
+    """No flow is registered under the requested id."""
+
+
+class RuntimeClosedError(ActorflowError, RuntimeError):
+    """The runtime has been shut down (or is shutting down) and accepts no more work."""
+
+
+class SerializationError(ActorflowError, TypeError):
+    """A value could not be encoded by the serializer in use; nothing was written or sent."""
+
+
+class StateSerializationError(SerializationError):
+    """A WorkerState update holds a value the worker's serializer cannot encode."""
+
+
+class StateAccessError(ActorflowError, PermissionError):
+    """A routine touched WorkerState that belongs to another routine without a grant."""
+
+
+class StateLimitError(ActorflowError, ValueError):
+    """A WorkerState update would exceed the configured size limits."""
+
+
+class QueueFullError(ActorflowError, RuntimeError):
+    """A bounded slot or mailbox is full and the overflow policy refused the message."""
+
+
+class JobFailedError(ActorflowError, RuntimeError):
+    """Raised by helpers that wait for a job's result when the job failed."""
+
+
+class JobTimeoutError(ActorflowError, TimeoutError):
+    """A job ran longer than its timeout."""
