@@ -1,0 +1,65 @@
+"""actorflow: actor-model workflows. Routines are actors, workers are supervisors, and the
+JobContext travels inside every envelope."""
+
+from loguru import logger as _logger
+
+from actorflow.activation_policies import (
+    all_slots_ready_policy,
+    batch_size_policy,
+    custom_policy,
+    immediate_policy,
+    time_interval_policy,
+)
+from actorflow.errors import (
+    ActorflowError,
+    ConfigurationError,
+    FlowValidationError,
+    JobTimeoutError,
+    QueueFullError,
+    RuntimeClosedError,
+    SerializationError,
+    StateAccessError,
+    StateSerializationError,
+    UnknownFlowError,
+)
+from actorflow.flow import Connection, Flow
+from actorflow.job import JobContext, JobStatus, get_current_job
+from actorflow.logging import disable_logging, enable_logging
+from actorflow.registry import FlowRegistry
+from actorflow.routine import Routine
+from actorflow.runtime import Runtime
+from actorflow.worker import WorkerState
+
+_logger.disable("actorflow")
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorflowError",
+    "ConfigurationError",
+    "Connection",
+    "Flow",
+    "FlowRegistry",
+    "FlowValidationError",
+    "JobContext",
+    "JobStatus",
+    "JobTimeoutError",
+    "QueueFullError",
+    "Routine",
+    "Runtime",
+    "RuntimeClosedError",
+    "SerializationError",
+    "StateAccessError",
+    "StateSerializationError",
+    "UnknownFlowError",
+    "WorkerState",
+    "__version__",
+    "all_slots_ready_policy",
+    "batch_size_policy",
+    "custom_policy",
+    "disable_logging",
+    "enable_logging",
+    "get_current_job",
+    "immediate_policy",
+    "time_interval_policy",
+]

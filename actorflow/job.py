@@ -1,0 +1,425 @@
+"""JobContext: one job's identity, metadata, data and trace, carried inside every envelope.
+
+A job is born in ``Runtime.post()`` and ends by itself: *completed* when every message it
+caused has been handled, *failed* as soon as a routine's logic raises (with the default
+error strategy), *cancelled* by ``Runtime.cancel_job()`` or at shutdown.
+
+Two objects cooperate:
+
+* the **job record** (private) is the single place where the job's status, merged data and
+  trace live; ``Runtime.post()`` and ``Runtime.get_job()`` hand out a :class:`JobContext` that
+  reads it;
+* each envelope carries a **view** (also a :class:`JobContext`) holding the data as the
+  sending routine saw it. Views are copy-on-write: a routine that only reads shares its
+  parent's dict; the first ``set_data`` copies it. Every write is also merged into the
+  record, in causal order: a write made further downstream (more hops from the post) wins over
+  the upstream value it replaces; two branches at the same depth writing one key resolve to
+  the write merged last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import traceback as _traceback
+from collections.abc import Callable, Generator, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from actorflow._clock import Clock, iso_timestamp
+
+__all__ = ["JobContext", "JobStatus", "get_current_job"]
+
+
+class JobStatus(StrEnum):
+    """The life cycle of a job. Values compare equal to their lower-case names."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+_EMPTY: dict[Any, Any] = {}
+_ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routine writes
+
+
+class _Activation(Protocol):
+    current_job: JobContext | None
+
+
+# The routine activation running on this thread (or asyncio task); None outside logic.
+CURRENT_ACTIVATION: ContextVar[_Activation | None] = ContextVar(
+    "actorflow_current_activation", default=None
+)
+
+
+def get_current_job() -> JobContext | None:
+    """Return the job of the message being handled, or ``None`` outside routine logic."""
+    activation = CURRENT_ACTIVATION.get()
+    return None if activation is None else activation.current_job
+
+
+class JobRecord:
+    """The authoritative state of one job (internal; users see it through JobContext)."""
+
+    __slots__ = (
+        "_callbacks",
+        "_depths",
+        "_inflight",
+        "_lock",
+        "_on_finish",
+        "_waiter",
+        "clock",
+        "completed_at",
+        "created_at",
+        "data",
+        "detached",
+        "error",
+        "errors",
+        "finished",
+        "flow_id",
+        "job_id",
+        "metadata",
+        "status",
+        "trace",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        job_id: str,
+        flow_id: str,
+        worker_id: str,
+        metadata: Mapping[str, Any] | None,
+        clock: Clock,
+        on_finish: Callable[[JobRecord], None] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.flow_id = flow_id
+        self.worker_id = worker_id
+        self.metadata: Mapping[str, Any] = MappingProxyType(dict(metadata) if metadata else {})
+        self.clock = clock
+        self.created_at = clock.wall()
+        self.completed_at: float | None = None
+        self.status = JobStatus.PENDING
+        self.error: str | None = None
+        self.errors: list[dict[str, Any]] | None = None
+        self.data: dict[Any, Any] = {}
+        self.trace: list[dict[str, Any]] = []
+        self.finished = False
+        self.detached = False
+        self._depths: dict[Any, int] | None = None
+        self._lock: threading.Lock | None = threading.Lock()
+        self._inflight = 1  # the posted message
+        self._waiter: threading.Event | None = None
+        self._callbacks: list[Callable[[], None]] | None = None
+        self._on_finish = on_finish
+
+    # -- crossing a process boundary -----------------------------------------------------
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _detached_record,
+            (self.job_id, self.flow_id, self.worker_id, dict(self.metadata), self.created_at),
+        )
+
+    # -- accounting (called by routine actors) -----------------------------------------
+    def add_inflight(self, count: int) -> None:
+        """Count ``count`` new messages of this job (called before they are sent)."""
+        lock = self._lock
+        if lock is None:
+            return
+        with lock:
+            self._inflight += count
+
+    def message_done(self, count: int = 1) -> None:
+        """Count ``count`` handled messages; the job completes when none is left."""
+        lock = self._lock
+        if lock is None:
+            return
+        with lock:
+            left = self._inflight - count
+            self._inflight = left
+            if left > 0 or self.finished:
+                return
+        self.finish(JobStatus.COMPLETED)
+
+    def mark_running(self) -> None:
+        """Move a pending job to running (its first message is being handled)."""
+        lock = self._lock
+        if lock is None:
+            return
+        with lock:
+            if self.status is JobStatus.PENDING:
+                self.status = JobStatus.RUNNING
+
+    def finish(self, status: JobStatus, error: str | None = None) -> bool:
+        """End the job with ``status``; returns False if it had already ended."""
+        lock = self._lock
+        if lock is None:
+            return False
+        with lock:
+            if self.finished:
+                return False
+            self.finished = True
+            self.status = status
+            if error is not None:
+                self.error = error
+            self.completed_at = self.clock.wall()
+            waiter, callbacks = self._waiter, self._callbacks
+            self._lock = None
+            self._waiter = None
+            self._callbacks = None
+            self._depths = None
+        if waiter is not None:
+            waiter.set()
+        if callbacks:
+            for callback in callbacks:
+                callback()
+        if self._on_finish is not None:
+            self._on_finish(self)
+        return True
+
+    def fail(self, exc: BaseException, routine_id: str | None, action: str = "failed") -> bool:
+        """Fail the job with ``exc``; the traceback goes into the job's trace."""
+        message = f"{type(exc).__name__}: {exc}"
+        details = {
+            "error": message,
+            "traceback": "".join(_traceback.format_exception(exc)),
+        }
+        self.add_trace(routine_id, action, details)
+        return self.finish(JobStatus.FAILED, message)
+
+    def record_error(self, routine_id: str | None, exc: BaseException, handled_as: str) -> None:
+        """Record an error the job survives (error strategies CONTINUE and SKIP)."""
+        entry = {
+            "routine_id": routine_id,
+            "error": f"{type(exc).__name__}: {exc}",
+            "handled_as": handled_as,
+        }
+        lock = self._lock
+        if lock is None:
+            return
+        with lock:
+            if self.errors is None:
+                self.errors = []
+            self.errors.append(entry)
+        self.add_trace(routine_id, handled_as, entry)
+
+    # -- data and trace ----------------------------------------------------------------
+    def merge(self, key: Any, value: Any, depth: int) -> None:
+        """Merge one write made at ``depth`` hops from the post (deeper writes win)."""
+        lock = self._lock
+        if lock is None:  # finished: late writes still land, in arrival order
+            self.data[key] = value
+            return
+        with lock:
+            depths = self._depths
+            if depths is None:
+                depths = self._depths = {}
+            if depth >= depths.get(key, -1):
+                depths[key] = depth
+                self.data[key] = value
+
+    def add_trace(self, routine_id: str | None, action: str, details: Any = None) -> None:
+        """Append one trace entry (list.append is atomic, so no lock is needed)."""
+        self.trace.append(
+            {
+                "timestamp": iso_timestamp(self.clock.wall()),
+                "routine_id": routine_id,
+                "action": action,
+                "details": details,
+            }
+        )
+
+    # -- waiting -----------------------------------------------------------------------
+    def wait(self, timeout: float | None) -> bool:
+        if self.finished:
+            return True
+        lock = self._lock
+        if lock is None:
+            return True
+        with lock:
+            if self.finished:
+                return True
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = threading.Event()
+        return waiter.wait(timeout)
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        lock = self._lock
+        if lock is not None:
+            with lock:
+                if not self.finished:
+                    if self._callbacks is None:
+                        self._callbacks = []
+                    self._callbacks.append(callback)
+                    return
+        callback()
+
+
+def _detached_record(
+    job_id: str, flow_id: str, worker_id: str, metadata: dict[str, Any], created_at: float
+) -> JobRecord:
+    """Rebuild a record on the far side of a process boundary (re-attached where possible)."""
+    record = JobRecord(job_id, flow_id, worker_id, metadata, Clock())
+    record.created_at = created_at
+    record.status = JobStatus.RUNNING
+    record.detached = True
+    return record
+
+
+class JobContext:
+    """One job as seen by a routine (a copy-on-write view) or by the code that posted it.
+
+    ``metadata`` is read-only and set at ``post()``; ``data`` is a read-only view of the
+    job's data, written with :meth:`set_data`. The context returned by ``Runtime.post()`` and
+    ``Runtime.get_job()`` shows the merged record of the whole job; inside a routine,
+    ``get_current_job()`` returns the view carried by the message being handled, which holds
+    everything set upstream of it.
+    """
+
+    __slots__ = ("_data", "_depth", "_own", "_rec")
+
+    def __init__(
+        self,
+        record: JobRecord,
+        data: dict[Any, Any] | None = None,
+        own: bool = False,
+        depth: int = 0,
+    ) -> None:
+        self._rec = record
+        self._data = data
+        self._own = own
+        self._depth = depth
+
+    def _child(self) -> JobContext:
+        """A view for a message sent downstream: shares this view's data until a write."""
+        data = self._data
+        if data is None:
+            data = dict(self._rec.data)
+        self._own = False
+        return JobContext(self._rec, data, False, self._depth + 1)
+
+    # -- identity and status -------------------------------------------------------------
+    @property
+    def job_id(self) -> str:
+        """Unique id of the job."""
+        return self._rec.job_id
+
+    @property
+    def flow_id(self) -> str:
+        """Id of the flow the job runs in."""
+        return self._rec.flow_id
+
+    @property
+    def worker_id(self) -> str:
+        """Id of the worker that runs the job."""
+        return self._rec.worker_id
+
+    @property
+    def status(self) -> JobStatus:
+        """pending, running, completed, failed or cancelled."""
+        return self._rec.status
+
+    @property
+    def done(self) -> bool:
+        """True once the job has completed, failed or been cancelled."""
+        return self._rec.finished
+
+    @property
+    def error(self) -> str | None:
+        """``"ExceptionType: message"`` of the error that failed the job, else None."""
+        return self._rec.error
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Errors the job survived (error strategies CONTINUE and SKIP), oldest first."""
+        return list(self._rec.errors or ())
+
+    @property
+    def created_at(self) -> datetime:
+        """When the job was posted (UTC)."""
+        return datetime.fromtimestamp(self._rec.created_at, UTC)
+
+    @property
+    def completed_at(self) -> datetime | None:
+        """When the job finished (UTC), or None while it runs."""
+        ts = self._rec.completed_at
+        return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+    # -- metadata and data -------------------------------------------------------------
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """Read-only metadata given to ``post()``."""
+        return self._rec.metadata
+
+    @property
+    def data(self) -> Mapping[Any, Any]:
+        """Read-only view of the job's data (write with :meth:`set_data`)."""
+        data = self._data
+        return MappingProxyType(self._rec.data if data is None else data)
+
+    def get_data(self, key: Any, default: Any = None) -> Any:
+        """Return the value stored under ``key``, or ``default``."""
+        data = self._data
+        if data is None:
+            data = self._rec.data
+        return data.get(key, default)
+
+    def set_data(self, key: Any, value: Any) -> None:
+        """Store ``value`` under ``key``; routines downstream of this one will see it."""
+        data = self._data
+        if data is None:
+            self._rec.merge(key, value, _ROOT_DEPTH)
+            return
+        if not self._own:
+            data = self._data = dict(data)
+            self._own = True
+        data[key] = value
+        self._rec.merge(key, value, self._depth)
+
+    # -- tracing -----------------------------------------------------------------------
+    def trace(self, routine_id: str | None, action: str, details: Any = None) -> None:
+        """Append an entry (ISO timestamp, routine_id, action, details) to the job's trace."""
+        self._rec.add_trace(routine_id, action, details)
+
+    @property
+    def trace_log(self) -> list[dict[str, Any]]:
+        """A copy of the trace entries, oldest first."""
+        return list(self._rec.trace)
+
+    # -- waiting -----------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job finishes; returns False if ``timeout`` passed first."""
+        return self._rec.wait(timeout)
+
+    def __await__(self) -> Generator[Any, None, JobContext]:
+        """``await job`` resolves (to the job) when it finishes, without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def on_done() -> None:
+            if loop.is_closed():
+                return
+            loop.call_soon_threadsafe(resolve)
+
+        self._rec.add_done_callback(on_done)
+        yield from future.__await__()
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"JobContext(job_id={self.job_id!r}, flow_id={self.flow_id!r}, "
+            f"status={self.status.value!r})"
+        )

@@ -1,0 +1,195 @@
+"""Routine: a unit of logic with input slots and output events, run as an actor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from actorflow.activation_policies import ActivationPolicy, immediate_policy
+from actorflow.errors import ConfigurationError
+from actorflow.job import CURRENT_ACTIVATION
+
+__all__ = ["EventSpec", "Logic", "Routine", "SlotSpec"]
+
+Logic = Callable[[dict[str, list[Any]], Any, Any], Any]
+"""``logic(slot_data, policy_message, worker_state)``."""
+
+DEFAULT_MAX_QUEUE_LENGTH = 10_000
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """An input slot: where connected events (or posts) deliver data."""
+
+    name: str
+    max_queue_length: int = DEFAULT_MAX_QUEUE_LENGTH
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """An output event: ``emit(name, **data)`` sends ``data`` to every connected slot."""
+
+    name: str
+    output_params: tuple[str, ...] = field(default=())
+
+
+def _check_name(kind: str, name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
+    if not name or not name.strip():
+        raise ConfigurationError(f"{kind} name must not be empty")
+    return name
+
+
+class Routine:
+    """A unit of logic: declare slots and events, then give it logic.
+
+    Logic is either passed to :meth:`set_logic` or defined by a subclass as a ``logic``
+    method; it is called as ``logic(slot_data, policy_message, worker_state)`` where
+    ``slot_data`` maps each slot name to the list of data points the activation policy
+    released. Inside logic, :meth:`emit` sends data downstream as part of the current job.
+
+    A routine object is a *definition*: each worker runs it in its own actor, so attributes
+    set on the routine are shared by every worker and must be treated as configuration.
+    State belongs in the ``worker_state`` handle (long-lived) or the job (per request).
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, SlotSpec] = {}
+        self._events: dict[str, EventSpec] = {}
+        self._logic: Logic | None = None
+        self._policy: ActivationPolicy = immediate_policy()
+        self._config: dict[str, Any] = {}
+        self._concurrency = 1
+        self._error_handler: Any = None
+        self._owner: tuple[str, str] | None = None  # (flow_id, routine_id) once added
+
+    # -- declaration -------------------------------------------------------------------
+    def add_slot(self, name: str, max_queue_length: int = DEFAULT_MAX_QUEUE_LENGTH) -> SlotSpec:
+        """Declare an input slot; ``max_queue_length`` bounds the data waiting in it."""
+        _check_name("slot", name)
+        if name in self._slots:
+            raise ValueError(f"slot {name!r} is already declared on {self!r}")
+        if isinstance(max_queue_length, bool) or not isinstance(max_queue_length, int):
+            raise TypeError("max_queue_length must be an int")
+        if max_queue_length < 1:
+            raise ConfigurationError(f"max_queue_length must be >= 1, got {max_queue_length}")
+        spec = SlotSpec(name, max_queue_length)
+        self._slots[name] = spec
+        return spec
+
+    def add_event(self, name: str, output_params: list[str] | tuple[str, ...] | None = None) -> EventSpec:
+        """Declare an output event; ``output_params`` documents the keys it emits."""
+        _check_name("event", name)
+        if name in self._events:
+            raise ValueError(f"event {name!r} is already declared on {self!r}")
+        params = tuple(output_params or ())
+        for param in params:
+            if not isinstance(param, str):
+                raise TypeError(f"output_params of event {name!r} must be str, got {param!r}")
+        spec = EventSpec(name, params)
+        self._events[name] = spec
+        return spec
+
+    @property
+    def slots(self) -> Mapping[str, SlotSpec]:
+        """Declared slots by name."""
+        return dict(self._slots)
+
+    @property
+    def events(self) -> Mapping[str, EventSpec]:
+        """Declared events by name."""
+        return dict(self._events)
+
+    # -- behaviour ---------------------------------------------------------------------
+    def set_logic(self, fn: Logic) -> None:
+        """Set the function run when the activation policy releases data."""
+        if not callable(fn):
+            raise TypeError(f"logic must be callable, got {type(fn).__name__}")
+        self._logic = fn
+
+    def get_logic(self) -> Logic | None:
+        """The logic set with :meth:`set_logic`, else a subclass's ``logic`` method, else None."""
+        if self._logic is not None:
+            return self._logic
+        method = getattr(self, "logic", None)
+        return method if callable(method) else None
+
+    def set_activation_policy(self, policy: ActivationPolicy) -> None:
+        """Choose when the logic runs (default: :func:`immediate_policy`)."""
+        if not isinstance(policy, ActivationPolicy):
+            raise TypeError(
+                "set_activation_policy needs a policy from actorflow.activation_policies, "
+                f"got {type(policy).__name__}"
+            )
+        self._policy = policy
+
+    @property
+    def activation_policy(self) -> ActivationPolicy:
+        """The routine's activation policy."""
+        return self._policy
+
+    def set_concurrency(self, actors: int) -> None:
+        """Run this routine as ``actors`` actors behind one mailbox (stateless routines only).
+
+        Only the immediate activation policy can be spread over several actors, since other
+        policies keep per-worker queues that one actor must own.
+        """
+        if isinstance(actors, bool) or not isinstance(actors, int):
+            raise TypeError("concurrency must be an int")
+        if actors < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {actors}")
+        self._concurrency = actors
+
+    @property
+    def concurrency(self) -> int:
+        """Number of actors that run this routine in each worker."""
+        return self._concurrency
+
+    # -- configuration -----------------------------------------------------------------
+    def set_config(self, **config: Any) -> None:
+        """Set configuration values (merged with those set before)."""
+        self._config.update(config)
+
+    def get_config(self, key: str, default: Any = None) -> Any:
+        """Return a configuration value, or ``default``."""
+        return self._config.get(key, default)
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """A copy of the configuration."""
+        return dict(self._config)
+
+    # -- lifecycle hooks (run in the routine's actor) -----------------------------------
+    def on_start(self) -> None:
+        """Run in each of the routine's actors before it handles its first message.
+
+        The place to open resources that cannot be serialized (connections, pools); keep them
+        on the actor side, e.g. in a dict keyed by ``threading.get_ident()`` or through a
+        per-actor attribute set here, and close them in :meth:`on_stop`.
+        """
+
+    def on_stop(self) -> None:
+        """Run in each of the routine's actors after it handled its last message."""
+
+    # -- inside logic ------------------------------------------------------------------
+    def emit(self, event: str, /, **data: Any) -> None:
+        """Send ``data`` to every slot connected to ``event``, as part of the current job.
+
+        Only valid inside this routine's logic. Emitting an event with no connections does
+        nothing; emitting an undeclared event raises ``ValueError`` (failing the job).
+        """
+        activation = CURRENT_ACTIVATION.get()
+        emit = getattr(activation, "emit_for", None)
+        if emit is None:
+            raise RuntimeError(
+                f"{self!r}.emit({event!r}) called outside routine logic: "
+                "emit only works while the routine handles a message"
+            )
+        emit(self, event, data)
+
+    def __repr__(self) -> str:
+        if self._owner is not None:
+            return f"<{type(self).__name__} {self._owner[1]!r} in flow {self._owner[0]!r}>"
+        return f"<{type(self).__name__} (not in a flow)>"

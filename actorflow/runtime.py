@@ -1,0 +1,302 @@
+"""Runtime: starts workers, posts jobs, tracks them until they end, shuts everything down."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from loguru import logger
+
+from actorflow._clock import Clock, SystemClock
+from actorflow._dead_letters import DeadLetters
+from actorflow._envelope import Envelope, seal
+from actorflow._timers import TimerService
+from actorflow._worker import WorkerCore
+from actorflow.errors import ConfigurationError, FlowValidationError, RuntimeClosedError
+from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus
+from actorflow.registry import FlowRegistry
+from actorflow.worker import WorkerState
+
+__all__ = ["Runtime"]
+
+DEFAULT_JOB_RETENTION = 10_000
+
+
+def _strict_default() -> bool:
+    return os.environ.get("ACTORFLOW_STRICT", "").lower() in ("1", "true", "yes", "on")
+
+
+class Runtime:
+    """Runs flows: one worker per running flow instance, one actor per routine.
+
+    Use it as a context manager (``with Runtime() as runtime: ...``); leaving the block shuts
+    it down after in-flight jobs finish.
+
+    Args:
+        thread_pool_size: upper bound on routine actor threads *per worker*. Every routine
+            runs on its own actor thread (``concurrency`` threads for a routine that asks for
+            more), so this caps how many a worker may start; a flow that needs more is refused
+            at ``exec``/``post`` with ``ConfigurationError``. None (default) means no cap.
+        strict: serialize every envelope (payload and JobContext) with cloudpickle when it is
+            sent, exactly as if it crossed a process boundary. Routines then never share
+            mutable objects, and an unpicklable payload fails at the ``emit`` (or ``post``)
+            with an error naming the routine, event and slot. About 4x slower: meant for tests.
+            Defaults to the ``ACTORFLOW_STRICT`` environment variable (off when unset).
+        job_retention: how many *finished* jobs stay queryable with ``get_job``/``list_jobs``;
+            older ones are forgotten, oldest first. Running jobs are always kept.
+        registry: where flow ids are looked up (default: ``FlowRegistry.get_instance()``).
+    """
+
+    def __init__(
+        self,
+        thread_pool_size: int | None = None,
+        *,
+        strict: bool | None = None,
+        job_retention: int = DEFAULT_JOB_RETENTION,
+        registry: FlowRegistry | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if thread_pool_size is not None and (
+            isinstance(thread_pool_size, bool)
+            or not isinstance(thread_pool_size, int)
+            or thread_pool_size < 1
+        ):
+            raise ConfigurationError(f"thread_pool_size must be a positive int, got {thread_pool_size!r}")
+        if isinstance(job_retention, bool) or not isinstance(job_retention, int) or job_retention < 0:
+            raise ConfigurationError(f"job_retention must be an int >= 0, got {job_retention!r}")
+        self.thread_pool_size = thread_pool_size
+        self.strict = _strict_default() if strict is None else bool(strict)
+        self.job_retention = job_retention
+        self._registry = registry or FlowRegistry.get_instance()
+        self._clock = clock or SystemClock()
+        self._timers = TimerService(self._clock)
+        self._dead_letters = DeadLetters()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._closed = False
+        self._workers: dict[str, WorkerCore] = {}
+        self._default_worker: dict[str, WorkerCore] = {}
+        self._worker_seq = itertools.count(1)
+        self._jobs: dict[str, JobRecord] = {}
+        self._finished: deque[str] = deque()
+        self._active = 0
+        self._job_seq = itertools.count(1)
+        self._job_prefix = os.urandom(4).hex()
+        self._on_finish = self._job_finished
+        self._log = logger.bind(runtime=self._job_prefix)
+
+    # -- context manager ---------------------------------------------------------------
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown(wait=exc_type is None)
+
+    # -- workers -----------------------------------------------------------------------
+    def exec(self, flow_id: str, worker_id: str | None = None) -> WorkerState:
+        """Start a worker of ``flow_id`` and return its WorkerState (full access).
+
+        The first worker started for a flow becomes its default worker for ``post``.
+        """
+        with self._lock:
+            self._check_open()
+            worker = self._start_worker(flow_id, worker_id)
+        return WorkerState(worker)
+
+    def _start_worker(self, flow_id: str, worker_id: str | None) -> WorkerCore:
+        flow = self._registry.require(flow_id)
+        if worker_id is None:
+            worker_id = f"{flow_id}-worker-{next(self._worker_seq)}"
+        elif not isinstance(worker_id, str) or not worker_id:
+            raise TypeError("worker_id must be a non-empty str")
+        if worker_id in self._workers:
+            raise ValueError(f"a worker {worker_id!r} is already running")
+        limit = self.thread_pool_size
+        if limit is not None:
+            needed = sum(r.concurrency for r in flow._routines.values())
+            if needed > limit:
+                raise ConfigurationError(
+                    f"flow {flow_id!r} needs {needed} routine actor threads per worker; "
+                    f"thread_pool_size={limit}"
+                )
+        worker = WorkerCore(self, flow, worker_id, self._clock, self._timers, self.strict)
+        worker.start()
+        self._workers[worker_id] = worker
+        self._default_worker.setdefault(flow_id, worker)
+        return worker
+
+    def get_worker(self, worker_id: str) -> WorkerState | None:
+        """The WorkerState of a running worker, or None."""
+        worker = self._workers.get(worker_id)
+        return None if worker is None else WorkerState(worker)
+
+    def list_workers(self) -> list[WorkerState]:
+        """WorkerStates of every worker started by this runtime, in start order."""
+        return [WorkerState(worker) for worker in list(self._workers.values())]
+
+    # -- jobs --------------------------------------------------------------------------
+    def post(
+        self,
+        flow_id: str,
+        routine_id: str,
+        slot: str,
+        data: Any,
+        metadata: Mapping[str, Any] | None = None,
+        worker_id: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[WorkerState, JobContext]:
+        """Start a job: deliver ``data`` to ``routine_id``'s ``slot``.
+
+        Uses ``worker_id``'s worker, else the flow's default worker (starting one if the
+        flow has none). Returns the worker's state and the job's context, which shows the
+        merged data and trace of the whole job and can be waited on (``job.wait()`` or
+        ``await job``). Bad input raises at once and posts nothing.
+        """
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        worker = self._worker_for(flow_id, worker_id)
+        if routine_id not in worker.routine_ids:
+            raise FlowValidationError(
+                f"flow {flow_id!r} has no routine {routine_id!r} "
+                f"(routines: {sorted(worker.routine_ids)})"
+            )
+        if slot not in worker.slots[routine_id]:
+            raise FlowValidationError(
+                f"routine {routine_id!r} of flow {flow_id!r} has no slot {slot!r} "
+                f"(slots: {sorted(worker.slots[routine_id]) or 'none'})"
+            )
+        if job_id is None:
+            job_id = f"job-{self._job_prefix}-{next(self._job_seq)}"
+        elif not isinstance(job_id, str) or not job_id:
+            raise TypeError("job_id must be a non-empty str")
+        elif job_id in self._jobs:
+            raise ValueError(f"a job {job_id!r} already exists")
+        record = JobRecord(job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish)
+        view = JobContext(record, _EMPTY, False, 1)
+        if self.strict:
+            envelope = seal(routine_id, slot, data, view, "post")
+        else:
+            envelope = Envelope(routine_id, slot, data, view)
+        with self._lock:
+            self._check_open()
+            self._jobs[job_id] = record
+            self._active += 1
+        worker.sender(routine_id)(envelope)
+        return WorkerState(worker), JobContext(record)
+
+    def _worker_for(self, flow_id: str, worker_id: str | None) -> WorkerCore:
+        if worker_id is not None:
+            worker = self._workers.get(worker_id)
+            if worker is None:
+                raise ValueError(f"no worker {worker_id!r} is running (start it with exec)")
+            if worker.flow_id != flow_id:
+                raise ValueError(f"worker {worker_id!r} runs flow {worker.flow_id!r}, not {flow_id!r}")
+            self._check_open()
+            return worker
+        worker = self._default_worker.get(flow_id)
+        if worker is not None and worker.status == "running":
+            self._check_open()
+            return worker
+        with self._lock:
+            self._check_open()
+            worker = self._default_worker.get(flow_id)
+            if worker is None:
+                worker = self._start_worker(flow_id, None)
+            return worker
+
+    def _job_finished(self, record: JobRecord) -> None:
+        finished = self._finished
+        finished.append(record.job_id)
+        while len(finished) > self.job_retention:
+            try:
+                self._jobs.pop(finished.popleft(), None)
+            except IndexError:
+                break
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.notify_all()
+
+    def get_job(self, job_id: str) -> JobContext | None:
+        """The job's context (merged record), or None if unknown or no longer retained."""
+        record = self._jobs.get(job_id)
+        return None if record is None else JobContext(record)
+
+    def list_jobs(self, status: str | JobStatus | None = None) -> list[JobContext]:
+        """Known jobs (running and retained), oldest first, optionally of one status."""
+        if status is not None:
+            status = JobStatus(status)
+        records = list(self._jobs.values())
+        return [JobContext(r) for r in records if status is None or r.status == status]
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel a job; no routine runs for it afterwards. Returns False if it had ended."""
+        record = self._jobs.get(job_id)
+        if record is None:
+            return False
+        return record.finish(JobStatus.CANCELLED, "cancelled")
+
+    def wait_until_all_jobs_finished(self, timeout: float | None = None) -> bool:
+        """Block until no job is pending or running; False if ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Recent messages that were not run (job, worker, routine, slot, reason)."""
+        return self._dead_letters.entries()
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """How many dead letters there were, by reason (exact, not bounded)."""
+        return self._dead_letters.counts()
+
+    # -- shutdown ----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once shutdown has begun."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosedError("the runtime has been shut down; it accepts no more work")
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> bool:
+        """Stop accepting work, finish or cancel jobs, stop every actor and thread.
+
+        With ``wait=True`` queued batch data is flushed and in-flight jobs may finish for up to
+        ``timeout`` seconds (None: no limit); jobs still unfinished then (or at once with
+        ``wait=False``) end ``cancelled``. Actors stop in reverse start order and run their
+        ``on_stop``. When this returns no actorflow thread is alive. Returns True if every job
+        finished without being cancelled.
+        """
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+            workers = list(self._workers.values())
+        finished = True
+        if wait:
+            for worker in workers:
+                worker.flush()
+            finished = self.wait_until_all_jobs_finished(timeout)
+        for record in list(self._jobs.values()):
+            if not record.finished and record.finish(JobStatus.CANCELLED, "cancelled: runtime shut down"):
+                finished = False
+        for worker in reversed(workers):
+            worker.stop()
+        self._timers.stop()
+        self._log.debug("runtime shut down")
+        return finished
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Runtime({state}, workers={len(self._workers)}, active_jobs={self._active})"
