@@ -1,0 +1,43 @@
+"""Test session set-up: strict envelopes, a clean flow registry, and no leaked threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+# Every envelope crosses a (simulated) process boundary in the test suite.
+os.environ.setdefault("ACTORFLOW_STRICT", "1")
+
+from actorflow import FlowRegistry, Runtime  # noqa: E402
+
+
+def actorflow_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("actorflow-") and t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry() -> Iterator[None]:
+    FlowRegistry.get_instance().clear()
+    yield
+    FlowRegistry.get_instance().clear()
+
+
+@pytest.fixture
+def registry() -> FlowRegistry:
+    return FlowRegistry.get_instance()
+
+
+@pytest.fixture
+def runtime() -> Iterator[Runtime]:
+    """A runtime that is shut down after the test; the test fails if it leaks a thread."""
+    before = set(actorflow_threads())
+    rt = Runtime()
+    try:
+        yield rt
+    finally:
+        rt.shutdown(wait=False)
+        leaked = [t.name for t in actorflow_threads() if t not in before]
+        assert not leaked, f"threads alive after shutdown: {leaked}"
