@@ -1,0 +1,114 @@
+"""Delivery of ``on_evict`` callbacks and the background reaper of expired entries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from actorflow.store._options import Clock, EvictionCallback
+from actorflow.store.serializers import Serializer
+
+logger = logging.getLogger("actorflow.store")
+
+Event = tuple[str, bytes, str]
+"""``(full_key, stored_bytes, reason)`` of one removed entry."""
+
+
+class EvictionNotifier:
+    """Decodes removed entries and calls the user's ``on_evict`` outside the store lock."""
+
+    def __init__(self, callback: EvictionCallback | None, serializer: Serializer) -> None:
+        self.callback = callback
+        self.serializer = serializer
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens (backends skip collecting values otherwise)."""
+        return self.callback is not None
+
+    def fire(self, events: list[Event]) -> None:
+        """Call the callback once per event; a failing callback is logged, not raised."""
+        callback = self.callback
+        if callback is None:
+            return
+        for key, data, reason in events:
+            try:
+                value = self.serializer.loads(data)
+            except Exception:
+                logger.exception("on_evict: could not decode the value of %r", key)
+                continue
+            try:
+                callback(key, value, reason)
+            except Exception:
+                logger.exception("on_evict callback failed for %r (%s)", key, reason)
+
+
+class Reaper:
+    """A daemon thread that reclaims expired entries when the next one is due.
+
+    It sleeps on ``condition`` (whose lock is the store lock) until the earliest
+    expiry reported by ``next_expiry`` -- or indefinitely when nothing expires --
+    and is woken early by :meth:`schedule` when an earlier expiry appears, and by
+    :meth:`stop`.  It never polls on a fixed period.
+    """
+
+    MIN_WAIT = 0.005
+
+    def __init__(
+        self,
+        name: str,
+        condition: threading.Condition,
+        clock: Clock,
+        next_expiry: Callable[[], float | None],
+        reap: Callable[[], None],
+    ) -> None:
+        self._name = name
+        self._condition = condition
+        self._clock = clock
+        self._next_expiry = next_expiry
+        self._reap = reap
+        self._due: float | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, expires_at: float) -> None:
+        """Note a new expiry time; call with the store lock held."""
+        if self._stopping:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        elif self._due is None or expires_at < self._due:
+            self._condition.notify_all()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (unless called from the thread itself)."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                if self._stopping:
+                    return
+                due = self._next_expiry()
+                self._due = due
+                if due is None:
+                    self._condition.wait()
+                    continue
+                delay = due - self._clock()
+                if delay > 0:
+                    self._condition.wait(max(delay, self.MIN_WAIT))
+                    continue
+            try:
+                self._reap()
+            except Exception:  # the store was closed under us, or a backend error
+                logger.exception("reclaiming expired store entries failed")
+                with self._condition:
+                    if not self._stopping:
+                        self._condition.wait(1.0)
