@@ -1,0 +1,220 @@
+"""The JobContext travels in the envelope: propagation, isolation, fan-in, merge order."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
+from actorflow._envelope import Envelope
+from actorflow.job import JobContext
+from flows import pipeline
+
+
+def make(logic: Any, slots: tuple[str, ...] = ("in",), events: tuple[str, ...] = ("out",)) -> Routine:
+    routine = Routine()
+    for slot in slots:
+        routine.add_slot(slot)
+    for event in events:
+        routine.add_event(event)
+    routine.set_logic(logic)
+    return routine
+
+
+def test_data_set_upstream_is_visible_downstream_and_jobs_never_mix(runtime: Runtime) -> None:
+    seen: dict[str, Any] = {}
+    lock = threading.Lock()
+    auth = make(lambda sd, m, ws: (get_current_job().set_data("user", sd["in"][0]["user"]), auth.emit("out")))  # type: ignore[union-attr]
+
+    def business(sd: Any, m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        with lock:
+            seen[job.metadata["request"]] = job.get_data("user")
+
+    flow = Flow("chain")
+    flow.add_routine(auth, "auth")
+    flow.add_routine(make(business), "business")
+    flow.connect("auth", "out", "business", "in")
+    FlowRegistry.get_instance().register(flow)
+    for i in range(200):
+        runtime.post("chain", "auth", "in", {"user": f"user-{i}"}, metadata={"request": i})
+    assert runtime.wait_until_all_jobs_finished(10)
+    assert seen == {i: f"user-{i}" for i in range(200)}
+
+
+def test_metadata_and_data_are_read_only(runtime: Runtime) -> None:
+    pipeline("pipe", 1)
+    _, job = runtime.post("pipe", "r0", "in", {"value": 1}, metadata={"user_id": 7})
+    assert job.wait(10)
+    assert job.metadata["user_id"] == 7
+    with pytest.raises(TypeError):
+        job.metadata["user_id"] = 8  # type: ignore[index]
+    with pytest.raises(TypeError):
+        job.data["path"] = []  # type: ignore[index]
+    job.set_data("note", "from outside")
+    assert job.get_data("note") == "from outside"
+
+
+def test_fan_in_sees_the_context_of_the_message_it_handles(runtime: Runtime) -> None:
+    """Branches write different values; the joining routine sees each branch's own view."""
+    seen: list[tuple[str, Any]] = []
+    lock = threading.Lock()
+    source = make(lambda sd, m, ws: source.emit("out"))
+
+    def branch(name: str) -> Routine:
+        routine = make(lambda sd, m, ws: (get_current_job().set_data("branch", name), routine.emit("out")))  # type: ignore[union-attr]
+        return routine
+
+    def join(sd: Any, m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        with lock:
+            seen.append((job.get_data("branch"), job.get_data("root")))
+
+    flow = Flow("fan")
+    flow.add_routine(source, "source")
+    flow.add_routine(branch("left"), "left")
+    flow.add_routine(branch("right"), "right")
+    flow.add_routine(make(join), "join")
+    flow.connect("source", "out", "left", "in")
+    flow.connect("source", "out", "right", "in")
+    flow.connect("left", "out", "join", "in")
+    flow.connect("right", "out", "join", "in")
+    FlowRegistry.get_instance().register(flow)
+    _, job = runtime.post("fan", "source", "in", {})
+    assert job.wait(10)
+    assert sorted(seen) == [("left", None), ("right", None)]
+    assert job.get_data("branch") in ("left", "right")  # same depth: merged last wins
+
+
+def test_downstream_write_wins_over_a_later_upstream_write(runtime: Runtime) -> None:
+    """Upstream writes after emitting; downstream already overwrote: the record keeps downstream."""
+    downstream_done = threading.Event()
+
+    def upstream_logic(sd: Any, m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        job.set_data("k", "upstream-1")
+        upstream.emit("out")
+        assert downstream_done.wait(10)
+        job.set_data("k", "upstream-late")
+
+    def downstream_logic(sd: Any, m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        assert job.get_data("k") == "upstream-1"
+        job.set_data("k", "downstream")
+        downstream_done.set()
+
+    upstream = make(upstream_logic)
+    flow = Flow("order")
+    flow.add_routine(upstream, "up")
+    flow.add_routine(make(downstream_logic), "down")
+    flow.connect("up", "out", "down", "in")
+    FlowRegistry.get_instance().register(flow)
+    _, job = runtime.post("order", "up", "in", {})
+    assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED
+    assert job.get_data("k") == "downstream"
+
+
+def test_writes_after_emit_do_not_leak_into_children(runtime: Runtime) -> None:
+    """Copy-on-write: a view shared with a child is copied before the parent writes again."""
+    child_saw: list[Any] = []
+    release = threading.Event()
+
+    def parent(sd: Any, m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        job.set_data("x", 1)
+        first.emit("out")
+        job.set_data("x", 2)
+        release.set()
+
+    def child(sd: Any, m: Any, ws: Any) -> None:
+        assert release.wait(10)
+        child_saw.append(get_current_job().get_data("x"))  # type: ignore[union-attr]
+
+    first = make(parent)
+    flow = Flow("cow")
+    flow.add_routine(first, "parent")
+    flow.add_routine(make(child), "child")
+    flow.connect("parent", "out", "child", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=False) as rt:
+        _, job = rt.post("cow", "parent", "in", {})
+        assert job.wait(10)
+    assert child_saw == [1]
+
+
+def test_trace_entries_have_timestamp_routine_action_details(runtime: Runtime) -> None:
+    routine = make(lambda sd, m, ws: get_current_job().trace("only", "seen", {"n": sd["in"][0]}))  # type: ignore[union-attr]
+    flow = Flow("trace")
+    flow.add_routine(routine, "only")
+    FlowRegistry.get_instance().register(flow)
+    _, job = runtime.post("trace", "only", "in", 5)
+    assert job.wait(10)
+    (entry,) = job.trace_log
+    assert entry["routine_id"] == "only" and entry["action"] == "seen" and entry["details"] == {"n": 5}
+    assert "T" in entry["timestamp"] and entry["timestamp"].endswith("+00:00")
+
+
+def test_envelope_round_trips_through_cloudpickle(runtime: Runtime) -> None:
+    pipeline("pipe", 1)
+    _, job = runtime.post("pipe", "r0", "in", {"value": 1}, metadata={"m": 1})
+    assert job.wait(10)
+    view = JobContext(job._rec, {"a": [1, 2]}, False, 2)
+    envelope = Envelope("r0", "in", {"payload": (1, 2)}, view)
+    copy = cloudpickle.loads(cloudpickle.dumps(envelope))
+    assert (copy.target, copy.slot, copy.payload) == ("r0", "in", {"payload": (1, 2)})
+    assert copy.job.job_id == job.job_id
+    assert dict(copy.job.metadata) == {"m": 1}
+    assert copy.job.get_data("a") == [1, 2]
+    copy.job.set_data("b", 3)  # a detached view keeps working on the far side
+    assert copy.job.get_data("b") == 3
+
+
+def test_strict_mode_names_routine_event_and_slot_of_unpicklable_payload() -> None:
+    sender = make(lambda sd, m, ws: sender.emit("out", lock=threading.Lock()))
+    receiver = make(lambda sd, m, ws: None)
+    flow = Flow("strict")
+    flow.add_routine(sender, "sender")
+    flow.add_routine(receiver, "receiver")
+    flow.connect("sender", "out", "receiver", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=True) as runtime:
+        _, job = runtime.post("strict", "sender", "in", {})
+        assert job.wait(10)
+        assert job.status == JobStatus.FAILED
+        assert "'sender'" in job.error and "'out'" in job.error and "receiver.in" in job.error  # type: ignore[operator]
+        from actorflow import SerializationError
+
+        with pytest.raises(SerializationError, match="post"):
+            runtime.post("strict", "sender", "in", {"bad": threading.Lock()})
+        assert len(runtime.list_jobs()) == 1
+
+
+def test_strict_mode_gives_each_routine_its_own_copy() -> None:
+    seen_ids: list[int] = []
+    shared = {"items": [1]}
+    source = make(lambda sd, m, ws: (source.emit("out", obj=shared), source.emit("out", obj=shared)))
+
+    def sink(sd: Any, m: Any, ws: Any) -> None:
+        obj = sd["in"][0]["obj"]
+        obj["items"].append(2)
+        seen_ids.append(id(obj))
+
+    flow = Flow("copies")
+    flow.add_routine(source, "source")
+    flow.add_routine(make(sink), "sink")
+    flow.connect("source", "out", "sink", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=True) as runtime:
+        _, job = runtime.post("copies", "source", "in", {})
+        assert job.wait(10)
+    assert shared == {"items": [1]}
+    assert len(set(seen_ids)) == 2
