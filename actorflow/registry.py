@@ -31,6 +31,8 @@ class FlowRegistry:
 
     def register(self, flow: Flow) -> None:
         """Register ``flow`` under its ``flow_id`` (replacing any flow of that name)."""
+        if not isinstance(flow, Flow):
+            raise TypeError(f"register needs a Flow, got {type(flow).__name__}")
         self.register_by_name(flow.flow_id, flow)
 
     def register_by_name(self, name: str, flow: Flow) -> None:
@@ -53,7 +55,9 @@ class FlowRegistry:
         if flow is None:
             with self._lock:
                 known = sorted(self._flows)
-            raise UnknownFlowError(f"no flow registered as {name!r} (registered: {known or 'none'})")
+            raise UnknownFlowError(
+                f"no flow registered as {name!r} (registered: {known or 'none'})"
+            )
         return flow
 
     def unregister(self, name: str) -> bool:

@@ -1,0 +1,155 @@
+"""Activation policies: what they release, and that no job waits forever."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from actorflow import (
+    ConfigurationError,
+    Flow,
+    FlowRegistry,
+    JobStatus,
+    Routine,
+    Runtime,
+    all_slots_ready_policy,
+    batch_size_policy,
+    custom_policy,
+    get_current_job,
+    time_interval_policy,
+)
+from actorflow.activation_policies import ActivationPolicy
+
+
+class Recorder(Routine):
+    def __init__(self, policy: ActivationPolicy, slots: tuple[str, ...] = ("in",)) -> None:
+        super().__init__()
+        for slot in slots:
+            self.add_slot(slot)
+        self.set_activation_policy(policy)
+        self.calls: list[tuple[dict[str, list[Any]], Any, str | None]] = []
+        self.called = threading.Event()
+
+    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+        job = get_current_job()
+        self.calls.append((slot_data, policy_message, job.job_id if job else None))
+        self.called.set()
+
+
+def register(routine: Routine, flow_id: str = "policy") -> None:
+    flow = Flow(flow_id)
+    flow.add_routine(routine, "rec")
+    FlowRegistry.get_instance().register(flow)
+
+
+def test_batch_size_releases_full_batches_and_current_job_is_the_newest(runtime: Runtime) -> None:
+    rec = Recorder(batch_size_policy(3, timeout=None))
+    register(rec)
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(6)]
+    assert runtime.wait_until_all_jobs_finished(10)
+    assert [c[0] for c in rec.calls] == [{"in": [0, 1, 2]}, {"in": [3, 4, 5]}]
+    assert [c[2] for c in rec.calls] == [jobs[2].job_id, jobs[5].job_id]
+    assert rec.calls[0][1] == {"reason": "batch", "slot": "in", "size": 3}
+    assert all(job.status == JobStatus.COMPLETED for job in jobs)
+
+
+def test_half_filled_batch_is_released_by_its_timeout(runtime: Runtime) -> None:
+    rec = Recorder(batch_size_policy(10, timeout=0.05))
+    register(rec)
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(3)]
+    assert all(job.wait(10) for job in jobs)
+    assert rec.calls[0][0] == {"in": [0, 1, 2]}
+    assert rec.calls[0][1]["reason"] == "timeout"
+
+
+def test_half_filled_batch_is_flushed_at_shutdown() -> None:
+    rec = Recorder(batch_size_policy(10, timeout=None))
+    register(rec)
+    runtime = Runtime()
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(4)]
+    assert runtime.shutdown(wait=True, timeout=10) is True
+    assert rec.calls and rec.calls[0][1] == {"reason": "flush"}
+    assert all(job.status == JobStatus.COMPLETED for job in jobs)
+
+
+def test_queued_data_is_cancelled_by_a_shutdown_without_wait() -> None:
+    rec = Recorder(batch_size_policy(10, timeout=None))
+    register(rec)
+    runtime = Runtime()
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(4)]
+    runtime.shutdown(wait=False)
+    assert rec.calls == []
+    assert all(job.status == JobStatus.CANCELLED for job in jobs)
+
+
+def test_batch_failure_fails_every_job_whose_data_it_consumed(runtime: Runtime) -> None:
+    routine = Routine()
+    routine.add_slot("in")
+    routine.set_activation_policy(batch_size_policy(2, timeout=None))
+    routine.set_logic(lambda sd, m, ws: 1 / 0)
+    register(routine)
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(2)]
+    assert all(job.wait(10) for job in jobs)
+    assert [job.status for job in jobs] == [JobStatus.FAILED, JobStatus.FAILED]
+
+
+def test_all_slots_ready_waits_for_every_slot(runtime: Runtime) -> None:
+    rec = Recorder(all_slots_ready_policy(), slots=("a", "b"))
+    register(rec)
+    _, j1 = runtime.post("policy", "rec", "a", 1)
+    _, j2 = runtime.post("policy", "rec", "a", 2)
+    _, j3 = runtime.post("policy", "rec", "b", 3)
+    assert j3.wait(10) and j1.wait(10)
+    assert rec.calls[0][0] == {"a": [1], "b": [3]}
+    assert not j2.done
+    _, j4 = runtime.post("policy", "rec", "b", 4)
+    assert j4.wait(10) and j2.wait(10)
+    assert rec.calls[1][0] == {"a": [2], "b": [4]}
+
+
+def test_all_slots_ready_timeout_releases_partial_data(runtime: Runtime) -> None:
+    rec = Recorder(all_slots_ready_policy(timeout=0.05), slots=("a", "b"))
+    register(rec)
+    _, job = runtime.post("policy", "rec", "a", 1)
+    assert job.wait(10)
+    assert rec.calls[0][0] == {"a": [1], "b": []}
+    assert rec.calls[0][1] == {"reason": "timeout", "missing": ["b"]}
+
+
+def test_time_interval_runs_first_at_once_then_batches_the_rest(runtime: Runtime) -> None:
+    rec = Recorder(time_interval_policy(0.2))
+    register(rec)
+    gate = threading.Event()
+    _, first = runtime.post("policy", "rec", "in", 0)
+    assert first.wait(10)
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(1, 4)]
+    gate.set()
+    assert all(job.wait(10) for job in jobs)
+    assert [c[0] for c in rec.calls] == [{"in": [0]}, {"in": [1, 2, 3]}]
+
+
+def test_custom_policy_decides_and_slices(runtime: Runtime) -> None:
+    def pairs(slots: dict[str, list[Any]]) -> tuple[bool, dict[str, int], Any]:
+        ready = len(slots["in"]) >= 2
+        return ready, {"in": 2}, "pair"
+
+    rec = Recorder(custom_policy(pairs))
+    register(rec)
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(4)]
+    assert all(job.wait(10) for job in jobs)
+    assert [(c[0], c[1]) for c in rec.calls] == [({"in": [0, 1]}, "pair"), ({"in": [2, 3]}, "pair")]
+
+
+def test_policy_arguments_are_checked() -> None:
+    with pytest.raises(ConfigurationError):
+        batch_size_policy(0)
+    with pytest.raises(TypeError):
+        batch_size_policy("3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        time_interval_policy(0)
+    with pytest.raises(TypeError):
+        custom_policy(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Routine().set_activation_policy("immediate")  # type: ignore[arg-type]
