@@ -25,7 +25,9 @@ class Translate(Routine):
         self.add_slot("text")
         self.set_concurrency(3)
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         job = get_current_job()
         for text in slot_data["text"]:
             time.sleep(0.2)

@@ -25,7 +25,9 @@ class BulkWriter(Routine):
         self.set_config(name=name)
         self.set_activation_policy(batch_size_policy(3, timeout=timeout))
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         rows = slot_data["rows"]
         name = self.get_config("name")
         print(f"[{name}] writes rows {rows}: {policy_message}")

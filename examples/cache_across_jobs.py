@@ -36,7 +36,7 @@ class DataProcessor(Routine):
                     time.sleep(0.05)  # the expensive part, done outside any state call
                     result = f"processed_{key}"
 
-                def record(state: dict[str, Any] | None, key: str = key, result: str = result):
+                def record(state: dict[str, Any] | None, key=key, result=result, hit=hit) -> Any:
                     # Runs inside the worker's supervisor, atomically: keep it short.
                     state = state or {"cache": {}, "cache_hits": 0, "cache_misses": 0}
                     state["cache"][key] = result

@@ -23,7 +23,9 @@ class Parse(Routine):
         self.add_slot("line")
         self.add_event("parsed", ["customer", "quantity", "item"])
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         for line in slot_data["line"]:
             customer, quantity, item = line.split(",")
             self.emit("parsed", customer=customer, quantity=int(quantity), item=item)
@@ -38,7 +40,9 @@ class Enrich(Routine):
         self.add_event("priced", ["customer", "item", "total"])
         self.set_config(prices=PRICES)
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         job = get_current_job()
         prices = self.get_config("prices")
         for order in slot_data["order"]:
@@ -55,7 +59,9 @@ class Store(Routine):
         super().__init__()
         self.add_slot("order")
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         job = get_current_job()
         for order in slot_data["order"]:
             customer, total = order["customer"], order["total"]

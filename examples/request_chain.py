@@ -28,7 +28,9 @@ class Auth(Routine):
         self.add_event("authenticated", ["action"])
         self.set_concurrency(2)  # stateless, so two requests may be checked at once
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         job = get_current_job()
         for request in slot_data["request"]:
             account = TOKENS.get(request["token"])
@@ -47,7 +49,9 @@ class Business(Routine):
         super().__init__()
         self.add_slot("request")
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         job = get_current_job()
         user_id = job.get_data("user_id")
         permissions = job.get_data("permissions", [])

@@ -56,7 +56,9 @@ class StateDemoRoutine(Routine):
             )
 
             if slot_data["input"]:  # the job started here: pass it one routine on
-                self.emit("output", routine=routine_name, worker_state_count=count, job_data=job_data)
+                self.emit(
+                    "output", routine=routine_name, worker_state_count=count, job_data=job_data
+                )
 
         self.set_logic(process)
         self.set_activation_policy(immediate_policy())
