@@ -73,5 +73,5 @@ def seal(target: str, slot: str, payload: Any, job: Any, where: str) -> Envelope
 
 def unseal(envelope: Envelope) -> tuple[Any, Any]:
     """Open a sealed envelope: ``(payload, job_view)`` (the view is detached)."""
-    payload, job = cloudpickle.loads(envelope.blob)  # type: ignore[arg-type]
+    payload, job = cloudpickle.loads(envelope.blob)
     return payload, job

@@ -48,7 +48,9 @@ FLUSH = Flush()
 class RoutineCell:
     """One actor's worth of a routine inside one worker."""
 
-    def __init__(self, core: WorkerCore, routine_id: str, routine: Routine, send_self: Send) -> None:
+    def __init__(
+        self, core: WorkerCore, routine_id: str, routine: Routine, send_self: Send
+    ) -> None:
         self.core = core
         self.routine_id = routine_id
         self.routine = routine

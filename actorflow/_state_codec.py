@@ -13,14 +13,18 @@ try:  # pragma: no cover - depends on the environment
     _OPTIONS = orjson.OPT_NON_STR_KEYS
 
     def _dumps(value: Any) -> bytes:
-        return orjson.dumps(value, option=_OPTIONS)  # type: ignore[no-any-return]
+        result: bytes = orjson.dumps(value, option=_OPTIONS)
+        return result
 
-    _loads = orjson.loads
+    def _loads(blob: bytes) -> Any:
+        return orjson.loads(blob)
 except ImportError:  # pragma: no cover
+
     def _dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
-    _loads = json.loads
+    def _loads(blob: bytes) -> Any:
+        return json.loads(blob)
 
 __all__ = ["decode", "encode", "find_unencodable"]
 

@@ -139,7 +139,9 @@ class WorkerCore:
             ) from None
 
     # -- hooks for cells ---------------------------------------------------------------
-    def dead_letter(self, job_id: str | None, routine_id: str, slot: str | None, reason: str) -> None:
+    def dead_letter(
+        self, job_id: str | None, routine_id: str, slot: str | None, reason: str
+    ) -> None:
         self.runtime._dead_letters.record(job_id, self.worker_id, routine_id, slot, reason)
 
     def reattach(self, job: JobContext) -> JobContext:

@@ -6,4 +6,12 @@ from actorflow.routine import Routine
 from actorflow.runtime import Runtime
 from actorflow.worker import WorkerState
 
-__all__ = ["Flow", "JobContext", "JobStatus", "Routine", "Runtime", "WorkerState", "get_current_job"]
+__all__ = [
+    "Flow",
+    "JobContext",
+    "JobStatus",
+    "Routine",
+    "Runtime",
+    "WorkerState",
+    "get_current_job",
+]

@@ -138,8 +138,7 @@ class Flow:
         for routine_id, routine in self._routines.items():
             if routine.get_logic() is None:
                 problems.append(
-                    f"routine {routine_id!r} has no logic (call set_logic or define a "
-                    "logic method)"
+                    f"routine {routine_id!r} has no logic (call set_logic or define a logic method)"
                 )
             if routine.concurrency > 1 and not isinstance(routine.activation_policy, _Immediate):
                 problems.append(

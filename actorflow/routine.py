@@ -79,7 +79,9 @@ class Routine:
         self._slots[name] = spec
         return spec
 
-    def add_event(self, name: str, output_params: list[str] | tuple[str, ...] | None = None) -> EventSpec:
+    def add_event(
+        self, name: str, output_params: list[str] | tuple[str, ...] | None = None
+    ) -> EventSpec:
         """Declare an output event; ``output_params`` documents the keys it emits."""
         _check_name("event", name)
         if name in self._events:

@@ -66,8 +66,14 @@ class Runtime:
             or not isinstance(thread_pool_size, int)
             or thread_pool_size < 1
         ):
-            raise ConfigurationError(f"thread_pool_size must be a positive int, got {thread_pool_size!r}")
-        if isinstance(job_retention, bool) or not isinstance(job_retention, int) or job_retention < 0:
+            raise ConfigurationError(
+                f"thread_pool_size must be a positive int, got {thread_pool_size!r}"
+            )
+        if (
+            isinstance(job_retention, bool)
+            or not isinstance(job_retention, int)
+            or job_retention < 0
+        ):
             raise ConfigurationError(f"job_retention must be an int >= 0, got {job_retention!r}")
         self.thread_pool_size = thread_pool_size
         self.strict = _strict_default() if strict is None else bool(strict)
@@ -84,7 +90,10 @@ class Runtime:
         self._worker_seq = itertools.count(1)
         self._jobs: dict[str, JobRecord] = {}
         self._finished: deque[str] = deque()
-        self._active = 0
+        # Unfinished jobs. Inserting and popping are atomic dict operations, so neither post()
+        # nor a finishing job takes a lock; only someone waiting for idleness uses _idle.
+        self._active: dict[str, JobRecord] = {}
+        self._idle_waiters = 0
         self._job_seq = itertools.count(1)
         self._job_prefix = os.urandom(4).hex()
         self._on_finish = self._job_finished
@@ -181,16 +190,20 @@ class Runtime:
             raise TypeError("job_id must be a non-empty str")
         elif job_id in self._jobs:
             raise ValueError(f"a job {job_id!r} already exists")
-        record = JobRecord(job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish)
+        record = JobRecord(
+            job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
+        )
         view = JobContext(record, _EMPTY, False, 1)
         if self.strict:
             envelope = seal(routine_id, slot, data, view, "post")
         else:
             envelope = Envelope(routine_id, slot, data, view)
-        with self._lock:
+        self._check_open()
+        self._jobs[job_id] = record
+        self._active[job_id] = record
+        if self._closed:  # shutdown began meanwhile and may not have seen this job
+            record.finish(JobStatus.CANCELLED, "cancelled: runtime shut down")
             self._check_open()
-            self._jobs[job_id] = record
-            self._active += 1
         worker.sender(routine_id)(envelope)
         return WorkerState(worker), JobContext(record)
 
@@ -200,7 +213,9 @@ class Runtime:
             if worker is None:
                 raise ValueError(f"no worker {worker_id!r} is running (start it with exec)")
             if worker.flow_id != flow_id:
-                raise ValueError(f"worker {worker_id!r} runs flow {worker.flow_id!r}, not {flow_id!r}")
+                raise ValueError(
+                    f"worker {worker_id!r} runs flow {worker.flow_id!r}, not {flow_id!r}"
+                )
             self._check_open()
             return worker
         worker = self._default_worker.get(flow_id)
@@ -222,9 +237,9 @@ class Runtime:
                 self._jobs.pop(finished.popleft(), None)
             except IndexError:
                 break
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
+        self._active.pop(record.job_id, None)
+        if self._idle_waiters and not self._active:
+            with self._idle:
                 self._idle.notify_all()
 
     def get_job(self, job_id: str) -> JobContext | None:
@@ -249,7 +264,11 @@ class Runtime:
     def wait_until_all_jobs_finished(self, timeout: float | None = None) -> bool:
         """Block until no job is pending or running; False if ``timeout`` passed first."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._active == 0, timeout)
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: not self._active, timeout)
+            finally:
+                self._idle_waiters -= 1
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Recent messages that were not run (job, worker, routine, slot, reason)."""
@@ -288,8 +307,10 @@ class Runtime:
             for worker in workers:
                 worker.flush()
             finished = self.wait_until_all_jobs_finished(timeout)
-        for record in list(self._jobs.values()):
-            if not record.finished and record.finish(JobStatus.CANCELLED, "cancelled: runtime shut down"):
+        for record in list(self._active.values()):
+            if not record.finished and record.finish(
+                JobStatus.CANCELLED, "cancelled: runtime shut down"
+            ):
                 finished = False
         for worker in reversed(workers):
             worker.stop()
@@ -299,4 +320,4 @@ class Runtime:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"Runtime({state}, workers={len(self._workers)}, active_jobs={self._active})"
+        return f"Runtime({state}, workers={len(self._workers)}, active_jobs={len(self._active)})"

@@ -11,7 +11,7 @@ import pytest
 # Every envelope crosses a (simulated) process boundary in the test suite.
 os.environ.setdefault("ACTORFLOW_STRICT", "1")
 
-from actorflow import FlowRegistry, Runtime  # noqa: E402
+from actorflow import FlowRegistry, Runtime
 
 
 def actorflow_threads() -> list[threading.Thread]:

@@ -16,7 +16,9 @@ class Relay(Routine):
             self.add_slot(slot)
         self.add_event("out")
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         job = get_current_job()
         assert job is not None
         me = self._owner[1] if self._owner else "?"

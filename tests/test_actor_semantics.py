@@ -36,7 +36,9 @@ def test_a_routine_handles_one_message_at_a_time_in_mailbox_order(runtime: Runti
     FlowRegistry.get_instance().register(flow)
     posters = [
         threading.Thread(
-            target=lambda base=base: [runtime.post("serial", "only", "in", base + i) for i in range(500)]
+            target=lambda base=base: [
+                runtime.post("serial", "only", "in", base + i) for i in range(500)
+            ]
         )
         for base in (0, 1000, 2000, 3000)
     ]
@@ -127,7 +129,9 @@ def test_flow_errors_name_what_is_unknown() -> None:
 
 
 def test_registry_api() -> None:
-    registry = __import__("actorflow.monitoring.flow_registry", fromlist=["FlowRegistry"]).FlowRegistry
+    registry = __import__(
+        "actorflow.monitoring.flow_registry", fromlist=["FlowRegistry"]
+    ).FlowRegistry
     reg = registry.get_instance()
     assert reg is FlowRegistry.get_instance()
     flow = Flow("x")

@@ -7,14 +7,16 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from flows import pipeline
 
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
 from actorflow._envelope import Envelope
 from actorflow.job import JobContext
-from flows import pipeline
 
 
-def make(logic: Any, slots: tuple[str, ...] = ("in",), events: tuple[str, ...] = ("out",)) -> Routine:
+def make(
+    logic: Any, slots: tuple[str, ...] = ("in",), events: tuple[str, ...] = ("out",)
+) -> Routine:
     routine = Routine()
     for slot in slots:
         routine.add_slot(slot)
@@ -27,7 +29,12 @@ def make(logic: Any, slots: tuple[str, ...] = ("in",), events: tuple[str, ...] =
 def test_data_set_upstream_is_visible_downstream_and_jobs_never_mix(runtime: Runtime) -> None:
     seen: dict[str, Any] = {}
     lock = threading.Lock()
-    auth = make(lambda sd, m, ws: (get_current_job().set_data("user", sd["in"][0]["user"]), auth.emit("out")))  # type: ignore[union-attr]
+    auth = make(
+        lambda sd, m, ws: (
+            get_current_job().set_data("user", sd["in"][0]["user"]),
+            auth.emit("out"),
+        )
+    )  # type: ignore[union-attr]
 
     def business(sd: Any, m: Any, ws: Any) -> None:
         job = get_current_job()
@@ -66,7 +73,9 @@ def test_fan_in_sees_the_context_of_the_message_it_handles(runtime: Runtime) -> 
     source = make(lambda sd, m, ws: source.emit("out"))
 
     def branch(name: str) -> Routine:
-        routine = make(lambda sd, m, ws: (get_current_job().set_data("branch", name), routine.emit("out")))  # type: ignore[union-attr]
+        routine = make(
+            lambda sd, m, ws: (get_current_job().set_data("branch", name), routine.emit("out"))
+        )  # type: ignore[union-attr]
         return routine
 
     def join(sd: Any, m: Any, ws: Any) -> None:
@@ -159,7 +168,9 @@ def test_trace_entries_have_timestamp_routine_action_details(runtime: Runtime) -
     _, job = runtime.post("trace", "only", "in", 5)
     assert job.wait(10)
     (entry,) = job.trace_log
-    assert entry["routine_id"] == "only" and entry["action"] == "seen" and entry["details"] == {"n": 5}
+    assert (
+        entry["routine_id"] == "only" and entry["action"] == "seen" and entry["details"] == {"n": 5}
+    )
     assert "T" in entry["timestamp"] and entry["timestamp"].endswith("+00:00")
 
 
@@ -201,7 +212,9 @@ def test_strict_mode_names_routine_event_and_slot_of_unpicklable_payload() -> No
 def test_strict_mode_gives_each_routine_its_own_copy() -> None:
     seen_ids: list[int] = []
     shared = {"items": [1]}
-    source = make(lambda sd, m, ws: (source.emit("out", obj=shared), source.emit("out", obj=shared)))
+    source = make(
+        lambda sd, m, ws: (source.emit("out", obj=shared), source.emit("out", obj=shared))
+    )
 
     def sink(sd: Any, m: Any, ws: Any) -> None:
         obj = sd["in"][0]["obj"]

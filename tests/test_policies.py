@@ -32,7 +32,9 @@ class Recorder(Routine):
         self.calls: list[tuple[dict[str, list[Any]], Any, str | None]] = []
         self.called = threading.Event()
 
-    def logic(self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any) -> None:
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
         job = get_current_job()
         self.calls.append((slot_data, policy_message, job.job_id if job else None))
         self.called.set()

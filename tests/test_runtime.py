@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+from flows import pipeline
 
 from actorflow import (
     Flow,
@@ -19,7 +20,6 @@ from actorflow import (
     UnknownFlowError,
     get_current_job,
 )
-from flows import pipeline
 
 
 def single(flow_id: str, logic: Any, *, events: tuple[str, ...] = ("out",)) -> Flow:
@@ -298,7 +298,10 @@ def test_await_job_does_not_block_the_event_loop(runtime: Runtime) -> None:
 
 def test_thread_pool_size_bounds_routine_threads_per_worker() -> None:
     pipeline("pipe", 3)
-    with Runtime(thread_pool_size=2) as runtime, pytest.raises(Exception, match="thread_pool_size=2"):
+    with (
+        Runtime(thread_pool_size=2) as runtime,
+        pytest.raises(Exception, match="thread_pool_size=2"),
+    ):
         runtime.exec("pipe")
     with Runtime(thread_pool_size=3) as runtime:
         runtime.exec("pipe")

@@ -1,0 +1,97 @@
+"""Raw pykka baselines measured next to actorflow in the same run."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+import pykka
+
+
+class _Forwarder(pykka.ThreadingActor):
+    def __init__(self, nxt: pykka.ActorRef[Any] | None, total: int, done: threading.Event) -> None:
+        super().__init__()
+        self.nxt = nxt
+        self.total = total
+        self.done = done
+        self.count = 0
+
+    def on_receive(self, message: Any) -> None:
+        if self.nxt is not None:
+            self.nxt.tell(message)
+            return
+        self.count += 1
+        if self.count == self.total:
+            self.done.set()
+
+
+class _SimpleQueueForwarder(_Forwarder):
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return queue.SimpleQueue()
+
+
+def pykka_chain(messages: int, actors: int = 3, simple_queue: bool = False) -> dict[str, float]:
+    """Forward ``messages`` through a chain of ``actors`` pykka actors; messages/s and CPU."""
+    cls = _SimpleQueueForwarder if simple_queue else _Forwarder
+    done = threading.Event()
+    ref = None
+    refs = []
+    for _ in range(actors):
+        ref = cls.start(ref, messages, done)
+        refs.append(ref)
+    head = refs[-1]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for i in range(messages):
+        head.tell(i)
+    done.wait()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    for r in refs:
+        r.stop()
+    return {"per_s": messages / wall, "seconds": wall, "cpu_us_per_msg": cpu / messages * 1e6}
+
+
+def pykka_fanout(messages_per_target: int, targets: int = 10) -> dict[str, float]:
+    """One SimpleQueue actor delivering to ``targets`` actors; total messages/s."""
+    done = threading.Event()
+    counter = {"n": 0}
+    lock = threading.Lock()
+    total = messages_per_target * targets
+
+    class Sink(pykka.ThreadingActor):
+        @staticmethod
+        def _create_actor_inbox() -> Any:
+            return queue.SimpleQueue()
+
+        def on_receive(self, message: Any) -> None:
+            with lock:
+                counter["n"] += 1
+                if counter["n"] == total:
+                    done.set()
+
+    class Source(pykka.ThreadingActor):
+        def __init__(self, sinks: list[Any]) -> None:
+            super().__init__()
+            self.sinks = sinks
+
+        @staticmethod
+        def _create_actor_inbox() -> Any:
+            return queue.SimpleQueue()
+
+        def on_receive(self, message: Any) -> None:
+            for s in self.sinks:
+                s.tell(message)
+
+    sinks = [Sink.start() for _ in range(targets)]
+    source = Source.start(sinks)
+    t0 = time.perf_counter()
+    for i in range(messages_per_target):
+        source.tell(i)
+    done.wait()
+    wall = time.perf_counter() - t0
+    source.stop()
+    for s in sinks:
+        s.stop()
+    return {"per_s": total / wall, "seconds": wall}

@@ -1,0 +1,110 @@
+"""3-routine pipeline: throughput, CPU per job and one-job latency, next to raw pykka chains.
+
+Prints one JSON object. Rounds are interleaved (actorflow, stock pykka, SimpleQueue pykka) and
+medians reported, because this machine is shared and noisy.
+
+    python benchmarks/pipeline.py [--jobs 20000] [--messages 100000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _baselines import pykka_chain
+from _common import emit, interleave, machine, percentile
+
+from actorflow import Flow, FlowRegistry, Routine, Runtime
+
+
+class Step(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_slot("in")
+        self.add_event("out")
+
+    def logic(
+        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
+    ) -> None:
+        self.emit("out", value=slot_data["in"][0])
+
+
+def build(flow_id: str = "bench_pipeline", length: int = 3) -> None:
+    flow = Flow(flow_id)
+    for i in range(length):
+        flow.add_routine(Step(), f"s{i}")
+    for i in range(length - 1):
+        flow.connect(f"s{i}", "out", f"s{i + 1}", "in")
+    FlowRegistry.get_instance().register(flow)
+
+
+def throughput(jobs: int) -> dict[str, float]:
+    with Runtime(strict=False, job_retention=1000) as runtime:
+        runtime.exec("bench_pipeline")
+        gc.collect()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for i in range(jobs):
+            runtime.post("bench_pipeline", "s0", "in", i)
+        runtime.wait_until_all_jobs_finished()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"per_s": jobs / wall, "seconds": wall, "cpu_us_per_job": cpu / jobs * 1e6}
+
+
+def latency(samples: int) -> dict[str, float]:
+    with Runtime(strict=False, job_retention=1000) as runtime:
+        runtime.exec("bench_pipeline")
+        for i in range(200):  # warm up
+            runtime.post("bench_pipeline", "s0", "in", i)[1].wait()
+        times = []
+        for i in range(samples):
+            t0 = time.perf_counter()
+            runtime.post("bench_pipeline", "s0", "in", i)[1].wait()
+            times.append(time.perf_counter() - t0)
+    return {"p50_ms": percentile(times, 50) * 1e3, "p99_ms": percentile(times, 99) * 1e3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--latency-samples", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    build()
+    figures = interleave(
+        args.rounds,
+        {
+            "actorflow": lambda: throughput(args.jobs),
+            "pykka_stock": lambda: pykka_chain(args.messages),
+            "pykka_simplequeue": lambda: pykka_chain(args.messages, simple_queue=True),
+            "latency": lambda: latency(args.latency_samples),
+        },
+    )
+    af, stock, simple = figures["actorflow"], figures["pykka_stock"], figures["pykka_simplequeue"]
+    emit(
+        {
+            "benchmark": "pipeline",
+            "rounds": args.rounds,
+            "jobs": args.jobs,
+            "messages": args.messages,
+            "actorflow_jobs_per_s": round(af["per_s"]),
+            "actorflow_cpu_us_per_job": round(af["cpu_us_per_job"], 2),
+            "pykka_stock_msgs_per_s": round(stock["per_s"]),
+            "pykka_simplequeue_msgs_per_s": round(simple["per_s"]),
+            "ratio_vs_stock": round(af["per_s"] / stock["per_s"], 2),
+            "ratio_vs_simplequeue": round(af["per_s"] / simple["per_s"], 2),
+            "one_job_p50_ms": round(figures["latency"]["p50_ms"], 4),
+            "one_job_p99_ms": round(figures["latency"]["p99_ms"], 4),
+            "machine": machine(),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
