@@ -19,6 +19,7 @@ from actorflow.errors import (
     RuntimeClosedError,
     SerializationError,
     StateAccessError,
+    StateLimitError,
     StateSerializationError,
     UnknownFlowError,
 )
@@ -28,7 +29,8 @@ from actorflow.logging import disable_logging, enable_logging
 from actorflow.registry import FlowRegistry
 from actorflow.routine import Routine
 from actorflow.runtime import Runtime
-from actorflow.worker import WorkerState
+from actorflow.state_limits import StateLimits
+from actorflow.worker import StateCache, WorkerState
 
 _logger.disable("actorflow")
 
@@ -49,7 +51,10 @@ __all__ = [
     "Runtime",
     "RuntimeClosedError",
     "SerializationError",
+    "StateCache",
+    "StateLimits",
     "StateAccessError",
+    "StateLimitError",
     "StateSerializationError",
     "UnknownFlowError",
     "WorkerState",

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover
     def _loads(blob: bytes) -> Any:
         return json.loads(blob)
 
+
 __all__ = ["decode", "encode", "find_unencodable"]
 
 

@@ -2,7 +2,8 @@
 
 Every read and write of a worker's state is a message handled here, one at a time, so a
 read-modify-write can never interleave with another. Values are stored encoded, so a reader
-always gets a fresh copy and no caller can mutate the stored state behind its back.
+always gets a fresh copy and no caller can mutate the stored state behind its back. With a
+durable store, each change is written through to the store before it is acknowledged.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import Cache, LRUCache, TTLCache
+
 from actorflow import _state_codec as codec
 from actorflow._reply import Reply
+from actorflow.errors import ConfigurationError, StateLimitError
+from actorflow.state_limits import StateLimits
 
 __all__ = ["StateCall", "SupervisorCore"]
 
@@ -37,9 +42,20 @@ class StateCall:
 class SupervisorCore:
     """Owns the state of one worker and applies state calls in mailbox order."""
 
-    def __init__(self, worker_id: str) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        limits: StateLimits | None = None,
+        store: Any = None,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
         self.worker_id = worker_id
+        self._limits = limits or StateLimits()
+        self._store = store  # a Store scoped to this worker, or None
+        self._monotonic = monotonic
         self._blobs: dict[str, bytes] = {}
+        self._total = 0
+        self._caches: dict[str, tuple[tuple[int, float | None], Cache[str, bytes]]] = {}
         self._ops: dict[str, Callable[[StateCall], Any]] = {
             "get": self._get,
             "put": self._put,
@@ -47,14 +63,30 @@ class SupervisorCore:
             "modify": self._modify,
             "increment": self._increment,
             "snapshot": self._snapshot,
+            "cache_open": self._cache_open,
+            "cache_get": self._cache_get,
+            "cache_put": self._cache_put,
+            "cache_delete": self._cache_delete,
+            "cache_len": self._cache_len,
         }
+
+    def restore(self) -> int:
+        """Load every state last written to the store; returns how many keys."""
+        if self._store is None:
+            return 0
+        for key in self._store.keys():
+            value = self._store.get(key)
+            blob = codec.encode(key, value)
+            self._blobs[key] = blob
+            self._total += len(blob)
+        return len(self._blobs)
 
     # -- actor hooks -------------------------------------------------------------------
     def started(self) -> None:
         """Nothing to prepare: the state lives in this object."""
 
     def stopped(self) -> None:
-        """Nothing to release."""
+        """Nothing to release (the store belongs to the runtime's owner)."""
 
     def handle(self, call: Any) -> None:
         if not isinstance(call, StateCall):
@@ -66,23 +98,51 @@ class SupervisorCore:
         else:
             call.reply.set(result)
 
+    # -- storing -----------------------------------------------------------------------
+    def _store_blob(self, key: str, blob: bytes) -> None:
+        """Check limits, write through to the durable store, then keep the blob."""
+        size = len(blob)
+        limits = self._limits
+        if limits.max_key_bytes is not None and size > limits.max_key_bytes:
+            raise StateLimitError(
+                f"worker state {key!r} would take {size} bytes; the limit per key is "
+                f"{limits.max_key_bytes}"
+            )
+        old = self._blobs.get(key)
+        total = self._total - (0 if old is None else len(old)) + size
+        if limits.max_total_bytes is not None and total > limits.max_total_bytes:
+            raise StateLimitError(
+                f"worker state would take {total} bytes with {key!r}; the limit for the worker "
+                f"is {limits.max_total_bytes}"
+            )
+        if self._store is not None:
+            self._store.put(key, codec.decode(blob))
+        self._blobs[key] = blob
+        self._total = total
+
     # -- operations --------------------------------------------------------------------
     def _get(self, call: StateCall) -> Any:
         blob = self._blobs.get(call.key)
         return None if blob is None else codec.decode(blob)
 
     def _put(self, call: StateCall) -> None:
-        self._blobs[call.key] = codec.encode(call.key, call.arg)
+        self._store_blob(call.key, codec.encode(call.key, call.arg))
 
     def _delete(self, call: StateCall) -> bool:
-        return self._blobs.pop(call.key, None) is not None
+        blob = self._blobs.get(call.key)
+        if blob is None:
+            return False
+        if self._store is not None:
+            self._store.delete(call.key)
+        del self._blobs[call.key]
+        self._total -= len(blob)
+        return True
 
     def _modify(self, call: StateCall) -> Any:
         blob = self._blobs.get(call.key)
         old = None if blob is None else codec.decode(blob)
-        new = call.arg(old)
-        encoded = codec.encode(call.key, new)
-        self._blobs[call.key] = encoded
+        encoded = codec.encode(call.key, call.arg(old))
+        self._store_blob(call.key, encoded)
         return codec.decode(encoded)
 
     def _increment(self, call: StateCall) -> int | float:
@@ -99,10 +159,10 @@ class SupervisorCore:
             raise TypeError(
                 f"increment: {call.key!r}[{field!r}] is a {type(current).__name__}, not a number"
             )
-        value = current + by
+        value: int | float = current + by
         state[field] = value
-        self._blobs[call.key] = codec.encode(call.key, state)
-        return value  # type: ignore[no-any-return]
+        self._store_blob(call.key, codec.encode(call.key, state))
+        return value
 
     def _snapshot(self, call: StateCall) -> dict[str, Any]:
         visible: Callable[[str], bool] | None = call.arg
@@ -111,3 +171,43 @@ class SupervisorCore:
             for key, blob in self._blobs.items()
             if visible is None or visible(key)
         }
+
+    # -- bounded caches ----------------------------------------------------------------
+    def _cache_open(self, call: StateCall) -> None:
+        max_entries, ttl = call.arg, call.extra
+        existing = self._caches.get(call.key)
+        if existing is not None:
+            if existing[0] != (max_entries, ttl):
+                raise ConfigurationError(
+                    f"cache {call.key!r} already exists with max_entries={existing[0][0]}, "
+                    f"ttl={existing[0][1]}"
+                )
+            return
+        cache: Cache[str, bytes]
+        if ttl is None:
+            cache = LRUCache[str, bytes](maxsize=max_entries)
+        elif self._monotonic is not None:
+            cache = TTLCache[str, bytes](maxsize=max_entries, ttl=ttl, timer=self._monotonic)
+        else:
+            cache = TTLCache[str, bytes](maxsize=max_entries, ttl=ttl)
+        self._caches[call.key] = ((max_entries, ttl), cache)
+
+    def _cache(self, name: str) -> Cache[str, bytes]:
+        return self._caches[name][1]
+
+    def _cache_get(self, call: StateCall) -> Any:
+        blob = self._cache(call.key).get(call.arg)
+        return call.extra if blob is None else codec.decode(blob)
+
+    def _cache_put(self, call: StateCall) -> None:
+        name, key = call.key, call.arg
+        self._cache(name)[key] = codec.encode(f"cache {name}[{key!r}]", call.extra)
+
+    def _cache_delete(self, call: StateCall) -> bool:
+        return self._cache(call.key).pop(call.arg, None) is not None
+
+    def _cache_len(self, call: StateCall) -> int:
+        cache = self._cache(call.key)
+        if isinstance(cache, TTLCache):
+            cache.expire()
+        return len(cache)

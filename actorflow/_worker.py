@@ -17,6 +17,7 @@ from actorflow._timers import TimerService
 from actorflow.errors import RuntimeClosedError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobContext
+from actorflow.state_limits import StateLimits
 
 if TYPE_CHECKING:
     from actorflow.runtime import Runtime
@@ -37,6 +38,8 @@ class WorkerCore:
         clock: Clock,
         timers: TimerService,
         strict: bool,
+        limits: StateLimits | None = None,
+        state_store: Any = None,
     ) -> None:
         flow.validate()
         self.runtime = runtime
@@ -58,13 +61,16 @@ class WorkerCore:
         self._supervisor_mailbox = new_mailbox()
         self._supervisor: ActorHost | None = None
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
+        scoped = None if state_store is None else state_store.scope("worker").scope(worker_id)
+        self.supervisor_core = SupervisorCore(worker_id, limits, scoped, clock.monotonic)
 
     # -- life cycle --------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the supervisor, then every routine actor in the flow's order."""
-        supervisor = SupervisorCore(self.worker_id)
+    def start(self, restore: bool = False) -> None:
+        """Start the supervisor (restoring durable state), then every routine actor in order."""
+        if restore:
+            self.supervisor_core.restore()
         self._supervisor = start_host(
-            self._supervisor_mailbox, supervisor, f"{self.worker_id}-supervisor"
+            self._supervisor_mailbox, self.supervisor_core, f"{self.worker_id}-supervisor"
         )
         routes = self.flow.routes()
         for routine_id, routine in self.flow._routines.items():

@@ -20,6 +20,7 @@ from actorflow._worker import WorkerCore
 from actorflow.errors import ConfigurationError, FlowValidationError, RuntimeClosedError
 from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus
 from actorflow.registry import FlowRegistry
+from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
 
 __all__ = ["Runtime"]
@@ -50,6 +51,10 @@ class Runtime:
         job_retention: how many *finished* jobs stay queryable with ``get_job``/``list_jobs``;
             older ones are forgotten, oldest first. Running jobs are always kept.
         registry: where flow ids are looked up (default: ``FlowRegistry.get_instance()``).
+        state_limits: default :class:`StateLimits` of every worker's state.
+        state_store: a store from ``actorflow.store`` that each worker's supervisor writes its
+            state through to (under ``worker:<worker_id>:<key>``) before acknowledging a
+            change; ``exec(..., restore=True)`` reads it back. None keeps state in memory only.
     """
 
     def __init__(
@@ -60,6 +65,8 @@ class Runtime:
         job_retention: int = DEFAULT_JOB_RETENTION,
         registry: FlowRegistry | None = None,
         clock: Clock | None = None,
+        state_limits: StateLimits | None = None,
+        state_store: Any = None,
     ) -> None:
         if thread_pool_size is not None and (
             isinstance(thread_pool_size, bool)
@@ -75,6 +82,10 @@ class Runtime:
             or job_retention < 0
         ):
             raise ConfigurationError(f"job_retention must be an int >= 0, got {job_retention!r}")
+        if state_limits is not None and not isinstance(state_limits, StateLimits):
+            raise TypeError("state_limits must be a StateLimits")
+        self.state_limits = state_limits
+        self.state_store = state_store
         self.thread_pool_size = thread_pool_size
         self.strict = _strict_default() if strict is None else bool(strict)
         self.job_retention = job_retention
@@ -112,17 +123,38 @@ class Runtime:
         self.shutdown(wait=exc_type is None)
 
     # -- workers -----------------------------------------------------------------------
-    def exec(self, flow_id: str, worker_id: str | None = None) -> WorkerState:
+    def exec(
+        self,
+        flow_id: str,
+        worker_id: str | None = None,
+        *,
+        restore: bool = False,
+        state_limits: StateLimits | None = None,
+    ) -> WorkerState:
         """Start a worker of ``flow_id`` and return its WorkerState (full access).
 
-        The first worker started for a flow becomes its default worker for ``post``.
+        The first worker started for a flow becomes its default worker for ``post``. With
+        ``restore=True`` the worker starts with the state last acknowledged for ``worker_id``
+        in the runtime's ``state_store``. ``state_limits`` overrides the runtime's default.
         """
+        if restore and (worker_id is None or self.state_store is None):
+            raise ConfigurationError(
+                "restore=True needs a worker_id and a Runtime(state_store=...)"
+            )
+        if state_limits is not None and not isinstance(state_limits, StateLimits):
+            raise TypeError("state_limits must be a StateLimits")
         with self._lock:
             self._check_open()
-            worker = self._start_worker(flow_id, worker_id)
+            worker = self._start_worker(flow_id, worker_id, restore, state_limits)
         return WorkerState(worker)
 
-    def _start_worker(self, flow_id: str, worker_id: str | None) -> WorkerCore:
+    def _start_worker(
+        self,
+        flow_id: str,
+        worker_id: str | None,
+        restore: bool = False,
+        state_limits: StateLimits | None = None,
+    ) -> WorkerCore:
         flow = self._registry.require(flow_id)
         if worker_id is None:
             worker_id = f"{flow_id}-worker-{next(self._worker_seq)}"
@@ -138,8 +170,17 @@ class Runtime:
                     f"flow {flow_id!r} needs {needed} routine actor threads per worker; "
                     f"thread_pool_size={limit}"
                 )
-        worker = WorkerCore(self, flow, worker_id, self._clock, self._timers, self.strict)
-        worker.start()
+        worker = WorkerCore(
+            self,
+            flow,
+            worker_id,
+            self._clock,
+            self._timers,
+            self.strict,
+            state_limits or self.state_limits,
+            self.state_store,
+        )
+        worker.start(restore)
         self._workers[worker_id] = worker
         self._default_worker.setdefault(flow_id, worker)
         return worker

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from actorflow.errors import StateAccessError
+from actorflow.errors import ConfigurationError, StateAccessError
 
 if TYPE_CHECKING:
     from actorflow._worker import WorkerCore
 
-__all__ = ["WorkerState"]
+__all__ = ["StateCache", "WorkerState"]
 
 
 class WorkerState:
@@ -96,6 +96,27 @@ class WorkerState:
         self._check(key, write=True)
         return self._core.state_call("increment", key, field, by)
 
+    def cache(self, name: str, max_entries: int = 1024, ttl: float | None = None) -> StateCache:
+        """A bounded mapping kept by the supervisor: LRU beyond ``max_entries``, entries expire
+        ``ttl`` seconds after they were written (never returned once expired).
+
+        Calling ``cache`` again with the same name returns the same cache (with the same
+        bounds). Values must be serializable like any state. Caches are shared by the routines
+        of the worker and are not written to the durable state store.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError("cache name must be a non-empty str")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(
+                f"cache max_entries must be a positive int, got {max_entries!r}"
+            )
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
+        ):
+            raise ConfigurationError(f"cache ttl must be a positive number of seconds, got {ttl!r}")
+        self._core.state_call("cache_open", name, max_entries, ttl)
+        return StateCache(self._core, name)
+
     # -- isolation ---------------------------------------------------------------------
     def _check(self, key: str, *, write: bool) -> None:
         if not isinstance(key, str):
@@ -134,3 +155,33 @@ class WorkerState:
     def __repr__(self) -> str:
         who = "full access" if self._accessor is None else f"as routine {self._accessor!r}"
         return f"WorkerState(worker_id={self.worker_id!r}, flow_id={self.flow_id!r}, {who})"
+
+
+class StateCache:
+    """A bounded LRU/TTL mapping owned by a worker's supervisor (see ``WorkerState.cache``)."""
+
+    __slots__ = ("_core", "name")
+
+    def __init__(self, core: WorkerCore, name: str) -> None:
+        self._core = core
+        self.name = name
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A copy of the cached value, or ``default`` if absent or expired."""
+        return self._core.state_call("cache_get", self.name, key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        """Cache ``value`` (evicting the least recently used entry when full)."""
+        self._core.state_call("cache_put", self.name, key, value)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; returns whether it was cached."""
+        result: bool = self._core.state_call("cache_delete", self.name, key)
+        return result
+
+    def __len__(self) -> int:
+        result: int = self._core.state_call("cache_len", self.name)
+        return result
+
+    def __repr__(self) -> str:
+        return f"StateCache({self.name!r}, worker={self._core.worker_id!r})"

@@ -1,0 +1,303 @@
+"""WorkerState: owned by the supervisor, so updates are atomic, isolated, serializable, bounded."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actorflow import (
+    ConfigurationError,
+    Flow,
+    FlowRegistry,
+    JobStatus,
+    Routine,
+    Runtime,
+    StateAccessError,
+    StateLimitError,
+    StateLimits,
+    StateSerializationError,
+)
+from actorflow._clock import Clock
+
+
+def routine(logic: Any, *, events: tuple[str, ...] = (), concurrency: int = 1) -> Routine:
+    r = Routine()
+    r.add_slot("in")
+    for event in events:
+        r.add_event(event)
+    r.set_logic(logic)
+    r.set_concurrency(concurrency)
+    return r
+
+
+def fan_out_counter_flow(flow_id: str, counters: int, concurrency: int = 1) -> None:
+    source = routine(lambda sd, m, ws: source.emit("out", n=sd["in"][0]), events=("out",))
+    flow = Flow(flow_id)
+    flow.add_routine(source, "source")
+    for i in range(counters):
+        flow.add_routine(
+            routine(lambda sd, m, ws: ws.increment("_shared", "count"), concurrency=concurrency),
+            f"counter{i}",
+        )
+        flow.connect("source", "out", f"counter{i}", "in")
+    FlowRegistry.get_instance().register(flow)
+
+
+def test_four_routines_5000_jobs_lose_no_increment() -> None:
+    fan_out_counter_flow("race", counters=4)
+    with Runtime() as runtime:
+        state = runtime.exec("race")
+        for i in range(5000):
+            runtime.post("race", "source", "in", i)
+        assert runtime.wait_until_all_jobs_finished(timeout=50)
+        assert state.get_routine_state("_shared") == {"count": 20_000}
+        assert all(j.status == JobStatus.COMPLETED for j in runtime.list_jobs())
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    counters=st.integers(1, 4),
+    concurrency=st.integers(1, 4),
+    jobs=st.integers(1, 400),
+    outside=st.integers(0, 50),
+)
+def test_atomic_updates_hold_for_any_routine_count_and_concurrency(
+    counters: int, concurrency: int, jobs: int, outside: int
+) -> None:
+    FlowRegistry.get_instance().clear()
+    fan_out_counter_flow("race", counters=counters, concurrency=concurrency)
+    with Runtime() as runtime:
+        state = runtime.exec("race")
+        bumper = threading.Thread(
+            target=lambda: [
+                state.modify_routine_state(
+                    "_shared", lambda s: {**(s or {}), "count": (s or {}).get("count", 0) + 1}
+                )
+                for _ in range(outside)
+            ]
+        )
+        bumper.start()
+        for i in range(jobs):
+            runtime.post("race", "source", "in", i)
+        bumper.join()
+        assert runtime.wait_until_all_jobs_finished(timeout=50)
+        assert state.get_routine_state("_shared")["count"] == counters * jobs + outside
+
+
+def test_concurrency_k_runs_k_actors_behind_one_mailbox() -> None:
+    threads: set[int] = set()
+    lock = threading.Lock()
+    barrier = threading.Barrier(3, timeout=10)
+
+    def slow(sd: Any, m: Any, ws: Any) -> None:
+        with lock:
+            threads.add(threading.get_ident())
+        if sd["in"][0] < 3:
+            barrier.wait()  # only passes if three actors run at the same time
+
+    flow = Flow("parallel")
+    flow.add_routine(routine(slow, concurrency=3), "slow")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime() as runtime:
+        jobs = [runtime.post("parallel", "slow", "in", i)[1] for i in range(30)]
+        assert runtime.wait_until_all_jobs_finished(timeout=10)
+    assert all(j.status == JobStatus.COMPLETED for j in jobs)
+    assert len(threads) == 3
+
+
+def test_reads_are_copies_and_state_outlives_jobs(runtime: Runtime) -> None:
+    flow = Flow("copies")
+    flow.add_routine(routine(lambda sd, m, ws: ws.increment("r", "seen")), "r")
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("copies")
+    state.update_routine_state("_cfg", {"items": [1]})
+    got = state.get_routine_state("_cfg")
+    got["items"].append(2)
+    assert state.get_routine_state("_cfg") == {"items": [1]}
+    for i in range(3):
+        assert runtime.post("copies", "r", "in", i)[1].wait(10)
+    assert state.get_routine_state("r") == {"seen": 3}
+    assert state.routine_states == {"_cfg": {"items": [1]}, "r": {"seen": 3}}
+    assert json.loads(json.dumps(state.snapshot())) == state.snapshot()
+    assert (
+        state.delete_routine_state("_cfg") is True and state.delete_routine_state("_cfg") is False
+    )
+    assert state.modify_routine_state("x", lambda old: (old or 0) + 5) == 5
+    with pytest.raises(TypeError, match="not a number"):
+        state.update_routine_state("y", {"n": "text"}) or state.increment("y", "n")
+
+
+def test_two_workers_of_one_flow_never_share_state(runtime: Runtime) -> None:
+    flow = Flow("two")
+    flow.add_routine(routine(lambda sd, m, ws: ws.increment("r", "n")), "r")
+    FlowRegistry.get_instance().register(flow)
+    a = runtime.exec("two", worker_id="a")
+    b = runtime.exec("two", worker_id="b")
+    for _ in range(3):
+        runtime.post("two", "r", "in", 1, worker_id="a")
+    runtime.post("two", "r", "in", 1, worker_id="b")
+    assert runtime.wait_until_all_jobs_finished(10)
+    assert a.get_routine_state("r") == {"n": 3}
+    assert b.get_routine_state("r") == {"n": 1}
+
+
+def test_isolation_errors_name_both_routines_unless_granted(runtime: Runtime) -> None:
+    outcomes: dict[str, str] = {}
+
+    def probe(name: str, action: Any) -> Any:
+        def logic(sd: Any, m: Any, ws: Any) -> None:
+            try:
+                action(ws)
+                outcomes[name] = "ok"
+            except StateAccessError as exc:
+                outcomes[name] = str(exc)
+
+        return logic
+
+    flow = Flow("iso")
+    flow.add_routine(
+        routine(probe("read_other", lambda ws: ws.get_routine_state("owner"))), "reader"
+    )
+    flow.add_routine(
+        routine(probe("write_other", lambda ws: ws.update_routine_state("owner", 1))), "writer"
+    )
+    flow.add_routine(
+        routine(probe("granted_read", lambda ws: ws.get_routine_state("owner"))), "friend"
+    )
+    flow.add_routine(
+        routine(probe("granted_write_denied", lambda ws: ws.update_routine_state("owner", 2))),
+        "friend2",
+    )
+    flow.add_routine(
+        routine(
+            probe(
+                "shared",
+                lambda ws: (
+                    ws.update_routine_state("_shared", 1),
+                    ws.update_routine_state("free_key", 1),
+                ),
+            )
+        ),
+        "sharer",
+    )
+    flow.add_routine(routine(probe("own", lambda ws: ws.update_routine_state("owner", 3))), "owner")
+    flow.grant_state_access("friend", "owner")
+    flow.grant_state_access("friend2", "owner", write=False)
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("iso")
+    for rid in ("reader", "writer", "friend", "friend2", "sharer", "owner"):
+        assert runtime.post("iso", rid, "in", None)[1].wait(10)
+    assert "'reader' may not read the state of routine 'owner'" in outcomes["read_other"]
+    assert "'writer' may not write the state of routine 'owner'" in outcomes["write_other"]
+    assert outcomes["granted_read"] == "ok"
+    assert "may not write" in outcomes["granted_write_denied"]
+    assert outcomes["shared"] == "ok" and outcomes["own"] == "ok"
+    state.update_routine_state("reader", {"outside": True})  # the exec holder has full access
+    assert state.get_routine_state("owner") == 3
+
+
+def test_routine_states_inside_a_routine_shows_only_what_it_may_read(runtime: Runtime) -> None:
+    seen: list[dict[str, Any]] = []
+    flow = Flow("visible")
+    flow.add_routine(routine(lambda sd, m, ws: seen.append(ws.routine_states)), "a")
+    flow.add_routine(routine(lambda sd, m, ws: None), "b")
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("visible")
+    for key in ("a", "b", "_shared", "other"):
+        state.update_routine_state(key, key)
+    assert runtime.post("visible", "a", "in", None)[1].wait(10)
+    assert seen == [{"a": "a", "_shared": "_shared", "other": "other"}]
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "type_name"),
+    [
+        ({"conn": sqlite3.connect(":memory:")}, "db['conn']", "Connection"),
+        ({"nested": [1, {"lock": threading.Lock()}]}, "db['nested'][1]['lock']", "lock"),
+        ({"fn": lambda x: x}, "db['fn']", "function"),
+        ({"sock": socket.socket()}, "db['sock']", "socket"),
+    ],
+)
+def test_unserializable_state_is_refused_naming_path_and_type(
+    runtime: Runtime, value: Any, path: str, type_name: str
+) -> None:
+    flow = Flow("ser")
+    flow.add_routine(routine(lambda sd, m, ws: None), "r")
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("ser")
+    with pytest.raises(StateSerializationError) as info:
+        state.update_routine_state("db", value)
+    assert path in str(info.value) and type_name in str(info.value)
+    assert state.get_routine_state("db") is None
+    with pytest.raises(StateSerializationError):
+        state.modify_routine_state("db", lambda old: value)
+    assert state.get_routine_state("db") is None
+    if "sock" in value:
+        value["sock"].close()
+
+
+def test_state_limits_refuse_oversized_updates() -> None:
+    flow = Flow("limits")
+    flow.add_routine(routine(lambda sd, m, ws: None), "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(state_limits=StateLimits(max_key_bytes=100, max_total_bytes=150)) as runtime:
+        state = runtime.exec("limits")
+        state.update_routine_state("a", "x" * 80)
+        with pytest.raises(StateLimitError, match="limit per key is 100"):
+            state.update_routine_state("b", "x" * 200)
+        with pytest.raises(StateLimitError, match="limit for the worker is 150"):
+            state.update_routine_state("b", "x" * 90)
+        assert state.get_routine_state("b") is None
+        state.update_routine_state("a", "x" * 10)  # replacing frees room
+        state.update_routine_state("b", "x" * 90)
+        small = runtime.exec("limits", worker_id="small", state_limits=StateLimits(max_key_bytes=5))
+        with pytest.raises(StateLimitError):
+            small.update_routine_state("a", "x" * 10)
+    with pytest.raises(ConfigurationError):
+        StateLimits(max_key_bytes=0)
+
+
+class ManualClock(Clock):
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_cache_is_bounded_lru_and_expires_on_read() -> None:
+    flow = Flow("cache")
+    flow.add_routine(
+        routine(lambda sd, m, ws: ws.cache("users", max_entries=2).put(sd["in"][0], 1)), "r"
+    )
+    FlowRegistry.get_instance().register(flow)
+    clock = ManualClock()
+    with Runtime(clock=clock) as runtime:
+        state = runtime.exec("cache")
+        cache = state.cache("users", max_entries=2)
+        cache.put("a", {"name": "A"})
+        cache.put("b", {"name": "B"})
+        assert cache.get("a") == {"name": "A"}  # a is now most recently used
+        cache.put("c", {"name": "C"})
+        assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 2
+        assert runtime.post("cache", "r", "in", "d")[1].wait(10)
+        assert len(state.cache("users", max_entries=2)) == 2
+        with pytest.raises(ConfigurationError, match="already exists"):
+            state.cache("users", max_entries=3)
+        timed = state.cache("sessions", max_entries=10, ttl=30)
+        timed.put("s", 1)
+        clock.now += 29
+        assert timed.get("s") == 1
+        clock.now += 2
+        assert timed.get("s", "gone") == "gone" and len(timed) == 0
+        with pytest.raises(StateSerializationError):
+            timed.put("bad", threading.Lock())
+        with pytest.raises(ConfigurationError):
+            state.cache("bad", max_entries=0)
