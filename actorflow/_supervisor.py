@@ -74,7 +74,7 @@ class SupervisorCore:
         """Load every state last written to the store; returns how many keys."""
         if self._store is None:
             return 0
-        for key in self._store.keys():
+        for key in self._store.keys():  # noqa: SIM118 (a Store, not a dict)
             value = self._store.get(key)
             blob = codec.encode(key, value)
             self._blobs[key] = blob

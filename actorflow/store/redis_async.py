@@ -1,0 +1,177 @@
+"""The redis backend on ``redis.asyncio`` (same layout and semantics as the sync one).
+
+``update`` calls made through one store object are queued behind each other (an
+``asyncio.Lock``), since they would only lose ``WATCH`` races to one another; the
+``WATCH``/``MULTI``/``EXEC`` loop keeps them atomic against every other client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.connection import SSLConnection
+
+from actorflow.store._options import TTL
+from actorflow.store._redis_common import (
+    DEFAULT_KEY_PREFIX,
+    MAX_UPDATE_ATTEMPTS,
+    RANGE_SCRIPT,
+    Layout,
+    RedisOptions,
+    backoff,
+    pairs,
+    redis_options,
+    server_stats,
+    ttl_milliseconds,
+)
+from actorflow.store.aio import AsyncBackend, AsyncStore
+from actorflow.store.errors import ConcurrentUpdateError
+from actorflow.store.serializers import Serializer, get_serializer
+
+__all__ = ["AsyncRedisBackend", "AsyncRedisStore"]
+
+
+class AsyncRedisBackend(AsyncBackend):
+    """Bytes in Redis through ``redis.asyncio``."""
+
+    name = "redis"
+
+    def __init__(self, options: RedisOptions, *, serializer: str | Serializer = "json") -> None:
+        self.serializer = get_serializer(serializer)
+        self.default_ttl = options.default_ttl
+        self.closed = False
+        self.options = options
+        self.layout = Layout(options.key_prefix)
+        kwargs = options.pool_kwargs(SSLConnection)
+        if options.url is not None:
+            pool = aredis.BlockingConnectionPool.from_url(options.url, **kwargs)
+        else:
+            pool = aredis.BlockingConnectionPool(**kwargs)
+        self.client = aredis.Redis(connection_pool=pool)
+        self._range_script = self.client.register_script(RANGE_SCRIPT)
+        self._update_lock = asyncio.Lock()
+        self._counts = dict.fromkeys(
+            ("hits", "misses", "puts", "deletes", "evicted_capacity", "evicted_expired"), 0
+        )
+
+    def _write(self, pipe: Any, key: str, data: bytes, ttl: float | None) -> None:
+        pipe.set(self.layout.value_key(key), data, px=ttl_milliseconds(ttl))
+        pipe.zadd(self.layout.index, {self.layout.member(key): 0})
+
+    async def put(self, key: str, data: bytes, ttl: float | None) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            self._write(pipe, key, data, ttl)
+            await pipe.execute()
+        self._counts["puts"] += 1
+
+    async def get(self, key: str) -> bytes | None:
+        data = await self.client.get(self.layout.value_key(key))
+        self._counts["misses" if data is None else "hits"] += 1
+        return None if data is None else bytes(data)
+
+    async def delete(self, key: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.layout.value_key(key))
+            pipe.zrem(self.layout.index, self.layout.member(key))
+            removed, _ = await pipe.execute()
+        if removed:
+            self._counts["deletes"] += 1
+        return bool(removed)
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self.client.exists(self.layout.value_key(key)))
+
+    async def range(
+        self, low: str, high: str | None, limit: int | None
+    ) -> list[tuple[str, bytes]]:
+        args = self.layout.range_args(low, high, limit, with_values=True)
+        return pairs(await self._range_script(keys=[self.layout.index], args=args))
+
+    async def keys(self, low: str, high: str | None) -> list[str]:
+        args = self.layout.range_args(low, high, None, with_values=False)
+        flat = await self._range_script(keys=[self.layout.index], args=args)
+        return [member.decode() for member in flat]
+
+    async def update(
+        self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None
+    ) -> None:
+        value_key = self.layout.value_key(key)
+        async with self._update_lock, self.client.pipeline(transaction=True) as pipe:
+            for attempt in range(MAX_UPDATE_ATTEMPTS):
+                try:
+                    await pipe.watch(value_key)
+                    old = await pipe.get(value_key)
+                    data = fn(None if old is None else bytes(old))
+                    pipe.multi()
+                    self._write(pipe, key, data, ttl)
+                    await pipe.execute()
+                except redis.WatchError:
+                    await asyncio.sleep(backoff(attempt))
+                    continue
+                self._counts["puts"] += 1
+                return
+        raise ConcurrentUpdateError(
+            f"update of {key!r} lost {MAX_UPDATE_ATTEMPTS} races with other clients in a row"
+        )
+
+    async def stats(self) -> dict[str, Any]:
+        entries = await self.client.zcard(self.layout.index)
+        info = await self.client.info()
+        return {
+            "backend": self.name,
+            "serializer": self.serializer.name,
+            "entries": int(entries),
+            "max_entries": None,
+            "default_ttl": self.default_ttl,
+            "key_prefix": self.options.key_prefix,
+            **server_stats(info),
+            **self._counts,
+        }
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()
+
+
+class AsyncRedisStore(AsyncStore):
+    """An :class:`~actorflow.store.AsyncStore` in Redis; options as :class:`RedisStore`."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        db: int | None = None,
+        password: str | None = None,
+        ssl: bool | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        default_ttl: TTL | None = None,
+        serializer: str | Serializer = "json",
+        max_connections: int = 10,
+        socket_timeout: float | None = 10.0,
+        socket_connect_timeout: float | None = 5.0,
+    ) -> None:
+        options = redis_options(
+            url=url,
+            host=host,
+            port=port,
+            db=db,
+            password=password,
+            ssl=ssl,
+            key_prefix=key_prefix,
+            default_ttl=default_ttl,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+        )
+        super().__init__(AsyncRedisBackend(options, serializer=serializer))
