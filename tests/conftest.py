@@ -41,3 +41,14 @@ def runtime() -> Iterator[Runtime]:
         rt.shutdown(wait=False)
         leaked = [t.name for t in actorflow_threads() if t not in before]
         assert not leaked, f"threads alive after shutdown: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port for the whole session (skipped if absent)."""
+    from _redis_server import find_redis_server, running_redis_server
+
+    if find_redis_server() is None:
+        pytest.skip("redis-server is not installed (./scripts/test installs it with apt-get)")
+    with running_redis_server() as url:
+        yield url
