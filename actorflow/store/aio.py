@@ -51,7 +51,11 @@ class AsyncBackend(ABC):
     name: str
     serializer: Serializer
     default_ttl: float | None
-    closed: bool
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
 
     @abstractmethod
     async def put(self, key: str, data: bytes, ttl: float | None) -> None:
@@ -70,9 +74,7 @@ class AsyncBackend(ABC):
         """Whether ``key`` holds a live entry."""
 
     @abstractmethod
-    async def range(
-        self, low: str, high: str | None, limit: int | None
-    ) -> list[tuple[str, bytes]]:
+    async def range(self, low: str, high: str | None, limit: int | None) -> list[tuple[str, bytes]]:
         """Entries with ``low <= key < high``, by key."""
 
     @abstractmethod
@@ -104,7 +106,7 @@ class ThreadedAsyncBackend(AsyncBackend):
         self.serializer = backend.serializer
         self.default_ttl = backend.default_ttl
 
-    @property  # type: ignore[override]
+    @property
     def closed(self) -> bool:
         """Whether the wrapped backend is closed."""
         return self.sync.closed
@@ -126,9 +128,7 @@ class ThreadedAsyncBackend(AsyncBackend):
     async def exists(self, key: str) -> bool:
         return await self._call(self.sync.exists, key)  # type: ignore[no-any-return]
 
-    async def range(
-        self, low: str, high: str | None, limit: int | None
-    ) -> list[tuple[str, bytes]]:
+    async def range(self, low: str, high: str | None, limit: int | None) -> list[tuple[str, bytes]]:
         return await self._call(self.sync.range, low, high, limit)  # type: ignore[no-any-return]
 
     async def keys(self, low: str, high: str | None) -> list[str]:
@@ -272,8 +272,7 @@ class AsyncStoreReader:
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
         return (
-            f"<{type(self).__name__} backend={self._backend.name!r} "
-            f"prefix={self._prefix!r}{state}>"
+            f"<{type(self).__name__} backend={self._backend.name!r} prefix={self._prefix!r}{state}>"
         )
 
 

@@ -255,8 +255,7 @@ class StoreReader:
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
         return (
-            f"<{type(self).__name__} backend={self._backend.name!r} "
-            f"prefix={self._prefix!r}{state}>"
+            f"<{type(self).__name__} backend={self._backend.name!r} prefix={self._prefix!r}{state}>"
         )
 
 

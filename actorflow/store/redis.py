@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.connection import SSLConnection
@@ -54,7 +54,7 @@ class RedisBackend(Backend):
         if options.url is not None:
             pool = redis.BlockingConnectionPool.from_url(options.url, **kwargs)
         else:
-            pool = redis.BlockingConnectionPool(**kwargs)
+            pool = redis.BlockingConnectionPool(**kwargs)  # type: ignore[no-untyped-call]
         self.client = redis.Redis(connection_pool=pool)
         self._range_script = self.client.register_script(RANGE_SCRIPT)
         self._counts = dict.fromkeys(
@@ -76,7 +76,7 @@ class RedisBackend(Backend):
         with self.lock:
             data = self.client.get(self.layout.value_key(key))
             self._counts["misses" if data is None else "hits"] += 1
-            return None if data is None else bytes(data)
+            return None if data is None else cast(bytes, data)
 
     def delete(self, key: str) -> bool:
         with self.lock:
@@ -108,9 +108,9 @@ class RedisBackend(Backend):
         with self.lock, self.client.pipeline(transaction=True) as pipe:
             for attempt in range(MAX_UPDATE_ATTEMPTS):
                 try:
-                    pipe.watch(value_key)
+                    pipe.watch(value_key)  # type: ignore[no-untyped-call]
                     old = pipe.get(value_key)
-                    data = fn(None if old is None else bytes(old))
+                    data = fn(None if old is None else cast(bytes, old))
                     pipe.multi()
                     self._write(pipe, key, data, ttl)
                     pipe.execute()

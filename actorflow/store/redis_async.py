@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aredis
@@ -43,7 +43,7 @@ class AsyncRedisBackend(AsyncBackend):
     def __init__(self, options: RedisOptions, *, serializer: str | Serializer = "json") -> None:
         self.serializer = get_serializer(serializer)
         self.default_ttl = options.default_ttl
-        self.closed = False
+        self._closed = False
         self.options = options
         self.layout = Layout(options.key_prefix)
         kwargs = options.pool_kwargs(SSLConnection)
@@ -71,7 +71,7 @@ class AsyncRedisBackend(AsyncBackend):
     async def get(self, key: str) -> bytes | None:
         data = await self.client.get(self.layout.value_key(key))
         self._counts["misses" if data is None else "hits"] += 1
-        return None if data is None else bytes(data)
+        return None if data is None else cast(bytes, data)
 
     async def delete(self, key: str) -> bool:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -85,9 +85,7 @@ class AsyncRedisBackend(AsyncBackend):
     async def exists(self, key: str) -> bool:
         return bool(await self.client.exists(self.layout.value_key(key)))
 
-    async def range(
-        self, low: str, high: str | None, limit: int | None
-    ) -> list[tuple[str, bytes]]:
+    async def range(self, low: str, high: str | None, limit: int | None) -> list[tuple[str, bytes]]:
         args = self.layout.range_args(low, high, limit, with_values=True)
         return pairs(await self._range_script(keys=[self.layout.index], args=args))
 
@@ -105,8 +103,8 @@ class AsyncRedisBackend(AsyncBackend):
                 try:
                     await pipe.watch(value_key)
                     old = await pipe.get(value_key)
-                    data = fn(None if old is None else bytes(old))
-                    pipe.multi()
+                    data = fn(None if old is None else cast(bytes, old))
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     self._write(pipe, key, data, ttl)
                     await pipe.execute()
                 except redis.WatchError:
@@ -132,10 +130,15 @@ class AsyncRedisBackend(AsyncBackend):
             **self._counts,
         }
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
     async def close(self) -> None:
-        if self.closed:
+        if self._closed:
             return
-        self.closed = True
+        self._closed = True
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
 

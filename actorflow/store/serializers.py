@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import pickle
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
@@ -86,7 +87,7 @@ def _json_problem(value: Any, path: str = "", depth: int = 0) -> tuple[str, type
             return None
         return path, kind, "integer does not fit in 64 bits"
     if kind is float:
-        if value == value and value not in (float("inf"), float("-inf")):
+        if math.isfinite(value):
             return None
         return path, kind, "JSON has no NaN or infinity"
     if kind is list or kind is tuple or kind is dict:
@@ -107,7 +108,8 @@ def _json_problem(value: Any, path: str = "", depth: int = 0) -> tuple[str, type
         return None
     for base in (bool, int, float, str, list, tuple, dict):
         if isinstance(value, base):
-            return path, kind, f"subclass of {base.__name__} would be read back as plain {base.__name__}"
+            name = base.__name__
+            return path, kind, f"subclass of {name} would be read back as plain {name}"
     return path, kind, "not a JSON type"
 
 
@@ -125,7 +127,7 @@ class JsonSerializer:
                 import orjson  # noqa: PLC0415  (optional dependency)
             except ImportError:
                 if use_orjson:
-                    raise ConfigurationError("use_orjson=True but orjson is not installed") from None
+                    raise ConfigurationError("orjson is not installed") from None
         self._orjson = orjson
         self.backend = "orjson" if orjson is not None else "json"
 
@@ -316,9 +318,7 @@ def find_unencodable(value: Any, serializer: str | Serializer) -> tuple[str, typ
     return _locate(value, codec, "", set())
 
 
-def _diagnose(
-    value: Any, codec: Serializer, error: BaseException | None
-) -> tuple[str, type, str]:
+def _diagnose(value: Any, codec: Serializer, error: BaseException | None) -> tuple[str, type, str]:
     """``(path, type, message)`` explaining why ``value`` cannot be encoded."""
     reason = "" if error is None else str(error)
     if isinstance(codec, JsonSerializer):

@@ -99,9 +99,7 @@ class SqliteBackend(Backend):
             raise ConfigurationError(f"sqlite store needs a file path, got {path!r}")
         mode = _SYNCHRONOUS.get(str(synchronous).lower())
         if mode is None:
-            raise ConfigurationError(
-                f"synchronous must be 'full' or 'normal', got {synchronous!r}"
-            )
+            raise ConfigurationError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
             raise ConfigurationError(f"busy_timeout must be seconds, got {busy_timeout!r}")
         self.path = os.fspath(path)
@@ -298,8 +296,7 @@ class SqliteBackend(Backend):
     def _select(self, columns: str, low: str, high: str | None, limit: int | None) -> str:
         upper = "" if high is None else " AND key < ?"
         return (
-            f"SELECT {columns} FROM {_TABLE} WHERE key >= ?{upper} AND {_LIVE} "
-            f"ORDER BY key LIMIT ?"
+            f"SELECT {columns} FROM {_TABLE} WHERE key >= ?{upper} AND {_LIVE} ORDER BY key LIMIT ?"
         )
 
     @staticmethod

@@ -52,9 +52,7 @@ def _field_types(cls: type) -> dict[str, Any]:
     except Exception:  # unresolvable annotations: check the fields' presence only
         hints = {}
     return {
-        field.name: hints.get(field.name, Any)
-        for field in dataclasses.fields(cls)
-        if field.init
+        field.name: hints.get(field.name, Any) for field in dataclasses.fields(cls) if field.init
     }
 
 
