@@ -39,7 +39,7 @@ def _free_port() -> int:
 
 
 def _ping(port: int) -> bool:
-    import redis  # noqa: PLC0415 - only needed once a server runs
+    import redis
 
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
     try:

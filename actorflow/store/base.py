@@ -24,7 +24,13 @@ from actorflow.store._keys import (
     key_range,
     prefix_end,
 )
-from actorflow.store._options import TTL, EvictionCallback, default_ttl_option, ttl_seconds
+from actorflow.store._options import (
+    TTL,
+    EvictionCallback,
+    callable_option,
+    default_ttl_option,
+    ttl_seconds,
+)
 from actorflow.store.errors import DecodeError, ReadOnlyStoreError, StoreClosedError
 from actorflow.store.serializers import Serializer, encode_value, get_serializer
 
@@ -55,7 +61,7 @@ class Backend(ABC):
         self.default_ttl = default_ttl_option(default_ttl)
         self.lock = threading.RLock()
         self.closed = False
-        self.evictions = EvictionNotifier(on_evict, self.serializer)
+        self.evictions = EvictionNotifier(callable_option(on_evict, "on_evict"), self.serializer)
 
     @abstractmethod
     def put(self, key: str, data: bytes, ttl: float | None) -> None:

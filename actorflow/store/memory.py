@@ -132,18 +132,17 @@ class MemoryBackend(Backend):
             self.evictions.fire(events)
 
     def _next_expiry(self) -> float | None:
-        heap = self._expiries
-        if len(heap) > 2 * len(self._cache) + 64:
-            heap[:] = [
-                (entry.expires_at, key)
-                for key, entry in self._cache.items()
-                if entry.expires_at != math.inf
-            ]
+        # Raw Cache methods only: TLRUCache.__len__ and friends would expire entries
+        # here, outside _operation(), and their callbacks would be delayed.
+        heap, cache = self._expiries, self._cache
+        if len(heap) > 2 * Cache.__len__(cache) + 64:
+            entries = ((key, Cache.__getitem__(cache, key)) for key in Cache.__iter__(cache))
+            heap[:] = [(e.expires_at, key) for key, e in entries if e.expires_at != math.inf]
             heapq.heapify(heap)
         while heap:
             expires_at, key = heap[0]
-            if _stored(self._cache, key):
-                entry = Cache.__getitem__(self._cache, key)
+            if _stored(cache, key):
+                entry = Cache.__getitem__(cache, key)
                 if entry.expires_at == expires_at:
                     return expires_at
             heapq.heappop(heap)
