@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 TIMEOUT = 60
 REDIS_VARIABLE = "ACTORFLOW_REDIS_URL"
+NO_REDIS = (
+    f"the block uses {REDIS_VARIABLE} and redis-server is not on PATH "
+    "(./scripts/test installs it where it can)"
+)
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 
@@ -171,10 +175,7 @@ def _redis_server_module() -> ModuleType:
 def docs_redis_url() -> Iterator[str]:
     """URL of a Redis server for the whole test run (the blocks that need it ask for it)."""
     if shutil.which("redis-server") is None:
-        pytest.skip(
-            f"needs {REDIS_VARIABLE}: redis-server is not on PATH "
-            "(./scripts/test installs it where it can)"
-        )
+        pytest.skip(NO_REDIS)
     with _redis_server_module().running_redis_server() as url:
         yield url
 
@@ -195,6 +196,8 @@ def test_doc_block(example: Example, tmp_path: Path, request: pytest.FixtureRequ
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONIOENCODING"] = "utf-8"
     if REDIS_VARIABLE in example.code:
+        if shutil.which("redis-server") is None:
+            pytest.skip(f"{where}: {NO_REDIS}")
         env[REDIS_VARIABLE] = request.getfixturevalue("docs_redis_url")
     script = tmp_path / "block.py"
     script.write_text(example.code, encoding="utf-8")
