@@ -1,10 +1,10 @@
 """Hosting a cell on a pykka thread actor (internal).
 
-pykka gives each actor a thread and a mailbox. We keep its actor loop and change three things
-at its documented seams: the mailbox is a ``queue.SimpleQueue`` made by the worker (so several
+pykka gives each actor a thread, a mailbox, registration and life-cycle hooks. We change three
+things at its seams: the mailbox is a ``queue.SimpleQueue`` made by the worker (so several
 actors can share one, and a restarted actor takes over the mailbox of the one it replaces
-without losing a message), the thread is named and kept so shutdown can join it, and our own
-message types skip pykka's proxy dispatch.
+without losing a message), the thread is named and kept so shutdown can join it, and the
+message loop hands our messages straight to the cell and reports crashes to the supervisor.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import threading
 from typing import Any, Protocol
 
 import pykka
-
-from actorflow._envelope import Envelope
+from pykka._envelope import Envelope as PykkaEnvelope
 
 __all__ = ["STOP", "ActorHost", "Cell", "new_mailbox", "start_host"]
 
@@ -33,11 +32,6 @@ class _Stop:
     """Stop after the messages queued before this one (internal)."""
 
     __slots__ = ()
-    reply_to = None
-
-    @property
-    def message(self) -> _Stop:
-        return self
 
 
 STOP = _Stop()
@@ -79,16 +73,43 @@ class ActorHost(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self.cell.stopped()
 
-    def _handle_receive(self, message: Any) -> Any:
-        cls = type(message)
-        if cls is Envelope:
-            return self.cell.handle(message)
-        if message is STOP:
-            self._stop()
-            return None
-        if cls.__module__.startswith("pykka"):  # pykka's own stop and proxy messages
-            return super()._handle_receive(message)
-        return self.cell.handle(message)
+    def _actor_loop_running(self) -> None:
+        # pykka seam: our own loop, so a crash (any BaseException escaping the cell) is reported
+        # to the worker's supervisor instead of stopping every actor in the process, and the
+        # messages still queued stay in the mailbox for the restarted actor.
+        inbox = self.actor_inbox
+        handle = self.cell.handle
+        while not self.actor_stopped.is_set():
+            message: Any = inbox.get()
+            if message is STOP:
+                self._stop()
+                return
+            if type(message) is PykkaEnvelope:  # pykka's own stop and proxy calls
+                self._pykka_message(message)
+                continue
+            try:
+                handle(message)
+            except BaseException as exc:
+                self.crashed(exc, message)
+                return
+
+    def _pykka_message(self, envelope: PykkaEnvelope[Any]) -> None:
+        try:
+            response = self._handle_receive(envelope.message)
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+            return
+        if envelope.reply_to is not None:
+            envelope.reply_to.set(response)
+
+    def crashed(self, exc: BaseException, message: Any) -> None:
+        """Leave the loop without touching the mailbox; the cell reports to its supervisor."""
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        on_crash = getattr(self.cell, "crashed", None)
+        if on_crash is not None:
+            on_crash(exc, message)
 
     def _actor_loop_teardown(self) -> None:
         # pykka drains the inbox here; the mailbox belongs to the worker and may be handed to

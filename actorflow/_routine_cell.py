@@ -1,24 +1,30 @@
 """What a routine actor does with each message (internal).
 
 A cell is the per-actor half of a routine: its slot queues, its bound activation policy, the
-logic call and the emits. It does not know how messages reach it (a pykka actor thread today,
-a deterministic scheduler or a Ray actor elsewhere): the host calls :meth:`RoutineCell.handle`.
+logic call, its error strategy and its emits. It does not know how messages reach it (a pykka
+actor thread today, a deterministic scheduler or a Ray actor elsewhere): the host calls
+:meth:`RoutineCell.handle`.
 
 The hot path (immediate policy) per message: skip finished jobs, mark the job running, call the
-logic with the message's job as the current job, route each emit to the connected mailboxes
-(counting the new messages on the job first), then count this message as handled.
+logic with the message's job as the current job, then deliver what it emitted. Emits are
+collected while the logic runs and delivered only if it returns (all or nothing), which lets
+the job accounting change once per message: a routine that emits one message downstream leaves
+the job's count of messages in flight as it is.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
 from loguru import logger
 
-from actorflow._envelope import Envelope, Tick, seal, unseal
+from actorflow._envelope import Envelope, Tick
 from actorflow.activation_policies import QueuedItem, Release, _Immediate
+from actorflow.error_handling import ErrorStrategy
+from actorflow.errors import SerializationError
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
 
@@ -26,7 +32,7 @@ if TYPE_CHECKING:
     from actorflow._worker import WorkerCore
     from actorflow.routine import Routine
 
-__all__ = ["Flush", "RoutineCell"]
+__all__ = ["FLUSH", "Flush", "Retry", "RoutineCell"]
 
 Send = Callable[[Any], None]
 
@@ -35,14 +41,29 @@ class Flush:
     """Release everything queued and treat later arrivals as immediate (shutdown drain)."""
 
     __slots__ = ()
-    reply_to = None
-
-    @property
-    def message(self) -> Flush:
-        return self
 
 
 FLUSH = Flush()
+
+
+class Retry:
+    """Run the logic again with the same input (error strategy RETRY)."""
+
+    __slots__ = ("attempt", "job", "message", "records", "slot_data")
+
+    def __init__(
+        self,
+        slot_data: dict[str, list[Any]],
+        message: Any,
+        job: JobContext,
+        records: Sequence[JobRecord],
+        attempt: int,
+    ) -> None:
+        self.slot_data = slot_data
+        self.message = message
+        self.job = job
+        self.records = records
+        self.attempt = attempt
 
 
 class RoutineCell:
@@ -63,12 +84,13 @@ class RoutineCell:
         self.single_slot = len(self.slot_names) == 1
         self.immediate = isinstance(routine.activation_policy, _Immediate)
         self.policy = routine.activation_policy.bind()
+        self.strategy: ErrorStrategy = core.flow.error_strategy_for(routine_id)
         self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.slot_names}
-        self.max_queue = {name: spec.max_queue_length for name, spec in routine._slots.items()}
         self.routes: dict[str, list[tuple[str, str, Send]]] = {}
         self.send_self = send_self
         self.current_job: JobContext | None = None
         self.draining = False
+        self._outbox: list[tuple[str, Any]] | None = None
         self._timer_at: float | None = None
         self._clock = core.clock
         self._strict = core.strict
@@ -91,8 +113,7 @@ class RoutineCell:
         job = envelope.job
         payload = envelope.payload
         if envelope.blob is not None:
-            payload, job = unseal(envelope)
-            job = self.core.reattach(job)
+            payload, job = self.core.open_sealed(envelope)
         rec: JobRecord = job._rec
         if rec.finished:
             self.core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
@@ -105,19 +126,30 @@ class RoutineCell:
             else:
                 slot_data = {name: [] for name in self.slot_names}
                 slot_data[envelope.slot] = [payload]
-            self._run(slot_data, None, job, (rec,))
+            self._run(slot_data, None, job, (rec,), 1)
             return
         now = self._clock.monotonic()
         self.queues[envelope.slot].append(QueuedItem(payload, job, now))
-        self._apply(self.policy.on_message(self.queues, envelope.slot, now), now)
+        try:
+            release = self.policy.on_message(self.queues, envelope.slot, now)
+        except Exception as exc:  # a custom policy failed: the data's job fails
+            self.queues[envelope.slot].pop()
+            rec.fail(exc, self.routine_id, "policy failed")
+            return
+        self._apply(release, now)
 
     def _control(self, message: Any) -> None:
-        if type(message) is Tick:
+        kind = type(message)
+        if kind is Retry:
+            live = [r for r in message.records if not r.finished]
+            if live:
+                self._run(message.slot_data, message.message, message.job, live, message.attempt)
+        elif kind is Tick:
             if self._timer_at == message.deadline:
                 self._timer_at = None
             now = self._clock.monotonic()
             self._apply(self.policy.on_timer(self.queues, now), now)
-        elif type(message) is Flush:
+        elif kind is Flush:
             self.draining = True
             counts = {name: len(q) for name, q in self.queues.items() if q}
             if counts:
@@ -152,7 +184,7 @@ class RoutineCell:
         if newest is None:
             return
         self.policy.released(now)
-        self._run(slot_data, release.message, newest.job, records)
+        self._run(slot_data, release.message, newest.job, records, 1)
 
     # -- running the logic -------------------------------------------------------------
     def _run(
@@ -160,35 +192,113 @@ class RoutineCell:
         slot_data: dict[str, list[Any]],
         message: Any,
         job: JobContext,
-        records: tuple[JobRecord, ...] | list[JobRecord],
+        records: Sequence[JobRecord],
+        attempt: int,
     ) -> None:
         self.current_job = job
+        outbox: list[tuple[str, Any]] = []
+        self._outbox = outbox
         try:
             self.logic(slot_data, message, self.state)
         except Exception as exc:
             self.current_job = None
-            self._failed(exc, records)
+            self._outbox = None
+            self._on_error(exc, slot_data, message, job, records, attempt)
             return
         self.current_job = None
-        for rec in records:
-            rec.message_done()
+        self._outbox = None
+        rec = job._rec
+        if not outbox:
+            for record in records:
+                record.message_done()
+            return
+        try:
+            envelopes = self._envelopes(job, outbox)
+        except SerializationError as exc:
+            for record in records:
+                record.fail(exc, self.routine_id)
+            return
+        count = len(envelopes)
+        if len(records) == 1 and records[0] is rec:
+            # the handled message's place in the count passes to its first child
+            if count != 1:
+                rec.add_inflight(count - 1)
+            for send, envelope in envelopes:
+                send(envelope)
+            return
+        rec.add_inflight(count)
+        for send, envelope in envelopes:
+            send(envelope)
+        for record in records:
+            record.message_done()
 
-    def _failed(self, exc: Exception, records: tuple[JobRecord, ...] | list[JobRecord]) -> None:
-        for rec in records:
-            if rec.fail(exc, self.routine_id):
-                self._log.bind(job=rec.job_id).opt(exception=exc).info(
-                    "job {} failed in routine {}", rec.job_id, self.routine_id
+    def _envelopes(self, job: JobContext, outbox: list[tuple[str, Any]]) -> list[tuple[Send, Any]]:
+        """Turn what the logic emitted into envelopes for every connected slot."""
+        envelopes: list[tuple[Send, Any]] = []
+        if self._strict:
+            child_blob = cloudpickle.dumps(job._child())
+            for event, payload_blob in outbox:
+                for target, slot, send in self.routes[event]:
+                    envelopes.append((send, Envelope(target, slot, payload_blob, None, child_blob)))
+            return envelopes
+        for event, data in outbox:
+            for target, slot, send in self.routes[event]:
+                envelopes.append((send, Envelope(target, slot, data, job._child())))
+        return envelopes
+
+    def _on_error(
+        self,
+        exc: Exception,
+        slot_data: dict[str, list[Any]],
+        message: Any,
+        job: JobContext,
+        records: Sequence[JobRecord],
+        attempt: int,
+    ) -> None:
+        strategy = self.strategy
+        kind = strategy.kind
+        if kind == "retry" and isinstance(exc, strategy.retry_on):
+            if attempt <= strategy.max_retries:
+                delay = strategy.retry_delay(attempt)
+                job._rec.add_trace(
+                    self.routine_id,
+                    "retry",
+                    {"attempt": attempt, "error": f"{type(exc).__name__}: {exc}", "delay": delay},
+                )
+                retry = Retry(slot_data, message, job, records, attempt + 1)
+                if delay <= 0:
+                    self.send_self(retry)
+                else:
+                    send_self = self.send_self
+                    self.core.timers.call_at(
+                        self._clock.monotonic() + delay, lambda: send_self(retry)
+                    )
+                return
+            for record in records:
+                record.fail(exc, self.routine_id, suffix=f" (after {attempt} tries)")
+            return
+        if kind in ("continue", "skip"):
+            for record in records:
+                record.record_error(self.routine_id, exc, kind)
+                if kind == "skip":
+                    self.core.dead_letter(record.job_id, self.routine_id, None, "skipped")
+                record.message_done()
+            return
+        for record in records:
+            if record.fail(exc, self.routine_id):
+                self._log.bind(job=record.job_id).opt(exception=exc).info(
+                    "job {} failed in routine {}", record.job_id, self.routine_id
                 )
 
     def emit_for(self, routine: Routine, event: str, data: dict[str, Any]) -> None:
-        """``Routine.emit`` lands here: route ``data`` to every connected slot."""
+        """``Routine.emit`` lands here: queue ``data`` for every slot connected to ``event``."""
         if routine is not self.routine:
             raise RuntimeError(
                 f"{routine!r}.emit({event!r}) called from the logic of routine "
                 f"{self.routine_id!r}: a routine can only emit its own events"
             )
-        job = self.current_job
-        if job is None:
+        outbox = self._outbox
+        if outbox is None:
             raise RuntimeError(
                 f"routine {self.routine_id!r} emitted {event!r} outside its logic "
                 "(emit only works while the routine handles a message)"
@@ -201,14 +311,17 @@ class RoutineCell:
                     f"(declared: {sorted(self.events) or 'none'})"
                 )
             return
-        job._rec.add_inflight(len(targets))
         if self._strict:
-            where = f"routine {self.routine_id!r} event {event!r}"
-            for target, slot, send in targets:
-                send(seal(target, slot, data, job._child(), where))
+            try:
+                outbox.append((event, cloudpickle.dumps(data)))
+            except Exception as exc:
+                slots = ", ".join(f"{target}.{slot}" for target, slot, _ in targets)
+                raise SerializationError(
+                    f"routine {self.routine_id!r} event {event!r} -> {slots}: the message "
+                    f"cannot cross a process boundary ({type(exc).__name__}: {exc})"
+                ) from exc
             return
-        for target, slot, send in targets:
-            send(Envelope(target, slot, data, job._child()))
+        outbox.append((event, data))
 
     # -- shutdown ----------------------------------------------------------------------
     def cancel_queued(self, reason: str) -> None:

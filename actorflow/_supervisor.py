@@ -25,7 +25,6 @@ class StateCall:
     """A request to the supervisor (internal)."""
 
     __slots__ = ("arg", "extra", "key", "op", "reply")
-    reply_to = None
 
     def __init__(self, op: str, key: Any, arg: Any, extra: Any, reply: Reply) -> None:
         self.op = op
@@ -33,10 +32,6 @@ class StateCall:
         self.arg = arg
         self.extra = extra
         self.reply = reply
-
-    @property
-    def message(self) -> StateCall:
-        return self
 
 
 class SupervisorCore:

@@ -6,10 +6,12 @@ import queue
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
 from loguru import logger
 
 from actorflow._actor_host import STOP, ActorHost, new_mailbox, start_host
 from actorflow._clock import Clock
+from actorflow._envelope import Envelope
 from actorflow._reply import Reply
 from actorflow._routine_cell import FLUSH, RoutineCell
 from actorflow._supervisor import StateCall, SupervisorCore
@@ -150,9 +152,11 @@ class WorkerCore:
     ) -> None:
         self.runtime._dead_letters.record(job_id, self.worker_id, routine_id, slot, reason)
 
-    def reattach(self, job: JobContext) -> JobContext:
-        """Link a view that crossed a serialization boundary back to the job's record."""
+    def open_sealed(self, envelope: Envelope) -> tuple[Any, JobContext]:
+        """Unpickle a strict-mode envelope and link its job view back to the job's record."""
+        payload = cloudpickle.loads(envelope.payload)
+        job: JobContext = cloudpickle.loads(envelope.blob)
         record = self.runtime._jobs.get(job._rec.job_id)
         if record is not None:
             job._rec = record
-        return job
+        return payload, job

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actorflow.activation_policies import _Immediate
+from actorflow.error_handling import ErrorStrategy, as_error_strategy
 from actorflow.errors import FlowValidationError
 from actorflow.routine import Routine, _check_name
 
@@ -47,7 +48,7 @@ class Flow:
         self._routines: dict[str, Routine] = {}
         self._connections: list[Connection] = []
         self._grants: dict[tuple[str, str], StateGrant] = {}
-        self._error_handler: Any = None
+        self._error_handler: ErrorStrategy | None = None
         self.job_timeout: float | None = None
 
     # -- building ----------------------------------------------------------------------
@@ -93,6 +94,23 @@ class Flow:
         self._routine_or_error(reader_id, "reader")
         self._routine_or_error(owner_id, "owner")
         self._grants[(reader_id, owner_id)] = StateGrant(reader_id, owner_id, bool(write))
+
+    def set_error_handler(self, strategy: Any, **retry_options: Any) -> None:
+        """The error strategy of every routine that has none of its own (default STOP)."""
+        self._error_handler = as_error_strategy(strategy, **retry_options)
+
+    def error_strategy_for(self, routine_id: str) -> ErrorStrategy:
+        """The strategy that applies to ``routine_id``: its own, else the flow's, else STOP."""
+        routine = self._routine_or_error(routine_id, "")
+        return routine.error_handler or self._error_handler or ErrorStrategy.STOP
+
+    def set_job_timeout(self, seconds: float | None) -> None:
+        """Default timeout of this flow's jobs (``post(timeout=...)`` overrides it)."""
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0
+        ):
+            raise ValueError(f"job timeout must be a positive number of seconds, got {seconds!r}")
+        self.job_timeout = None if seconds is None else float(seconds)
 
     def _routine_or_error(self, routine_id: str, role: str) -> Routine:
         try:

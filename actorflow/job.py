@@ -185,9 +185,11 @@ class JobRecord:
             self._on_finish(self)
         return True
 
-    def fail(self, exc: BaseException, routine_id: str | None, action: str = "failed") -> bool:
+    def fail(
+        self, exc: BaseException, routine_id: str | None, action: str = "failed", suffix: str = ""
+    ) -> bool:
         """Fail the job with ``exc``; the traceback goes into the job's trace."""
-        message = f"{type(exc).__name__}: {exc}"
+        message = f"{type(exc).__name__}: {exc}{suffix}"
         details = {
             "error": message,
             "traceback": "".join(_traceback.format_exception(exc)),

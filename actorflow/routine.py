@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actorflow.activation_policies import ActivationPolicy, immediate_policy
+from actorflow.error_handling import ErrorStrategy, as_error_strategy
 from actorflow.errors import ConfigurationError
 from actorflow.job import CURRENT_ACTIVATION
 
@@ -148,6 +149,21 @@ class Routine:
     def concurrency(self) -> int:
         """Number of actors that run this routine in each worker."""
         return self._concurrency
+
+    def set_error_handler(self, strategy: Any, **retry_options: Any) -> None:
+        """Choose what an exception from the logic does (see :mod:`actorflow.error_handling`).
+
+        ``strategy`` is an ``ErrorStrategy`` or one of ``"stop"``, ``"continue"``, ``"skip"``,
+        ``"retry"`` (with ``max_retries``, ``delay``, ``backoff``, ``retry_on`` as keywords).
+        Without one the flow's handler applies, and without that ``ErrorStrategy.STOP``.
+        """
+        self._error_handler = as_error_strategy(strategy, **retry_options)
+
+    @property
+    def error_handler(self) -> ErrorStrategy | None:
+        """The routine's own error strategy, or None (the flow's applies)."""
+        handler: ErrorStrategy | None = self._error_handler
+        return handler
 
     # -- configuration -----------------------------------------------------------------
     def set_config(self, **config: Any) -> None:

@@ -10,14 +10,20 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+import cloudpickle
 from loguru import logger
 
 from actorflow._clock import Clock, SystemClock
 from actorflow._dead_letters import DeadLetters
-from actorflow._envelope import Envelope, seal
+from actorflow._envelope import Envelope
 from actorflow._timers import TimerService
 from actorflow._worker import WorkerCore
-from actorflow.errors import ConfigurationError, FlowValidationError, RuntimeClosedError
+from actorflow.errors import (
+    ConfigurationError,
+    FlowValidationError,
+    RuntimeClosedError,
+    SerializationError,
+)
 from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
@@ -236,7 +242,14 @@ class Runtime:
         )
         view = JobContext(record, _EMPTY, False, 1)
         if self.strict:
-            envelope = seal(routine_id, slot, data, view, "post")
+            try:
+                payload_blob = cloudpickle.dumps(data)
+            except Exception as exc:
+                raise SerializationError(
+                    f"post to {routine_id}.{slot}: the data cannot cross a process boundary "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+            envelope = Envelope(routine_id, slot, payload_blob, None, cloudpickle.dumps(view))
         else:
             envelope = Envelope(routine_id, slot, data, view)
         self._check_open()

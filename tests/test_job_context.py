@@ -11,7 +11,8 @@ from flows import pipeline
 
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
 from actorflow._envelope import Envelope
-from actorflow.job import JobContext
+from actorflow._clock import Clock
+from actorflow.job import JobContext, JobRecord
 
 
 def make(
@@ -100,24 +101,15 @@ def test_fan_in_sees_the_context_of_the_message_it_handles(runtime: Runtime) -> 
     assert job.get_data("branch") in ("left", "right")  # same depth: merged last wins
 
 
-def test_downstream_write_wins_over_a_later_upstream_write(runtime: Runtime) -> None:
-    """Upstream writes after emitting; downstream already overwrote: the record keeps downstream."""
-    downstream_done = threading.Event()
-
+def test_downstream_write_wins_and_merge_order_survives_late_arrivals(runtime: Runtime) -> None:
     def upstream_logic(sd: Any, m: Any, ws: Any) -> None:
-        job = get_current_job()
-        assert job is not None
-        job.set_data("k", "upstream-1")
+        get_current_job().set_data("k", "upstream")  # type: ignore[union-attr]
         upstream.emit("out")
-        assert downstream_done.wait(10)
-        job.set_data("k", "upstream-late")
 
     def downstream_logic(sd: Any, m: Any, ws: Any) -> None:
         job = get_current_job()
-        assert job is not None
-        assert job.get_data("k") == "upstream-1"
+        assert job is not None and job.get_data("k") == "upstream"
         job.set_data("k", "downstream")
-        downstream_done.set()
 
     upstream = make(upstream_logic)
     flow = Flow("order")
@@ -129,35 +121,50 @@ def test_downstream_write_wins_over_a_later_upstream_write(runtime: Runtime) -> 
     assert job.wait(10)
     assert job.status == JobStatus.COMPLETED
     assert job.get_data("k") == "downstream"
+    # changes that arrive out of order (as from another process) still merge causally
+    record = JobRecord("j", "f", "w", None, Clock())
+    record.merge("late", "deep", 3)
+    record.merge("late", "shallow", 1)
+    assert record.data["late"] == "deep"
 
 
-def test_writes_after_emit_do_not_leak_into_children(runtime: Runtime) -> None:
-    """Copy-on-write: a view shared with a child is copied before the parent writes again."""
-    child_saw: list[Any] = []
-    release = threading.Event()
+def test_children_see_the_final_data_and_siblings_never_see_each_other(runtime: Runtime) -> None:
+    """Copy-on-write: fan-out siblings share the parent's data until one of them writes."""
+    seen: dict[str, Any] = {}
+    lock = threading.Lock()
 
     def parent(sd: Any, m: Any, ws: Any) -> None:
         job = get_current_job()
         assert job is not None
         job.set_data("x", 1)
         first.emit("out")
-        job.set_data("x", 2)
-        release.set()
+        job.set_data("x", 2)  # emits are delivered when the logic returns: children see 2
 
-    def child(sd: Any, m: Any, ws: Any) -> None:
-        assert release.wait(10)
-        child_saw.append(get_current_job().get_data("x"))  # type: ignore[union-attr]
+    def child(name: str) -> Routine:
+        def logic(sd: Any, m: Any, ws: Any) -> None:
+            job = get_current_job()
+            assert job is not None
+            job.set_data(name, True)
+            with lock:
+                seen[name] = dict(job.data)
+
+        return make(logic)
 
     first = make(parent)
     flow = Flow("cow")
     flow.add_routine(first, "parent")
-    flow.add_routine(make(child), "child")
-    flow.connect("parent", "out", "child", "in")
+    flow.add_routine(child("left"), "left")
+    flow.add_routine(child("right"), "right")
+    flow.connect("parent", "out", "left", "in")
+    flow.connect("parent", "out", "right", "in")
     FlowRegistry.get_instance().register(flow)
-    with Runtime(strict=False) as rt:
-        _, job = rt.post("cow", "parent", "in", {})
-        assert job.wait(10)
-    assert child_saw == [1]
+    for strict in (False, True):
+        seen.clear()
+        with Runtime(strict=strict) as rt:
+            _, job = rt.post("cow", "parent", "in", {})
+            assert job.wait(10)
+        assert seen == {"left": {"x": 2, "left": True}, "right": {"x": 2, "right": True}}
+        assert dict(job.data) == {"x": 2, "left": True, "right": True}
 
 
 def test_trace_entries_have_timestamp_routine_action_details(runtime: Runtime) -> None:
