@@ -10,7 +10,9 @@ from actorflow.activation_policies import (
     immediate_policy,
     time_interval_policy,
 )
+from actorflow.error_handling import ErrorStrategy
 from actorflow.errors import (
+    ActorCrash,
     ActorflowError,
     ConfigurationError,
     FlowValidationError,
@@ -22,6 +24,7 @@ from actorflow.errors import (
     StateLimitError,
     StateSerializationError,
     UnknownFlowError,
+    WorkerFailedError,
 )
 from actorflow.flow import Connection, Flow
 from actorflow.job import JobContext, JobStatus, get_current_job
@@ -30,6 +33,7 @@ from actorflow.registry import FlowRegistry
 from actorflow.routine import Routine
 from actorflow.runtime import Runtime
 from actorflow.state_limits import StateLimits
+from actorflow.supervision import Supervision
 from actorflow.worker import StateCache, WorkerState
 
 _logger.disable("actorflow")
@@ -37,9 +41,11 @@ _logger.disable("actorflow")
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorCrash",
     "ActorflowError",
     "ConfigurationError",
     "Connection",
+    "ErrorStrategy",
     "Flow",
     "FlowRegistry",
     "FlowValidationError",
@@ -56,7 +62,9 @@ __all__ = [
     "StateLimitError",
     "StateLimits",
     "StateSerializationError",
+    "Supervision",
     "UnknownFlowError",
+    "WorkerFailedError",
     "WorkerState",
     "__version__",
     "all_slots_ready_policy",

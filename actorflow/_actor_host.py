@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import pykka
 from pykka._envelope import Envelope as PykkaEnvelope
 
-__all__ = ["STOP", "ActorHost", "Cell", "new_mailbox", "start_host"]
+__all__ = ["STOP", "WAKE", "ActorHost", "Cell", "new_mailbox", "start_host"]
 
 _thread_ids = itertools.count(1)
 
@@ -26,6 +26,15 @@ class Cell(Protocol):
     def started(self) -> None: ...
     def stopped(self) -> None: ...
     def handle(self, message: Any) -> None: ...
+
+
+class _Wake:
+    """A no-op that wakes an idle actor so it notices a restart request (internal)."""
+
+    __slots__ = ()
+
+
+WAKE = _Wake()
 
 
 class _Stop:
@@ -55,6 +64,7 @@ class ActorHost(pykka.ThreadingActor):
         self.cell = cell
         self.thread_name = f"actorflow-{name}-{next(_thread_ids)}"
         self.thread: threading.Thread | None = None
+        self.restart_requested = False
         super().__init__()
 
     # pykka seam: the inbox is the worker's mailbox.
@@ -67,8 +77,12 @@ class ActorHost(pykka.ThreadingActor):
         self.thread = thread
         thread.start()
 
-    def on_start(self) -> None:
-        self.cell.started()
+    def _actor_loop_setup(self) -> None:
+        # pykka seam: a failing start is a crash the supervisor handles, like one in a message.
+        try:
+            self.cell.started()
+        except BaseException as exc:
+            self.crashed(exc, None)
 
     def on_stop(self) -> None:
         self.cell.stopped()
@@ -103,13 +117,21 @@ class ActorHost(pykka.ThreadingActor):
         if envelope.reply_to is not None:
             envelope.reply_to.set(response)
 
+    def _hand_over(self) -> None:
+        """Stop at a message boundary so a successor takes over the mailbox (a restart)."""
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        hand_over = getattr(self.cell, "hand_over", None)
+        if hand_over is not None:
+            hand_over(self)
+
     def crashed(self, exc: BaseException, message: Any) -> None:
         """Leave the loop without touching the mailbox; the cell reports to its supervisor."""
         pykka.ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
         on_crash = getattr(self.cell, "crashed", None)
         if on_crash is not None:
-            on_crash(exc, message)
+            on_crash(self, exc, message)
 
     def _actor_loop_teardown(self) -> None:
         # pykka drains the inbox here; the mailbox belongs to the worker and may be handed to

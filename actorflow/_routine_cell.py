@@ -91,6 +91,7 @@ class RoutineCell:
         self.current_job: JobContext | None = None
         self.draining = False
         self._outbox: list[tuple[str, Any]] | None = None
+        self._running: Sequence[JobRecord] = ()
         self._timer_at: float | None = None
         self._clock = core.clock
         self._strict = core.strict
@@ -104,6 +105,30 @@ class RoutineCell:
     def stopped(self) -> None:
         self.cancel_queued("routine stopped")
         self.routine.on_stop()
+
+    def take_over(self, previous: RoutineCell) -> None:
+        """Continue where ``previous`` (a crashed or restarted actor) left its queued data."""
+        self.queues = previous.queues
+        self.draining = previous.draining
+        previous.queues = {name: deque() for name in self.slot_names}
+
+    def crashed(self, host: Any, exc: BaseException, message: Any) -> None:
+        """This actor crashed: fail the job(s) it was working for, tell the supervisor."""
+        records = list(self._running)
+        if not records and type(message) is Envelope and message.job is not None:
+            records = [message.job._rec]
+        for record in records:
+            record.fail(exc, self.routine_id, "actor crashed", suffix=" (routine actor crashed)")
+        self._log.opt(exception=exc).warning("routine actor {} crashed", self.routine_id)
+        self.core.child_crashed(host, exc)
+
+    def hand_over(self, host: Any) -> None:
+        """A supervisor asked this healthy actor to restart: run on_stop, start a successor."""
+        try:
+            self.routine.on_stop()
+        except Exception:
+            self._log.exception("on_stop of {} failed during a restart", self.routine_id)
+        self.core.replace_host(host)
 
     # -- messages ----------------------------------------------------------------------
     def handle(self, envelope: Any) -> None:
@@ -196,6 +221,7 @@ class RoutineCell:
         attempt: int,
     ) -> None:
         self.current_job = job
+        self._running = records
         outbox: list[tuple[str, Any]] = []
         self._outbox = outbox
         try:
@@ -203,10 +229,12 @@ class RoutineCell:
         except Exception as exc:
             self.current_job = None
             self._outbox = None
+            self._running = ()
             self._on_error(exc, slot_data, message, job, records, attempt)
             return
         self.current_job = None
         self._outbox = None
+        self._running = ()
         rec = job._rec
         if not outbox:
             for record in records:

@@ -45,6 +45,7 @@ class SupervisorCore:
         monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.worker_id = worker_id
+        self.control_handler: Callable[[Any], None] | None = None  # crashes and restarts
         self._limits = limits or StateLimits()
         self._store = store  # a Store scoped to this worker, or None
         self._monotonic = monotonic
@@ -84,7 +85,9 @@ class SupervisorCore:
         """Nothing to release (the store belongs to the runtime's owner)."""
 
     def handle(self, call: Any) -> None:
-        if not isinstance(call, StateCall):
+        if type(call) is not StateCall:
+            if self.control_handler is not None:
+                self.control_handler(call)
             return
         try:
             result = self._ops[call.op](call)

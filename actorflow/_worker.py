@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 from loguru import logger
 
-from actorflow._actor_host import STOP, ActorHost, new_mailbox, start_host
+from actorflow._actor_host import STOP, WAKE, ActorHost, new_mailbox, start_host
 from actorflow._clock import Clock
 from actorflow._envelope import Envelope
 from actorflow._reply import Reply
 from actorflow._routine_cell import FLUSH, RoutineCell
 from actorflow._supervisor import StateCall, SupervisorCore
 from actorflow._timers import TimerService
-from actorflow.errors import RuntimeClosedError
+from actorflow.errors import RuntimeClosedError, WorkerFailedError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobContext
 from actorflow.state_limits import StateLimits
@@ -27,6 +28,22 @@ if TYPE_CHECKING:
 __all__ = ["WorkerCore"]
 
 STATE_CALL_TIMEOUT = 60.0
+Send = Callable[[Any], None]
+
+
+class _ChildCrashed:
+    __slots__ = ("exc", "host")
+
+    def __init__(self, host: ActorHost, exc: BaseException) -> None:
+        self.host = host
+        self.exc = exc
+
+
+class _RestartChild:
+    __slots__ = ("host",)
+
+    def __init__(self, host: ActorHost) -> None:
+        self.host = host
 
 
 class WorkerCore:
@@ -52,21 +69,49 @@ class WorkerCore:
         self.timers = timers
         self.strict = strict
         self.status = "starting"
+        self.failure: str | None = None
+        self.supervision = flow.supervision
         self.routine_ids = frozenset(flow._routines)
+        self.order = list(flow._routines)
         self.grants: dict[tuple[str, str], StateGrant] = dict(flow._grants)
         self.slots = {rid: frozenset(r._slots) for rid, r in flow._routines.items()}
+        self.max_queue = {
+            rid: {name: spec.max_queue_length for name, spec in r._slots.items()}
+            for rid, r in flow._routines.items()
+        }
         self.mailboxes: dict[str, queue.SimpleQueue[Any]] = {
             rid: new_mailbox() for rid in flow._routines
         }
-        self.cells: dict[str, list[RoutineCell]] = {}
-        self._hosts: list[tuple[str, list[ActorHost]]] = []
+        self._routes: dict[str, dict[str, list[tuple[str, str, Send]]]] = {}
+        for (source, event), targets in flow.routes().items():
+            self._routes.setdefault(source, {})[event] = [
+                (target, slot, self.mailboxes[target].put) for target, slot in targets
+            ]
+        self.hosts: dict[str, list[ActorHost]] = {}
+        self._hosts_lock = threading.RLock()
+        self._restarts: list[float] = []
+        self.restart_count = 0
         self._supervisor_mailbox = new_mailbox()
         self._supervisor: ActorHost | None = None
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
         scoped = None if state_store is None else state_store.scope("worker").scope(worker_id)
         self.supervisor_core = SupervisorCore(worker_id, limits, scoped, clock.monotonic)
+        self.supervisor_core.control_handler = self._on_control
 
     # -- life cycle --------------------------------------------------------------------
+    def _new_cell(self, routine_id: str, previous: RoutineCell | None = None) -> RoutineCell:
+        cell = RoutineCell(
+            self, routine_id, self.flow._routines[routine_id], self.mailboxes[routine_id].put
+        )
+        cell.routes = self._routes.get(routine_id, {})
+        if previous is not None:
+            cell.take_over(previous)
+        return cell
+
+    def _start_actor(self, routine_id: str, previous: RoutineCell | None = None) -> ActorHost:
+        cell = self._new_cell(routine_id, previous)
+        return start_host(self.mailboxes[routine_id], cell, f"{self.worker_id}-{routine_id}")
+
     def start(self, restore: bool = False) -> None:
         """Start the supervisor (restoring durable state), then every routine actor in order."""
         if restore:
@@ -74,57 +119,152 @@ class WorkerCore:
         self._supervisor = start_host(
             self._supervisor_mailbox, self.supervisor_core, f"{self.worker_id}-supervisor"
         )
-        routes = self.flow.routes()
-        for routine_id, routine in self.flow._routines.items():
-            mailbox = self.mailboxes[routine_id]
-            cells = []
-            for _ in range(routine.concurrency):
-                cell = RoutineCell(self, routine_id, routine, mailbox.put)
-                for event in routine._events:
-                    targets = routes.get((routine_id, event))
-                    if targets:
-                        cell.routes[event] = [
-                            (target, slot, self.mailboxes[target].put) for target, slot in targets
-                        ]
-                cells.append(cell)
-            self.cells[routine_id] = cells
-        for routine_id, cells in self.cells.items():
-            name = f"{self.worker_id}-{routine_id}"
-            hosts = [start_host(self.mailboxes[routine_id], cell, name) for cell in cells]
-            self._hosts.append((routine_id, hosts))
-        self.status = "running"
+        with self._hosts_lock:
+            for routine_id in self.order:
+                routine = self.flow._routines[routine_id]
+                self.hosts[routine_id] = [
+                    self._start_actor(routine_id) for _ in range(routine.concurrency)
+                ]
+            self.status = "running"
         self._log.debug("worker {} started", self.worker_id)
 
     def flush(self) -> None:
         """Ask every queueing routine to release what it holds (used before shutdown)."""
-        for routine_id, cells in self.cells.items():
-            if not cells[0].immediate:
-                self.mailboxes[routine_id].put(FLUSH)
+        with self._hosts_lock:
+            for routine_id, hosts in self.hosts.items():
+                if hosts and not hosts[0].cell.immediate:  # type: ignore[attr-defined]
+                    self.mailboxes[routine_id].put(FLUSH)
 
     def stop(self) -> None:
-        """Stop routine actors in reverse start order, then the supervisor; join every thread."""
-        if self.status in ("stopped", "stopping"):
-            return
-        self.status = "stopping"
-        for routine_id, hosts in reversed(self._hosts):
+        """Stop routine actors in reverse start order, then the supervisor; join every thread.
+
+        Messages still in a mailbox afterwards (for a failed worker, or sent after the stop)
+        are recorded as dead letters.
+        """
+        with self._hosts_lock:
+            if self.status in ("stopped", "stopping"):
+                return
+            failed = self.status == "failed"
+            self.status = "stopping"
+        for routine_id in reversed(self.order):
             mailbox = self.mailboxes[routine_id]
-            for _ in hosts:
+            with self._hosts_lock:
+                count = len(self.hosts.get(routine_id, ()))
+            for _ in range(count):
                 mailbox.put(STOP)
-            for host in hosts:
-                if host.thread is not None:
-                    host.thread.join()
+            while True:  # a restart may have put a successor in place meanwhile
+                with self._hosts_lock:
+                    alive = [
+                        h
+                        for h in self.hosts.get(routine_id, ())
+                        if h.thread and h.thread.is_alive()
+                    ]
+                if not alive:
+                    break
+                for host in alive:
+                    if host.thread is not None:
+                        host.thread.join()
         if self._supervisor is not None:
             self._supervisor_mailbox.put(STOP)
             if self._supervisor.thread is not None:
                 self._supervisor.thread.join()
-        self.status = "stopped"
-        self._log.debug("worker {} stopped", self.worker_id)
+        reason = "worker failed" if failed else "worker stopped"
+        for routine_id, mailbox in self.mailboxes.items():
+            while True:
+                try:
+                    message = mailbox.get_nowait()
+                except queue.Empty:
+                    break
+                if type(message) is Envelope:
+                    job_id = getattr(getattr(message.job, "_rec", None), "job_id", None)
+                    self.dead_letter(job_id, routine_id, message.slot, reason)
+        self.status = "failed" if failed else "stopped"
+        self._log.debug("worker {} {}", self.worker_id, self.status)
 
     def threads_alive(self) -> int:
-        hosts = [host for _, group in self._hosts for host in group]
+        with self._hosts_lock:
+            hosts = [host for group in self.hosts.values() for host in group]
         if self._supervisor is not None:
             hosts.append(self._supervisor)
         return sum(1 for host in hosts if host.thread is not None and host.thread.is_alive())
+
+    # -- supervision -------------------------------------------------------------------
+    def child_crashed(self, host: ActorHost, exc: BaseException) -> None:
+        """Called on a crashed actor's thread: the supervisor decides what happens."""
+        self._supervisor_mailbox.put(_ChildCrashed(host, exc))
+
+    def _on_control(self, message: Any) -> None:
+        """Supervisor-thread handler of crash reports and delayed restarts."""
+        if type(message) is _ChildCrashed:
+            self._handle_crash(message.host, message.exc)
+        elif type(message) is _RestartChild:
+            self.replace_host(message.host)
+
+    def _handle_crash(self, host: ActorHost, exc: BaseException) -> None:
+        routine_id: str = host.cell.routine_id  # type: ignore[attr-defined]
+        supervision = self.supervision
+        with self._hosts_lock:
+            if self.status != "running":
+                return
+            now = self.clock.monotonic()
+            self._restarts = [t for t in self._restarts if now - t < supervision.period]
+            self._restarts.append(now)
+            if len(self._restarts) > supervision.max_restarts:
+                self._fail(
+                    f"worker {self.worker_id!r} failed: routine {routine_id!r} crashed "
+                    f"({type(exc).__name__}: {exc}); more than {supervision.max_restarts} "
+                    f"restarts within {supervision.period} s"
+                )
+                return
+            self.restart_count += 1
+            if supervision.strategy == "one_for_all":
+                others = list(self.order)
+            elif supervision.strategy == "rest_for_one":
+                others = self.order[self.order.index(routine_id) :]
+            else:
+                others = []
+            for other_id in others:
+                for other in self.hosts.get(other_id, ()):
+                    if other is not host and not other.actor_stopped.is_set():
+                        other.restart_requested = True
+                        self.mailboxes[other_id].put(WAKE)
+            delay = supervision.restart_delay(len(self._restarts))
+        self._log.info(
+            "restarting routine {} of worker {} ({})",
+            routine_id,
+            self.worker_id,
+            supervision.strategy,
+        )
+        if delay > 0:
+            mailbox = self._supervisor_mailbox
+            self.timers.call_at(now + delay, lambda: mailbox.put(_RestartChild(host)))
+        else:
+            self.replace_host(host)
+
+    def replace_host(self, host: ActorHost) -> None:
+        """Start a successor for ``host`` on the same mailbox, with its queued data."""
+        routine_id: str = host.cell.routine_id  # type: ignore[attr-defined]
+        with self._hosts_lock:
+            if self.status not in ("running", "stopping"):
+                return
+            group = self.hosts[routine_id]
+            if host not in group:
+                return
+            successor = self._start_actor(routine_id, host.cell)  # type: ignore[arg-type]
+            group[group.index(host)] = successor
+
+    def _fail(self, reason: str) -> None:
+        """Past the restart intensity: fail the worker and every unfinished job of it."""
+        self.status = "failed"
+        self.failure = reason
+        self._log.error(reason)
+        error = WorkerFailedError(reason)
+        for record in list(self.runtime._active.values()):
+            if record.worker_id == self.worker_id:
+                record.fail(error, None, "worker failed")
+        for routine_id, hosts in self.hosts.items():
+            for _ in hosts:
+                self.mailboxes[routine_id].put(STOP)
 
     # -- messages ----------------------------------------------------------------------
     def sender(self, routine_id: str) -> Callable[[Any], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ActorCrash",
     "ActorflowError",
     "ConfigurationError",
     "FlowValidationError",
@@ -15,6 +16,7 @@ __all__ = [
     "StateLimitError",
     "StateSerializationError",
     "UnknownFlowError",
+    "WorkerFailedError",
 ]
 
 
@@ -64,3 +66,15 @@ class JobFailedError(ActorflowError, RuntimeError):
 
 class JobTimeoutError(ActorflowError, TimeoutError):
     """A job ran longer than its timeout."""
+
+
+class WorkerFailedError(ActorflowError, RuntimeError):
+    """A worker crossed its supervisor's restart intensity and stopped."""
+
+
+class ActorCrash(BaseException):
+    """Raised inside a routine to crash its actor (the supervisor restarts it).
+
+    A ``BaseException`` on purpose: logic exceptions (``Exception``) never kill an actor, they
+    go through the routine's error strategy.
+    """

@@ -10,6 +10,7 @@ from actorflow.activation_policies import _Immediate
 from actorflow.error_handling import ErrorStrategy, as_error_strategy
 from actorflow.errors import FlowValidationError
 from actorflow.routine import Routine, _check_name
+from actorflow.supervision import Supervision
 
 __all__ = ["Connection", "Flow", "StateGrant"]
 
@@ -50,6 +51,7 @@ class Flow:
         self._grants: dict[tuple[str, str], StateGrant] = {}
         self._error_handler: ErrorStrategy | None = None
         self.job_timeout: float | None = None
+        self.supervision = Supervision()
 
     # -- building ----------------------------------------------------------------------
     def add_routine(self, routine: Routine, routine_id: str) -> Routine:
@@ -103,6 +105,18 @@ class Flow:
         """The strategy that applies to ``routine_id``: its own, else the flow's, else STOP."""
         routine = self._routine_or_error(routine_id, "")
         return routine.error_handler or self._error_handler or ErrorStrategy.STOP
+
+    def set_supervision(
+        self,
+        strategy: str = "one_for_one",
+        max_restarts: int = 3,
+        period: float = 5.0,
+        backoff_base: float = 0.0,
+        backoff_max: float = 5.0,
+    ) -> Supervision:
+        """How each worker's supervisor restarts crashed routine actors (see supervision)."""
+        self.supervision = Supervision(strategy, max_restarts, period, backoff_base, backoff_max)
+        return self.supervision
 
     def set_job_timeout(self, seconds: float | None) -> None:
         """Default timeout of this flow's jobs (``post(timeout=...)`` overrides it)."""

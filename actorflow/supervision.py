@@ -1,0 +1,57 @@
+"""Supervision of a worker's routine actors, in the manner of an OTP supervisor.
+
+A supervisor is plain data: a strategy, a restart intensity (``max_restarts`` within
+``period`` seconds) and an optional exponential backoff. When a routine actor crashes (a
+``BaseException`` from its logic, a failing ``on_start``, an injected crash), the worker's
+supervisor restarts:
+
+* ``one_for_one`` (default): only the crashed actor;
+* ``one_for_all``: every routine actor of the worker;
+* ``rest_for_one``: the crashed routine's actors and those of every routine added after it.
+
+A restarted actor gets a fresh routine activation (``on_start`` runs again) and takes over the
+mailbox and queued slot data of the one it replaces, in order: no message is lost. The message
+being handled when the crash happened fails its job. Past the intensity the worker fails: its
+unfinished jobs fail, its actors stop, and ``worker_state.status == "failed"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["STRATEGIES", "Supervision"]
+
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """Restart policy of a worker's routine actors."""
+
+    strategy: str = "one_for_one"
+    max_restarts: int = 3
+    period: float = 5.0
+    backoff_base: float = 0.0
+    backoff_max: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown supervision strategy {self.strategy!r} (choose {', '.join(STRATEGIES)})"
+            )
+        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int):
+            raise TypeError("max_restarts must be an int")
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
+        for name in ("period", "backoff_base", "backoff_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+            if value < 0 or (name == "period" and value == 0):
+                raise ValueError(f"{name} must be positive, got {value}")
+
+    def restart_delay(self, restarts_in_period: int) -> float:
+        """Backoff before the n-th restart within the period (0 without backoff)."""
+        if self.backoff_base <= 0:
+            return 0.0
+        return float(min(self.backoff_max, self.backoff_base * 2 ** (restarts_in_period - 1)))
