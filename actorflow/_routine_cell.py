@@ -24,7 +24,7 @@ from loguru import logger
 from actorflow._envelope import Envelope, Tick
 from actorflow.activation_policies import QueuedItem, Release, _Immediate
 from actorflow.error_handling import ErrorStrategy
-from actorflow.errors import SerializationError
+from actorflow.errors import QueueFullError, SerializationError
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
 
@@ -86,6 +86,7 @@ class RoutineCell:
         self.policy = routine.activation_policy.bind()
         self.strategy: ErrorStrategy = core.flow.error_strategy_for(routine_id)
         self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.slot_names}
+        self.max_queue = {name: spec.max_queue_length for name, spec in routine._slots.items()}
         self.routes: dict[str, list[tuple[str, str, Send]]] = {}
         self.send_self = send_self
         self.current_job: JobContext | None = None
@@ -132,6 +133,9 @@ class RoutineCell:
 
     # -- messages ----------------------------------------------------------------------
     def handle(self, envelope: Any) -> None:
+        core = self.core
+        if core.posters_waiting:
+            core.room_made()
         if type(envelope) is not Envelope:
             self._control(envelope)
             return
@@ -154,7 +158,10 @@ class RoutineCell:
             self._run(slot_data, None, job, (rec,), 1)
             return
         now = self._clock.monotonic()
-        self.queues[envelope.slot].append(QueuedItem(payload, job, now))
+        queue = self.queues[envelope.slot]
+        if len(queue) >= self.max_queue[envelope.slot] and not self._overflow(queue, rec, envelope):
+            return
+        queue.append(QueuedItem(payload, job, now))
         try:
             release = self.policy.on_message(self.queues, envelope.slot, now)
         except Exception as exc:  # a custom policy failed: the data's job fails
@@ -162,6 +169,23 @@ class RoutineCell:
             rec.fail(exc, self.routine_id, "policy failed")
             return
         self._apply(release, now)
+
+    def _overflow(self, queue: deque[QueuedItem], rec: JobRecord, envelope: Envelope) -> bool:
+        """A slot queue is full: drop its oldest data (drop_oldest) or refuse this message.
+
+        Returns whether the new data may be queued. Either way a job fails with
+        ``QueueFullError`` and a dead letter records it: never a silent drop.
+        """
+        limit = self.max_queue[envelope.slot]
+        where = f"slot {self.routine_id}.{envelope.slot} holds {limit} data points"
+        if self.core.overflow == "drop_oldest":
+            old = queue.popleft().job._rec
+            old.fail(QueueFullError(f"dropped: {where} (drop_oldest)"), self.routine_id, "dropped")
+            self.core.dead_letter(old.job_id, self.routine_id, envelope.slot, "dropped (slot full)")
+            return True
+        rec.fail(QueueFullError(f"refused: {where}"), self.routine_id, "refused")
+        self.core.dead_letter(rec.job_id, self.routine_id, envelope.slot, "refused (slot full)")
+        return False
 
     def _control(self, message: Any) -> None:
         kind = type(message)

@@ -38,8 +38,10 @@ def encode(key: str, value: Any) -> bytes:
         found = find_unencodable(value)
         where = key if found is None else f"{key}{found[0]}"
         kind = type(value).__name__ if found is None else found[1].__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise StateSerializationError(
-            f"worker state {where!r} holds a {kind}, which the JSON serializer cannot encode "
+            f"worker state {where!r} holds {article} {kind}, which the JSON serializer "
+            "cannot encode "
             "(keep connections, locks, files and functions in the routine, see on_start)"
         ) from exc
 

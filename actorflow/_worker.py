@@ -17,7 +17,7 @@ from actorflow._reply import Reply
 from actorflow._routine_cell import FLUSH, RoutineCell
 from actorflow._supervisor import StateCall, SupervisorCore
 from actorflow._timers import TimerService
-from actorflow.errors import RuntimeClosedError, WorkerFailedError
+from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobContext
 from actorflow.state_limits import StateLimits
@@ -87,6 +87,9 @@ class WorkerCore:
             self._routes.setdefault(source, {})[event] = [
                 (target, slot, self.mailboxes[target].put) for target, slot in targets
             ]
+        self.overflow = "block"
+        self.posters_waiting = 0
+        self._room = threading.Condition(threading.Lock())
         self.hosts: dict[str, list[ActorHost]] = {}
         self._hosts_lock = threading.RLock()
         self._restarts: list[float] = []
@@ -265,6 +268,59 @@ class WorkerCore:
         for routine_id, hosts in self.hosts.items():
             for _ in hosts:
                 self.mailboxes[routine_id].put(STOP)
+
+    # -- back-pressure -----------------------------------------------------------------
+    def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
+        """The routine's mailbox holds ``limit`` messages: apply the overflow policy."""
+        mailbox = self.mailboxes[routine_id]
+        policy = self.overflow
+        if policy == "block":
+            with self._room:
+                self.posters_waiting += 1
+                try:
+                    if self._room.wait_for(lambda: mailbox.qsize() < limit, timeout):
+                        return
+                finally:
+                    self.posters_waiting -= 1
+        elif policy == "drop_oldest":
+            self._drop_oldest(routine_id, limit)
+            return
+        raise QueueFullError(
+            f"routine {routine_id!r} of worker {self.worker_id!r} already has "
+            f"{mailbox.qsize()} messages waiting (max_queue_length={limit}; overflow policy "
+            f"{policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
+        )
+
+    def _drop_oldest(self, routine_id: str, limit: int) -> None:
+        mailbox = self.mailboxes[routine_id]
+        keep: list[Any] = []
+        while mailbox.qsize() >= limit:
+            try:
+                message = mailbox.get_nowait()
+            except queue.Empty:
+                break
+            if type(message) is not Envelope:
+                keep.append(message)  # control messages are never dropped
+                continue
+            job = message.job if message.blob is None else cloudpickle.loads(message.blob)
+            record = self.runtime._jobs.get(job._rec.job_id)
+            if record is not None:
+                record.fail(
+                    QueueFullError(
+                        f"dropped: routine {routine_id!r} had {limit} messages waiting "
+                        "(overflow policy 'drop_oldest')"
+                    ),
+                    routine_id,
+                    "dropped",
+                )
+            self.dead_letter(job._rec.job_id, routine_id, message.slot, "dropped (mailbox full)")
+        for message in keep:
+            mailbox.put(message)
+
+    def room_made(self) -> None:
+        """A routine took a message out of its mailbox while a poster waits for room."""
+        with self._room:
+            self._room.notify_all()
 
     # -- messages ----------------------------------------------------------------------
     def sender(self, routine_id: str) -> Callable[[Any], None]:

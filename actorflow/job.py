@@ -69,6 +69,7 @@ class JobRecord:
     """The authoritative state of one job (internal; users see it through JobContext)."""
 
     __slots__ = (
+        "__weakref__",
         "_callbacks",
         "_depths",
         "_inflight",
@@ -176,13 +177,13 @@ class JobRecord:
             self._waiter = None
             self._callbacks = None
             self._depths = None
+        if self._on_finish is not None:  # the runtime's books first, then whoever waits
+            self._on_finish(self)
         if waiter is not None:
             waiter.set()
         if callbacks:
             for callback in callbacks:
                 callback()
-        if self._on_finish is not None:
-            self._on_finish(self)
         return True
 
     def fail(

@@ -96,6 +96,11 @@ class Routine:
         return spec
 
     @property
+    def routine_id(self) -> str | None:
+        """The id this routine was added to its flow under (None before ``add_routine``)."""
+        return None if self._owner is None else self._owner[1]
+
+    @property
     def slots(self) -> Mapping[str, SlotSpec]:
         """Declared slots by name."""
         return dict(self._slots)

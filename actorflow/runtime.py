@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import threading
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
@@ -21,8 +23,10 @@ from actorflow._worker import WorkerCore
 from actorflow.errors import (
     ConfigurationError,
     FlowValidationError,
+    JobTimeoutError,
     RuntimeClosedError,
     SerializationError,
+    WorkerFailedError,
 )
 from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus
 from actorflow.registry import FlowRegistry
@@ -32,6 +36,23 @@ from actorflow.worker import WorkerState
 __all__ = ["Runtime"]
 
 DEFAULT_JOB_RETENTION = 10_000
+
+
+OVERFLOW_POLICIES = ("block", "raise", "drop_oldest")
+
+
+def _check_overflow(overflow: Any) -> None:
+    if overflow not in OVERFLOW_POLICIES:
+        raise ConfigurationError(
+            f"unknown overflow policy {overflow!r} (choose {', '.join(OVERFLOW_POLICIES)})"
+        )
+
+
+def _check_worker_running(worker: WorkerCore) -> None:
+    if worker.status == "failed":
+        raise WorkerFailedError(worker.failure or f"worker {worker.worker_id!r} failed")
+    if worker.status != "running":
+        raise RuntimeClosedError(f"worker {worker.worker_id!r} is {worker.status}")
 
 
 def _strict_default() -> bool:
@@ -61,6 +82,12 @@ class Runtime:
         state_store: a store from ``actorflow.store`` that each worker's supervisor writes its
             state through to (under ``worker:<worker_id>:<key>``) before acknowledging a
             change; ``exec(..., restore=True)`` reads it back. None keeps state in memory only.
+        overflow: what ``post`` does when the target routine already has ``max_queue_length``
+            messages waiting (the slot's bound): ``"block"`` waits up to ``post_timeout``
+            seconds for room and then raises ``QueueFullError``; ``"raise"`` raises at once;
+            ``"drop_oldest"`` drops the oldest waiting message, failing its job with
+            ``QueueFullError``. Per worker with ``exec(..., overflow=...)``.
+        dead_letter_history: how many dead letters ``dead_letters()`` keeps (counts are exact).
     """
 
     def __init__(
@@ -73,6 +100,9 @@ class Runtime:
         clock: Clock | None = None,
         state_limits: StateLimits | None = None,
         state_store: Any = None,
+        overflow: str = "block",
+        post_timeout: float = 5.0,
+        dead_letter_history: int = 1000,
     ) -> None:
         if thread_pool_size is not None and (
             isinstance(thread_pool_size, bool)
@@ -90,6 +120,17 @@ class Runtime:
             raise ConfigurationError(f"job_retention must be an int >= 0, got {job_retention!r}")
         if state_limits is not None and not isinstance(state_limits, StateLimits):
             raise TypeError("state_limits must be a StateLimits")
+        _check_overflow(overflow)
+        if (
+            isinstance(post_timeout, bool)
+            or not isinstance(post_timeout, int | float)
+            or post_timeout < 0
+        ):
+            raise ConfigurationError(
+                f"post_timeout must be a number of seconds >= 0, got {post_timeout!r}"
+            )
+        self.overflow = overflow
+        self.post_timeout = float(post_timeout)
         self.state_limits = state_limits
         self.state_store = state_store
         self.thread_pool_size = thread_pool_size
@@ -98,7 +139,7 @@ class Runtime:
         self._registry = registry or FlowRegistry.get_instance()
         self._clock = clock or SystemClock()
         self._timers = TimerService(self._clock)
-        self._dead_letters = DeadLetters()
+        self._dead_letters = DeadLetters(dead_letter_history)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._closed = False
@@ -136,13 +177,17 @@ class Runtime:
         *,
         restore: bool = False,
         state_limits: StateLimits | None = None,
+        overflow: str | None = None,
     ) -> WorkerState:
         """Start a worker of ``flow_id`` and return its WorkerState (full access).
 
         The first worker started for a flow becomes its default worker for ``post``. With
         ``restore=True`` the worker starts with the state last acknowledged for ``worker_id``
-        in the runtime's ``state_store``. ``state_limits`` overrides the runtime's default.
+        in the runtime's ``state_store``. ``state_limits`` and ``overflow`` override the
+        runtime's defaults for this worker.
         """
+        if overflow is not None:
+            _check_overflow(overflow)
         if restore and (worker_id is None or self.state_store is None):
             raise ConfigurationError(
                 "restore=True needs a worker_id and a Runtime(state_store=...)"
@@ -151,7 +196,7 @@ class Runtime:
             raise TypeError("state_limits must be a StateLimits")
         with self._lock:
             self._check_open()
-            worker = self._start_worker(flow_id, worker_id, restore, state_limits)
+            worker = self._start_worker(flow_id, worker_id, restore, state_limits, overflow)
         return WorkerState(worker)
 
     def _start_worker(
@@ -160,6 +205,7 @@ class Runtime:
         worker_id: str | None,
         restore: bool = False,
         state_limits: StateLimits | None = None,
+        overflow: str | None = None,
     ) -> WorkerCore:
         flow = self._registry.require(flow_id)
         if worker_id is None:
@@ -186,6 +232,7 @@ class Runtime:
             state_limits or self.state_limits,
             self.state_store,
         )
+        worker.overflow = overflow or self.overflow
         worker.start(restore)
         self._workers[worker_id] = worker
         self._default_worker.setdefault(flow_id, worker)
@@ -210,6 +257,7 @@ class Runtime:
         metadata: Mapping[str, Any] | None = None,
         worker_id: str | None = None,
         job_id: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[WorkerState, JobContext]:
         """Start a job: deliver ``data`` to ``routine_id``'s ``slot``.
 
@@ -217,7 +265,15 @@ class Runtime:
         flow has none). Returns the worker's state and the job's context, which shows the
         merged data and trace of the whole job and can be waited on (``job.wait()`` or
         ``await job``). Bad input raises at once and posts nothing.
+
+        ``timeout`` (or the flow's ``set_job_timeout``) fails a job still unfinished after that
+        many seconds with ``JobTimeoutError``; its later messages become dead letters. When the
+        routine's mailbox is full, the worker's overflow policy applies (see ``Runtime``).
         """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         worker = self._worker_for(flow_id, worker_id)
@@ -252,14 +308,36 @@ class Runtime:
             envelope = Envelope(routine_id, slot, payload_blob, None, cloudpickle.dumps(view))
         else:
             envelope = Envelope(routine_id, slot, data, view)
+        mailbox = worker.mailboxes[routine_id]
+        limit = worker.max_queue[routine_id][slot]
+        if mailbox.qsize() >= limit:
+            worker.make_room(routine_id, limit, self.post_timeout)
         self._check_open()
         self._jobs[job_id] = record
         self._active[job_id] = record
         if self._closed:  # shutdown began meanwhile and may not have seen this job
             record.finish(JobStatus.CANCELLED, "cancelled: runtime shut down")
             self._check_open()
-        worker.sender(routine_id)(envelope)
+        if timeout is None:
+            timeout = worker.flow.job_timeout
+        if timeout is not None:
+            self._arm_timeout(record, timeout)
+        mailbox.put(envelope)
         return WorkerState(worker), JobContext(record)
+
+    def _arm_timeout(self, record: JobRecord, seconds: float) -> None:
+        ref = weakref.ref(record)
+
+        def expire() -> None:
+            rec = ref()
+            if rec is not None and not rec.finished:
+                rec.fail(
+                    JobTimeoutError(f"job {rec.job_id!r} timed out after {seconds:g} s"),
+                    None,
+                    "timed out",
+                )
+
+        self._timers.call_at(self._clock.monotonic() + seconds, expire)
 
     def _worker_for(self, flow_id: str, worker_id: str | None) -> WorkerCore:
         if worker_id is not None:
@@ -281,6 +359,7 @@ class Runtime:
             worker = self._default_worker.get(flow_id)
             if worker is None:
                 worker = self._start_worker(flow_id, None)
+            _check_worker_running(worker)
             return worker
 
     def _job_finished(self, record: JobRecord) -> None:
@@ -371,6 +450,30 @@ class Runtime:
         self._timers.stop()
         self._log.debug("runtime shut down")
         return finished
+
+    def install_signal_handlers(
+        self,
+        timeout: float | None = 30.0,
+        signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+    ) -> None:
+        """On SIGTERM/SIGINT, shut down gracefully (``wait=True, timeout``), then let the
+        signal's previous handler run (so the process ends as it would have).
+
+        Call from the main thread, as Python requires for signal handlers.
+        """
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            self.shutdown(wait=True, timeout=timeout)
+            old = previous.get(signum, signal.SIG_DFL)
+            signal.signal(signum, old)
+            if callable(old):
+                old(signum, frame)
+            else:
+                os.kill(os.getpid(), signum)
+
+        for signum in signals:
+            previous[signum] = signal.signal(signum, handler)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
