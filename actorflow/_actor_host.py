@@ -103,8 +103,11 @@ class ActorHost(pykka.ThreadingActor):
                 continue
             try:
                 handle(message)
-            except BaseException as exc:
+            except BaseException as exc:  # a crash of this actor
                 self.crashed(exc, message)
+                return
+            if self.restart_requested:
+                self._hand_over()
                 return
 
     def _pykka_message(self, envelope: PykkaEnvelope[Any]) -> None:

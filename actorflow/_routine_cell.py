@@ -114,14 +114,13 @@ class RoutineCell:
         previous.queues = {name: deque() for name in self.slot_names}
 
     def crashed(self, host: Any, exc: BaseException, message: Any) -> None:
-        """This actor crashed: fail the job(s) it was working for, tell the supervisor."""
+        """This actor crashed: tell the supervisor, with the job(s) it was working for."""
         records = list(self._running)
         if not records and type(message) is Envelope and message.job is not None:
             records = [message.job._rec]
-        for record in records:
-            record.fail(exc, self.routine_id, "actor crashed", suffix=" (routine actor crashed)")
         self._log.opt(exception=exc).warning("routine actor {} crashed", self.routine_id)
-        self.core.child_crashed(host, exc)
+        # the supervisor fails these jobs once it has decided on the restarts
+        self.core.child_crashed(host, exc, records)
 
     def hand_over(self, host: Any) -> None:
         """A supervisor asked this healthy actor to restart: run on_stop, start a successor."""
@@ -263,6 +262,11 @@ class RoutineCell:
         if not outbox:
             for record in records:
                 record.message_done()
+            return
+        if rec.finished:  # failed, timed out or cancelled while the logic ran
+            for event, _ in outbox:
+                for target, slot, _send in self.routes[event]:
+                    self.core.dead_letter(rec.job_id, target, slot, f"job {rec.status}")
             return
         try:
             envelopes = self._envelopes(job, outbox)

@@ -19,7 +19,7 @@ from actorflow._supervisor import StateCall, SupervisorCore
 from actorflow._timers import TimerService
 from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
 from actorflow.flow import Flow, StateGrant
-from actorflow.job import JobContext
+from actorflow.job import JobContext, JobRecord
 from actorflow.state_limits import StateLimits
 
 if TYPE_CHECKING:
@@ -32,11 +32,12 @@ Send = Callable[[Any], None]
 
 
 class _ChildCrashed:
-    __slots__ = ("exc", "host")
+    __slots__ = ("exc", "host", "records")
 
-    def __init__(self, host: ActorHost, exc: BaseException) -> None:
+    def __init__(self, host: ActorHost, exc: BaseException, records: list[JobRecord]) -> None:
         self.host = host
         self.exc = exc
+        self.records = records
 
 
 class _RestartChild:
@@ -192,14 +193,17 @@ class WorkerCore:
         return sum(1 for host in hosts if host.thread is not None and host.thread.is_alive())
 
     # -- supervision -------------------------------------------------------------------
-    def child_crashed(self, host: ActorHost, exc: BaseException) -> None:
+    def child_crashed(self, host: ActorHost, exc: BaseException, records: list[JobRecord]) -> None:
         """Called on a crashed actor's thread: the supervisor decides what happens."""
-        self._supervisor_mailbox.put(_ChildCrashed(host, exc))
+        self._supervisor_mailbox.put(_ChildCrashed(host, exc, records))
 
     def _on_control(self, message: Any) -> None:
         """Supervisor-thread handler of crash reports and delayed restarts."""
         if type(message) is _ChildCrashed:
             self._handle_crash(message.host, message.exc)
+            routine_id = message.host.cell.routine_id  # type: ignore[attr-defined]
+            for record in message.records:  # after the restarts are under way
+                record.fail(message.exc, routine_id, "actor crashed", " (routine actor crashed)")
         elif type(message) is _RestartChild:
             self.replace_host(message.host)
 

@@ -1,0 +1,460 @@
+"""Error strategies, supervision, back-pressure, timeouts: each rule enforced at run time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from actorflow import (
+    ActorCrash,
+    ConfigurationError,
+    ErrorStrategy,
+    Flow,
+    FlowRegistry,
+    JobStatus,
+    QueueFullError,
+    Routine,
+    Runtime,
+    Supervision,
+    WorkerFailedError,
+)
+
+
+def make(logic: Any, events: tuple[str, ...] = ()) -> Routine:
+    routine = Routine()
+    routine.add_slot("in")
+    for event in events:
+        routine.add_event(event)
+    routine.set_logic(logic)
+    return routine
+
+
+def one(flow_id: str, routine: Routine) -> Flow:
+    flow = Flow(flow_id)
+    flow.add_routine(routine, "r")
+    FlowRegistry.get_instance().register(flow)
+    return flow
+
+
+# -- error strategies -------------------------------------------------------------------
+
+
+def fan_flow(
+    strategy: ErrorStrategy | None, flow_default: ErrorStrategy | None = None
+) -> list[str]:
+    ran: list[str] = []
+    source = make(lambda sd, m, ws: source.emit("out"), events=("out",))
+    bad = make(lambda sd, m, ws: (_ for _ in ()).throw(ValueError("bad branch")))
+    if strategy is not None:
+        bad.set_error_handler(strategy)
+    good = make(lambda sd, m, ws: ran.append("good"))
+    flow = Flow("fan")
+    flow.add_routine(source, "source")
+    flow.add_routine(bad, "bad")
+    flow.add_routine(good, "good")
+    flow.connect("source", "out", "bad", "in")
+    flow.connect("source", "out", "good", "in")
+    if flow_default is not None:
+        flow.set_error_handler(flow_default)
+    FlowRegistry.get_instance().register(flow)
+    return ran
+
+
+def test_stop_is_the_default_and_fails_the_job(runtime: Runtime) -> None:
+    fan_flow(None)
+    _, job = runtime.post("fan", "source", "in", {})
+    assert job.wait(10)
+    assert job.status == JobStatus.FAILED and job.error == "ValueError: bad branch"
+
+
+def test_continue_records_the_error_and_the_job_completes(runtime: Runtime) -> None:
+    ran = fan_flow(ErrorStrategy.CONTINUE)
+    _, job = runtime.post("fan", "source", "in", {})
+    assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED and ran == ["good"]
+    assert job.errors == [
+        {"routine_id": "bad", "error": "ValueError: bad branch", "handled_as": "continue"}
+    ]
+    assert [e["action"] for e in job.trace_log] == ["continue"]
+
+
+def test_skip_drops_the_message_records_it_and_the_job_goes_on(runtime: Runtime) -> None:
+    ran = fan_flow(None, flow_default=ErrorStrategy.SKIP)  # flow-wide default
+    _, job = runtime.post("fan", "source", "in", {})
+    assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED and ran == ["good"]
+    assert job.errors[0]["handled_as"] == "skip"
+    assert runtime.dead_letter_counts() == {"skipped": 1}
+
+
+def test_retry_reruns_with_the_same_input_and_backs_off(runtime: Runtime) -> None:
+    calls: list[tuple[Any, float]] = []
+
+    def flaky(sd: Any, m: Any, ws: Any) -> None:
+        calls.append((sd["in"][0], time.monotonic()))
+        if len(calls) < 4:
+            raise ConnectionError(f"try {len(calls)}")
+
+    routine = make(flaky)
+    routine.set_error_handler(ErrorStrategy.RETRY(max_retries=3, delay=0.02, backoff=2.0))
+    one("flaky", routine)
+    _, job = runtime.post("flaky", "r", "in", {"order": 7})
+    assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED
+    assert [c[0] for c in calls] == [{"order": 7}] * 4
+    retries = [e["details"] for e in job.trace_log if e["action"] == "retry"]
+    assert [r["delay"] for r in retries] == [0.02, 0.04, 0.08]
+    assert [r["attempt"] for r in retries] == [1, 2, 3]
+    gaps = [b[1] - a[1] for a, b in zip(calls, calls[1:], strict=False)]
+    assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, (0.02, 0.04, 0.08), strict=True))
+
+
+def test_retry_gives_up_with_the_last_error_and_the_number_of_tries(runtime: Runtime) -> None:
+    routine = make(lambda sd, m, ws: (_ for _ in ()).throw(ConnectionError("still down")))
+    routine.set_error_handler("retry", max_retries=2, delay=0, backoff=1)
+    one("down", routine)
+    _, job = runtime.post("down", "r", "in", 1)
+    assert job.wait(10)
+    assert job.status == JobStatus.FAILED
+    assert job.error == "ConnectionError: still down (after 3 tries)"
+
+
+def test_retry_only_retries_the_listed_exceptions(runtime: Runtime) -> None:
+    calls = Counter[str]()
+
+    def logic(sd: Any, m: Any, ws: Any) -> None:
+        calls["n"] += 1
+        raise KeyError("not transient")
+
+    routine = make(logic)
+    routine.set_error_handler(ErrorStrategy.RETRY(max_retries=5, delay=0, retry_on=ConnectionError))
+    one("strict", routine)
+    _, job = runtime.post("strict", "r", "in", 1)
+    assert job.wait(10)
+    assert job.status == JobStatus.FAILED and calls["n"] == 1
+
+
+def test_a_waiting_retry_does_not_block_other_messages(runtime: Runtime) -> None:
+    def logic(sd: Any, m: Any, ws: Any) -> None:
+        if sd["in"][0] == "slow" and not release.is_set():
+            raise ConnectionError("later")
+
+    release = threading.Event()
+    routine = make(logic)
+    routine.set_error_handler(ErrorStrategy.RETRY(max_retries=1, delay=5.0))
+    one("nonblocking", routine)
+    _, slow = runtime.post("nonblocking", "r", "in", "slow")
+    _, fast = runtime.post("nonblocking", "r", "in", "fast")
+    assert fast.wait(2)  # handled while the retry of "slow" waits 5 s
+    assert fast.status == JobStatus.COMPLETED and not slow.done
+    runtime.cancel_job(slow.job_id)
+
+
+def test_error_strategy_arguments_are_checked_at_configuration_time() -> None:
+    routine = Routine()
+    with pytest.raises(ConfigurationError):
+        routine.set_error_handler("explode")
+    with pytest.raises(TypeError):
+        routine.set_error_handler(42)
+    with pytest.raises(ValueError):
+        ErrorStrategy.RETRY(max_retries=0)
+    with pytest.raises(TypeError):
+        ErrorStrategy.RETRY(delay="soon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ErrorStrategy.RETRY(backoff=0.5)
+    with pytest.raises(TypeError):
+        ErrorStrategy.RETRY(retry_on=(int,))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        routine.set_error_handler("stop", max_retries=2)
+    with pytest.raises(ValueError):
+        Supervision(strategy="one_for_some")
+    with pytest.raises(ValueError):
+        Supervision(max_restarts=-1)
+
+
+# -- supervision ------------------------------------------------------------------------
+
+
+class Counted(Routine):
+    """Counts on_start calls per routine id; crashes on the values listed in ``crash_on``."""
+
+    def __init__(self, name: str, starts: Counter[str], crash_on: set[Any], log: list[Any]) -> None:
+        super().__init__()
+        self.add_slot("in")
+        self.add_event("out")
+        self.name = name
+        self.starts = starts
+        self.crash_on = crash_on
+        self.log = log
+
+    def on_start(self) -> None:
+        self.starts[self.name] += 1
+
+    def logic(self, sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        value = sd["in"][0]
+        if value in self.crash_on:
+            raise ActorCrash(f"{self.name} crashes on {value}")
+        self.log.append((self.name, value))
+        self.emit("out", v=value) if False else None
+
+
+def chain(
+    strategy: str, crash_in: str, crash_on: set[Any], **supervision: Any
+) -> tuple[Counter[str], list[Any]]:
+    starts: Counter[str] = Counter()
+    log: list[Any] = []
+    flow = Flow("sup")
+    for name in ("a", "b", "c"):
+        flow.add_routine(Counted(name, starts, crash_on if name == crash_in else set(), log), name)
+    flow.set_supervision(strategy, **supervision)
+    FlowRegistry.get_instance().register(flow)
+    return starts, log
+
+
+@pytest.mark.parametrize(
+    ("strategy", "restarted"),
+    [("one_for_one", {"b"}), ("one_for_all", {"a", "b", "c"}), ("rest_for_one", {"b", "c"})],
+)
+def test_supervision_strategies_restart_the_right_actors(
+    runtime: Runtime, strategy: str, restarted: set[str]
+) -> None:
+    starts, _ = chain(strategy, "b", {"boom"})
+    runtime.exec("sup")
+    _, crashed = runtime.post("sup", "b", "in", "boom")
+    assert crashed.wait(10)
+    assert crashed.status == JobStatus.FAILED and "actor crashed" in (crashed.error or "")
+    expected = {name: 2 if name in restarted else 1 for name in "abc"}
+    for name in "abc":  # every actor works afterwards
+        assert runtime.post("sup", name, "in", f"after-{name}")[1].wait(10)
+    assert dict(starts) == expected
+
+
+def test_no_message_is_lost_when_an_actor_crashes_with_a_full_mailbox(runtime: Runtime) -> None:
+    gate = threading.Event()
+    starts: Counter[str] = Counter()
+    handled: list[int] = []
+
+    class Worker(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_slot("in")
+
+        def on_start(self) -> None:
+            starts["w"] += 1
+
+        def logic(self, sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+            value = sd["in"][0]
+            if value == 0:
+                assert gate.wait(10)  # hold the actor until all 1,000 messages are queued
+            if value == 9:
+                raise ActorCrash("crash on the 10th message")
+            handled.append(value)
+
+    one("handover", Worker())
+    jobs = [runtime.post("handover", "r", "in", i)[1] for i in range(1000)]
+    gate.set()
+    assert runtime.wait_until_all_jobs_finished(timeout=30)
+    statuses = Counter(job.status for job in jobs)
+    assert statuses == {JobStatus.COMPLETED: 999, JobStatus.FAILED: 1}
+    assert jobs[9].status == JobStatus.FAILED
+    assert handled == [i for i in range(1000) if i != 9]  # in order, nothing lost
+    assert starts["w"] == 2
+
+
+def test_past_the_restart_limit_the_worker_fails_and_so_do_its_jobs(runtime: Runtime) -> None:
+    gate = threading.Event()
+
+    def logic(sd: Any, m: Any, ws: Any) -> None:
+        if sd["in"][0] == "hold":
+            assert gate.wait(10)
+            return
+        raise ActorCrash("always")
+
+    crashy = make(logic)
+    flow = Flow("fragile")
+    flow.add_routine(crashy, "crashy")
+    flow.add_routine(make(lambda sd, m, ws: gate.wait(10)), "other")
+    flow.set_supervision("one_for_one", max_restarts=2, period=60)
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("fragile")
+    _, waiting = runtime.post("fragile", "other", "in", "hold")
+    crashed = [runtime.post("fragile", "crashy", "in", i)[1] for i in range(3)]
+    assert all(job.wait(10) for job in crashed)
+    assert waiting.wait(10)
+    gate.set()
+    assert state.status == "failed"
+    assert waiting.status == JobStatus.FAILED
+    assert "more than 2 restarts within 60 s" in (waiting.error or "")
+    with pytest.raises(WorkerFailedError):
+        runtime.post("fragile", "crashy", "in", 4)
+
+
+def test_failing_on_start_is_a_crash_the_supervisor_handles(runtime: Runtime) -> None:
+    attempts: list[int] = []
+
+    class Fragile(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_slot("in")
+
+        def on_start(self) -> None:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise OSError("resource not ready")
+
+        def logic(self, sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+            return None
+
+    one("startup", Fragile())
+    _, job = runtime.post("startup", "r", "in", 1)
+    assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED and len(attempts) == 2
+
+
+def test_restart_backoff_delays_the_successor(runtime: Runtime) -> None:
+    started: list[float] = []
+
+    class Slow(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_slot("in")
+
+        def on_start(self) -> None:
+            started.append(time.monotonic())
+
+        def logic(self, sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+            if sd["in"][0] == "crash":
+                raise ActorCrash("crash")
+
+    flow = one("backoff", Slow())
+    flow.set_supervision(backoff_base=0.2, backoff_max=1.0)
+    runtime.exec("backoff")
+    runtime.post("backoff", "r", "in", "crash")[1].wait(10)
+    _, after = runtime.post("backoff", "r", "in", "fine")
+    assert after.wait(10) and after.status == JobStatus.COMPLETED
+    assert started[1] - started[0] >= 0.19
+
+
+# -- back-pressure, timeouts ------------------------------------------------------------
+
+
+def blocked_flow(max_queue_length: int) -> threading.Event:
+    gate = threading.Event()
+    routine = Routine()
+    routine.add_slot("in", max_queue_length=max_queue_length)
+    routine.set_logic(lambda sd, m, ws: gate.wait(10))
+    one("bounded", routine)
+    return gate
+
+
+def test_overflow_raise_refuses_at_once_and_posts_nothing() -> None:
+    gate = blocked_flow(2)
+    with Runtime(overflow="raise") as runtime:
+        first = runtime.post("bounded", "r", "in", 0)[1]
+        while first.status == JobStatus.PENDING:  # the actor holds the first message
+            time.sleep(0.001)
+        runtime.post("bounded", "r", "in", 1)
+        runtime.post("bounded", "r", "in", 2)
+        with pytest.raises(QueueFullError, match="max_queue_length=2"):
+            runtime.post("bounded", "r", "in", 3)
+        assert len(runtime.list_jobs()) == 3
+        gate.set()
+
+
+def test_overflow_block_waits_for_room_then_gives_up() -> None:
+    gate = blocked_flow(1)
+    with Runtime(overflow="block", post_timeout=0.2) as runtime:
+        first = runtime.post("bounded", "r", "in", 0)[1]
+        first.wait(0.05)
+        runtime.post("bounded", "r", "in", 1)
+        t0 = time.monotonic()
+        with pytest.raises(QueueFullError, match="waited 0.2 s"):
+            runtime.post("bounded", "r", "in", 2)
+        assert time.monotonic() - t0 >= 0.19
+        threading.Timer(0.1, gate.set).start()
+        _, job = runtime.post("bounded", "r", "in", 3)  # unblocks once the actor takes one
+        assert job.wait(10)
+
+
+def test_overflow_drop_oldest_fails_the_dropped_job() -> None:
+    gate = blocked_flow(2)
+    with Runtime(overflow="drop_oldest") as runtime:
+        first = runtime.post("bounded", "r", "in", 0)[1]
+        first.wait(0.05)
+        second = runtime.post("bounded", "r", "in", 1)[1]
+        runtime.post("bounded", "r", "in", 2)
+        runtime.post("bounded", "r", "in", 3)
+        assert second.wait(5)
+        assert second.status == JobStatus.FAILED and "drop_oldest" in (second.error or "")
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+        assert runtime.dead_letter_counts() == {"dropped (mailbox full)": 1}
+
+
+def test_unknown_overflow_policy_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        Runtime(overflow="sometimes")
+
+
+def test_job_timeout_fails_the_job_and_its_later_messages_become_dead_letters(
+    runtime: Runtime,
+) -> None:
+    gate = threading.Event()
+    first = make(lambda sd, m, ws: (gate.wait(10), first.emit("out")), events=("out",))
+    later = make(lambda sd, m, ws: None)
+    flow = Flow("timeout")
+    flow.add_routine(first, "first")
+    flow.add_routine(later, "later")
+    flow.connect("first", "out", "later", "in")
+    FlowRegistry.get_instance().register(flow)
+    _, job = runtime.post("timeout", "first", "in", 1, timeout=0.1)
+    assert job.wait(5)
+    assert (
+        job.status == JobStatus.FAILED
+        and job.error == f"JobTimeoutError: job '{job.job_id}' timed out after 0.1 s"
+    )
+    gate.set()
+    runtime.shutdown()
+    assert {d["reason"] for d in runtime.dead_letters()} == {"job failed"}
+
+
+def test_flow_default_job_timeout(runtime: Runtime) -> None:
+    gate = threading.Event()
+    flow = one("flowtimeout", make(lambda sd, m, ws: gate.wait(10)))
+    flow.set_job_timeout(0.05)
+    _, job = runtime.post("flowtimeout", "r", "in", 1)
+    assert job.wait(5) and "timed out" in (job.error or "")
+    gate.set()
+    with pytest.raises(ValueError):
+        runtime.post("flowtimeout", "r", "in", 1, timeout=-1)
+
+
+def test_shutdown_stops_actors_in_reverse_order_and_runs_every_on_stop() -> None:
+    stopped: list[str] = []
+
+    class Tracked(Routine):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.add_slot("in")
+            self.name = name
+
+        def logic(self, sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+            return None
+
+        def on_stop(self) -> None:
+            stopped.append(self.name)
+
+    flow = Flow("ordered")
+    for name in ("first", "second", "third"):
+        flow.add_routine(Tracked(name), name)
+    FlowRegistry.get_instance().register(flow)
+    runtime = Runtime()
+    runtime.exec("ordered")
+    jobs = [runtime.post("ordered", "first", "in", i)[1] for i in range(10)]
+    runtime.shutdown()
+    assert stopped == ["third", "second", "first"]
+    assert all(job.status not in (JobStatus.PENDING, JobStatus.RUNNING) for job in jobs)
