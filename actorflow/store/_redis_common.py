@@ -9,6 +9,11 @@ Layout under ``key_prefix`` (default ``"actorflow:"``):
   the index in one ``MULTI``/``EXEC`` transaction; members whose value has expired
   are skipped and removed by the range script.
 
+``update`` is an optimistic transaction on one pooled connection: ``WATCH`` +
+``GET`` sent together, then ``MULTI``/``SET``/``ZADD``/``EXEC``; a ``nil`` reply
+to ``EXEC`` means another client changed the key, and the loop retries (two
+round trips per attempt instead of the three of redis-py's pipeline helper).
+
 Single-node Redis only: the range script reads keys it computes itself, which
 Redis Cluster does not allow.
 """
@@ -104,6 +109,35 @@ class Layout:
             1 if with_values else 0,
             SCAN_BATCH,
         ]
+
+
+def watch_commands(value_key: bytes) -> list[tuple[Any, ...]]:
+    """First half of ``update``: ``WATCH`` the value and read it, in one round trip."""
+    return [("WATCH", value_key), ("GET", value_key)]
+
+
+def write_commands(
+    layout: Layout, key: str, data: bytes, ttl: float | None
+) -> list[tuple[Any, ...]]:
+    """Second half of ``update``: the guarded write, ``MULTI`` ... ``EXEC``."""
+    milliseconds = ttl_milliseconds(ttl)
+    expiry: tuple[Any, ...] = () if milliseconds is None else ("PX", milliseconds)
+    return [
+        ("MULTI",),
+        ("SET", layout.value_key(key), data, *expiry),
+        ("ZADD", layout.index, 0, layout.member(key)),
+        ("EXEC",),
+    ]
+
+
+def exec_succeeded(reply: Any) -> bool:
+    """Whether an ``EXEC`` reply means the transaction ran (``None``: a watched key changed)."""
+    if reply is None:
+        return False
+    for item in reply:
+        if isinstance(item, Exception):
+            raise item
+    return True
 
 
 def backoff(attempt: int) -> float:

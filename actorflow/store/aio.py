@@ -7,8 +7,8 @@ How each backend runs:
 
 * ``memory`` -- calls the synchronous backend directly on the event loop (its
   operations are in-memory and hold the lock only briefly);
-* ``sqlite`` -- runs each call in a worker thread (``asyncio.to_thread``), because
-  commits wait for the disk;
+* ``sqlite`` -- runs each call in a worker thread owned by the store (one thread:
+  the connection serializes calls anyway), because commits wait for the disk;
 * ``redis`` -- native ``redis.asyncio`` (:mod:`actorflow.store.redis_async`).
 
 ``update(key, fn)`` takes a plain function (not a coroutine function) everywhere.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -97,14 +98,25 @@ class AsyncBackend(ABC):
 
 
 class ThreadedAsyncBackend(AsyncBackend):
-    """Adapts a synchronous backend; ``offload=True`` runs calls in worker threads."""
+    """Adapts a synchronous backend to the async API.
 
-    def __init__(self, backend: Backend, *, offload: bool) -> None:
+    ``offload=False`` calls it directly on the event loop.  ``offload=True`` runs
+    each call in a worker thread: a single thread owned by this adapter when
+    ``own_thread`` is true (the backend serializes its calls anyway, so one thread
+    loses nothing and keeps calls in order), else ``asyncio.to_thread``.
+    """
+
+    def __init__(self, backend: Backend, *, offload: bool, own_thread: bool = False) -> None:
         self.sync = backend
         self.offload = offload
         self.name = backend.name
         self.serializer = backend.serializer
         self.default_ttl = backend.default_ttl
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix=f"actorflow-store-{backend.name}")
+            if offload and own_thread
+            else None
+        )
 
     @property
     def closed(self) -> bool:
@@ -112,9 +124,11 @@ class ThreadedAsyncBackend(AsyncBackend):
         return self.sync.closed
 
     async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
-        if self.offload:
+        if not self.offload:
+            return method(*args)
+        if self._executor is None:
             return await asyncio.to_thread(method, *args)
-        return method(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, method, *args)
 
     async def put(self, key: str, data: bytes, ttl: float | None) -> None:
         await self._call(self.sync.put, key, data, ttl)
@@ -143,7 +157,11 @@ class ThreadedAsyncBackend(AsyncBackend):
         return await self._call(self.sync.stats)  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        await self._call(self.sync.close)
+        try:
+            await self._call(self.sync.close)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
 
 
 class AsyncStoreReader:

@@ -59,7 +59,7 @@ def _sqlite_sync(options: dict[str, Any]) -> Store:
 
 def _sqlite_async(options: dict[str, Any]) -> AsyncStore:
     backend = SqliteBackend(_sqlite_path(options), **options)
-    return AsyncStore(ThreadedAsyncBackend(backend, offload=True))
+    return AsyncStore(ThreadedAsyncBackend(backend, offload=True, own_thread=True))
 
 
 def _redis_sync(options: dict[str, Any]) -> Store:

@@ -5,7 +5,7 @@
 * ``range_get``/``keys`` walk a sorted-set index with ``ZRANGEBYLEX`` in one Lua
   script (never a ``SCAN`` of the keyspace);
 * ``update`` is a ``WATCH``/``MULTI``/``EXEC`` retry loop, atomic against every
-  other client of the server;
+  other client of the server (two round trips per attempt);
 * ``max_entries`` and ``on_evict`` are not offered: Redis evicts by its own
   ``maxmemory-policy`` and does not tell clients reliably when a key expires.
 
@@ -29,10 +29,13 @@ from actorflow.store._redis_common import (
     Layout,
     RedisOptions,
     backoff,
+    exec_succeeded,
     pairs,
     redis_options,
     server_stats,
     ttl_milliseconds,
+    watch_commands,
+    write_commands,
 )
 from actorflow.store.base import Backend, Store
 from actorflow.store.errors import ConcurrentUpdateError
@@ -105,20 +108,34 @@ class RedisBackend(Backend):
 
     def update(self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None) -> None:
         value_key = self.layout.value_key(key)
-        with self.lock, self.client.pipeline(transaction=True) as pipe:
+        pool: Any = self.client.connection_pool  # connection-level API (untyped)
+        with self.lock:
             for attempt in range(MAX_UPDATE_ATTEMPTS):
+                connection = pool.get_connection()
                 try:
-                    pipe.watch(value_key)  # type: ignore[no-untyped-call]
-                    old = pipe.get(value_key)
-                    data = fn(None if old is None else cast(bytes, old))
-                    pipe.multi()
-                    self._write(pipe, key, data, ttl)
-                    pipe.execute()
-                except redis.WatchError:
-                    time.sleep(backoff(attempt))
-                    continue
-                self._counts["puts"] += 1
-                return
+                    connection.send_packed_command(
+                        connection.pack_commands(watch_commands(value_key))
+                    )
+                    connection.read_response()
+                    old = connection.read_response()
+                    try:
+                        data = fn(None if old is None else cast(bytes, old))
+                    except BaseException:
+                        connection.send_command("UNWATCH")
+                        connection.read_response()
+                        raise
+                    commands = write_commands(self.layout, key, data, ttl)
+                    connection.send_packed_command(connection.pack_commands(commands))
+                    replies = [connection.read_response() for _ in commands]
+                except (redis.RedisError, OSError):
+                    connection.disconnect()
+                    raise
+                finally:
+                    pool.release(connection)
+                if exec_succeeded(replies[-1]):
+                    self._counts["puts"] += 1
+                    return
+                time.sleep(backoff(attempt))
         raise ConcurrentUpdateError(
             f"update of {key!r} lost {MAX_UPDATE_ATTEMPTS} races with other clients in a row"
         )

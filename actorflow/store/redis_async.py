@@ -23,10 +23,13 @@ from actorflow.store._redis_common import (
     Layout,
     RedisOptions,
     backoff,
+    exec_succeeded,
     pairs,
     redis_options,
     server_stats,
     ttl_milliseconds,
+    watch_commands,
+    write_commands,
 )
 from actorflow.store.aio import AsyncBackend, AsyncStore
 from actorflow.store.errors import ConcurrentUpdateError
@@ -98,20 +101,34 @@ class AsyncRedisBackend(AsyncBackend):
         self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None
     ) -> None:
         value_key = self.layout.value_key(key)
-        async with self._update_lock, self.client.pipeline(transaction=True) as pipe:
+        pool: Any = self.client.connection_pool  # connection-level API (untyped)
+        async with self._update_lock:
             for attempt in range(MAX_UPDATE_ATTEMPTS):
+                connection = await pool.get_connection()
                 try:
-                    await pipe.watch(value_key)
-                    old = await pipe.get(value_key)
-                    data = fn(None if old is None else cast(bytes, old))
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    self._write(pipe, key, data, ttl)
-                    await pipe.execute()
-                except redis.WatchError:
-                    await asyncio.sleep(backoff(attempt))
-                    continue
-                self._counts["puts"] += 1
-                return
+                    await connection.send_packed_command(
+                        connection.pack_commands(watch_commands(value_key))
+                    )
+                    await connection.read_response()
+                    old = await connection.read_response()
+                    try:
+                        data = fn(None if old is None else cast(bytes, old))
+                    except BaseException:
+                        await connection.send_command("UNWATCH")
+                        await connection.read_response()
+                        raise
+                    commands = write_commands(self.layout, key, data, ttl)
+                    await connection.send_packed_command(connection.pack_commands(commands))
+                    replies = [await connection.read_response() for _ in commands]
+                except (redis.RedisError, OSError):
+                    await connection.disconnect()
+                    raise
+                finally:
+                    await pool.release(connection)
+                if exec_succeeded(replies[-1]):
+                    self._counts["puts"] += 1
+                    return
+                await asyncio.sleep(backoff(attempt))
         raise ConcurrentUpdateError(
             f"update of {key!r} lost {MAX_UPDATE_ATTEMPTS} races with other clients in a row"
         )

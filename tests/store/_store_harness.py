@@ -193,6 +193,15 @@ class Harness:
         if errors:
             raise errors[0]
 
+    def run_tasks(self, count: int, target: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+        """Run ``target(i)`` as ``count`` concurrent tasks on the async stores' loop."""
+        assert self.runner is not None
+
+        async def main() -> None:
+            await asyncio.gather(*(target(i) for i in range(count)))
+
+        self.runner.run(main())
+
     def close(self) -> None:
         for store in reversed(self._stores):
             try:

@@ -512,18 +512,35 @@ def test_parent_and_scope_written_from_8_threads(harness: Harness) -> None:
     assert len(scope.keys("w")) == 4 * rounds
 
 
-def test_update_from_4_threads_loses_nothing(harness: Harness) -> None:
+def test_update_from_4_workers_loses_nothing(harness: Harness) -> None:
+    """4 threads (sync) or 4 tasks (async) x 2,500 increments, half through a scope."""
     s = harness.make()
     scope = s.scope("c")
 
-    def work(i: int) -> None:
-        for _ in range(2500):
-            if i % 2:
-                scope.update("n", lambda v: (v or 0) + 1)
-            else:
-                s.update("c:n", lambda v: (v or 0) + 1)  # the same key, through the parent
+    def increment(value: Any) -> int:
+        return (value or 0) + 1
 
-    harness.run_threads(4, work)
+    if harness.mode == "sync":
+
+        def work(i: int) -> None:
+            for _ in range(2500):
+                if i % 2:
+                    scope.update("n", increment)
+                else:
+                    s.update("c:n", increment)  # the same key, through the parent
+
+        harness.run_threads(4, work)
+    else:
+        parent, child = s._target, scope._target
+
+        async def task(i: int) -> None:
+            for _ in range(2500):
+                if i % 2:
+                    await child.update("n", increment)
+                else:
+                    await parent.update("c:n", increment)
+
+        harness.run_tasks(4, task)
     assert s.get("c:n") == 10_000
 
 
