@@ -83,13 +83,26 @@ class Reaper:
             self._condition.notify_all()
 
     def stop(self) -> None:
-        """Stop the thread and wait for it (unless called from the thread itself)."""
+        """Stop the thread and wait for it to end.
+
+        It is not waited for when called from the reaper itself (an ``on_evict``
+        callback closing the store) or by a thread holding the store lock (the
+        reaper may be waiting for that lock; it ends as soon as it gets it).
+        """
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is None or thread is threading.current_thread():
+            return
+        held = getattr(self._condition, "_is_owned", lambda: False)()
+        if not held:
             thread.join()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The reaper thread, once started."""
+        return self._thread
 
     def _run(self) -> None:
         while True:

@@ -301,10 +301,11 @@ class Store(StoreReader):
 
         ``old`` is ``None`` when the key is missing.  No other write to the key can
         happen between the read and the write.  ``fn`` must be a plain function
-        without side effects: the redis backend may call it more than once when
-        another client changes the key concurrently.  If ``fn`` raises, or its
-        result cannot be encoded, nothing is written.  The new value gets ``ttl``
-        (or the ``default_ttl``), as with :meth:`put`.
+        without side effects that does not use the store itself: the redis
+        backend may call it more than once when another client changes the key
+        concurrently, and the sqlite backend runs it inside a write transaction.
+        If ``fn`` raises, or its result cannot be encoded, nothing is written.
+        The new value gets ``ttl`` (or the ``default_ttl``), as with :meth:`put`.
         """
         full = self._full(key)
         seconds = self._ttl(ttl)

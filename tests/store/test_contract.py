@@ -367,10 +367,26 @@ def test_reaper_reclaims_expired_entries_in_the_background(harness: Harness) -> 
         if (key, reason) == ("k", "expired"):
             reclaimed.set()
 
+    before = set(threading.enumerate())
     s = harness.make(clock=None, on_evict=on_evict)  # the real clock
     s.put("k", 1, ttl=0.05)
     assert reclaimed.wait(10), "the reaper did not reclaim the expired entry"
     assert s.get_stats()["evicted_expired"] == 1
+    reapers = [t for t in set(threading.enumerate()) - before if t.name.endswith("-reaper")]
+    assert len(reapers) == 1
+    assert reapers[0].daemon
+    s.close()
+    assert not reapers[0].is_alive(), "close() did not stop the reaper"
+
+
+def test_close_while_holding_the_lock_does_not_deadlock(harness: Harness) -> None:
+    if harness.mode == "async":
+        pytest.skip("async stores do not expose the lock")
+    s = harness.make(clock=None)
+    s.put("k", 1, ttl=30)  # starts the reaper on memory and sqlite
+    with s.lock:
+        s.close()
+    assert s.closed
 
 
 # ---------------------------------------------------------------- serializers
