@@ -1,4 +1,4 @@
-"""Throughput of the stores: put / get / range_get on every backend.
+"""Throughput of the stores: put / get / update / range_get on every backend.
 
     python3 benchmarks/store.py [--rounds 5] [--quick]
 
@@ -75,9 +75,14 @@ def bench_sync(name: str, store: Any, rounds: int, n: int, extra: dict[str, Any]
             start = keys[(i * 37) % (n - RANGE_SIZE)]
             store.range_get(start, "k9", RANGE_SIZE)  # 100 rows from a key in the middle
 
+    def update(count: int) -> None:
+        for i in range(count):
+            store.update(keys[i % 10], lambda old: {**(old or VALUE), "visits": 1})
+
     for verb, run, ops in (
         ("put", put, n),
         ("get", get, n),
+        ("update", update, max(20, n // 4)),
         ("range_get", range_get, max(20, n // 20)),
     ):
         result = measure(rounds, ops, run)
