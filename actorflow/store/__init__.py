@@ -7,7 +7,9 @@
 {'name': 'Ada'}
 
 See ``docs/stores.md`` for the guide.  The redis backend needs the ``redis``
-package; it is imported only when a redis store is created.
+package (the ``actorflow[redis]`` extra); it is imported only when a redis store
+is created or ``RedisStore`` / ``AsyncRedisStore`` is first looked up, which is
+why those two are not in ``__all__`` (``import *`` works without redis).
 """
 
 from __future__ import annotations
@@ -45,13 +47,12 @@ from actorflow.store.sqlite import SqliteStore
 from actorflow.store.typed import AsyncTypedStore, TypedStore, WrongTypeError
 
 if TYPE_CHECKING:
-    from actorflow.store.redis import RedisStore
-    from actorflow.store.redis_async import AsyncRedisStore
+    from actorflow.store.redis import RedisStore as RedisStore
+    from actorflow.store.redis_async import AsyncRedisStore as AsyncRedisStore
 
 __all__ = [
     "STORE_TYPES",
     "AsyncReadOnlyStore",
-    "AsyncRedisStore",
     "AsyncStore",
     "AsyncStoreReader",
     "AsyncTypedStore",
@@ -64,7 +65,6 @@ __all__ = [
     "MemoryStore",
     "ReadOnlyStore",
     "ReadOnlyStoreError",
-    "RedisStore",
     "SerializationError",
     "Serializer",
     "SqliteStore",
