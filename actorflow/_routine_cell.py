@@ -93,6 +93,7 @@ class RoutineCell:
         self.draining = False
         self._outbox: list[tuple[str, Any]] | None = None
         self._running: Sequence[JobRecord] = ()
+        self._injector = core.injector
         self._timer_at: float | None = None
         self._clock = core.clock
         self._strict = core.strict
@@ -248,6 +249,8 @@ class RoutineCell:
         outbox: list[tuple[str, Any]] = []
         self._outbox = outbox
         try:
+            if self._injector is not None:
+                self._injector.before_logic(self.core, self.routine_id, job)
             self.logic(slot_data, message, self.state)
         except Exception as exc:
             self.current_job = None

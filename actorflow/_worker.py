@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 from loguru import logger
 
-from actorflow._actor_host import STOP, WAKE, ActorHost, new_mailbox, start_host
+from actorflow._actor_host import STOP, WAKE, ActorHost, start_host
 from actorflow._clock import Clock
+from actorflow._dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow._envelope import Envelope
 from actorflow._reply import Reply
 from actorflow._routine_cell import FLUSH, RoutineCell
@@ -60,8 +61,10 @@ class WorkerCore:
         strict: bool,
         limits: StateLimits | None = None,
         state_store: Any = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         flow.validate()
+        self.dispatcher: Dispatcher = dispatcher or ThreadDispatcher()
         self.runtime = runtime
         self.flow = flow
         self.flow_id = flow.flow_id
@@ -80,27 +83,36 @@ class WorkerCore:
             rid: {name: spec.max_queue_length for name, spec in r._slots.items()}
             for rid, r in flow._routines.items()
         }
-        self.mailboxes: dict[str, queue.SimpleQueue[Any]] = {
-            rid: new_mailbox() for rid in flow._routines
+        self.mailboxes: dict[str, Mailbox] = {
+            rid: self.dispatcher.mailbox(self, rid) for rid in flow._routines
         }
+        self.injector = runtime._injector
         self._routes: dict[str, dict[str, list[tuple[str, str, Send]]]] = {}
         for (source, event), targets in flow.routes().items():
             self._routes.setdefault(source, {})[event] = [
-                (target, slot, self.mailboxes[target].put) for target, slot in targets
+                (target, slot, self._send_function(source, event, target, slot))
+                for target, slot in targets
             ]
         self.overflow = "block"
         self.posters_waiting = 0
         self._room = threading.Condition(threading.Lock())
-        self.hosts: dict[str, list[ActorHost]] = {}
+        self.hosts: dict[str, list[Any]] = {}
         self._hosts_lock = threading.RLock()
+        self._inline_lock = threading.RLock()
         self._restarts: list[float] = []
         self.restart_count = 0
-        self._supervisor_mailbox = new_mailbox()
+        self._supervisor_mailbox = self.dispatcher.mailbox(self, None)
         self._supervisor: ActorHost | None = None
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
         scoped = None if state_store is None else state_store.scope("worker").scope(worker_id)
         self.supervisor_core = SupervisorCore(worker_id, limits, scoped, clock.monotonic)
         self.supervisor_core.control_handler = self._on_control
+
+    def _send_function(self, source: str, event: str, target: str, slot: str) -> Send:
+        put = self.mailboxes[target].put
+        if self.injector is None:
+            return put
+        return self.injector.wrap(self, source, event, target, slot, put)
 
     # -- life cycle --------------------------------------------------------------------
     def _new_cell(self, routine_id: str, previous: RoutineCell | None = None) -> RoutineCell:
@@ -112,17 +124,21 @@ class WorkerCore:
             cell.take_over(previous)
         return cell
 
-    def _start_actor(self, routine_id: str, previous: RoutineCell | None = None) -> ActorHost:
+    def _start_actor(self, routine_id: str, previous: RoutineCell | None = None) -> Any:
         cell = self._new_cell(routine_id, previous)
-        return start_host(self.mailboxes[routine_id], cell, f"{self.worker_id}-{routine_id}")
+        name = f"{self.worker_id}-{routine_id}"
+        return self.dispatcher.start(self.mailboxes[routine_id], cell, name)
 
     def start(self, restore: bool = False) -> None:
         """Start the supervisor (restoring durable state), then every routine actor in order."""
         if restore:
             self.supervisor_core.restore()
-        self._supervisor = start_host(
-            self._supervisor_mailbox, self.supervisor_core, f"{self.worker_id}-supervisor"
-        )
+        if not self.dispatcher.inline:
+            self._supervisor = start_host(
+                self._supervisor_mailbox,  # type: ignore[arg-type]
+                self.supervisor_core,
+                f"{self.worker_id}-supervisor",
+            )
         with self._hosts_lock:
             for routine_id in self.order:
                 routine = self.flow._routines[routine_id]
@@ -136,7 +152,7 @@ class WorkerCore:
         """Ask every queueing routine to release what it holds (used before shutdown)."""
         with self._hosts_lock:
             for routine_id, hosts in self.hosts.items():
-                if hosts and not hosts[0].cell.immediate:  # type: ignore[attr-defined]
+                if hosts and not hosts[0].cell.immediate:
                     self.mailboxes[routine_id].put(FLUSH)
 
     def stop(self) -> None:
@@ -151,23 +167,12 @@ class WorkerCore:
             failed = self.status == "failed"
             self.status = "stopping"
         for routine_id in reversed(self.order):
-            mailbox = self.mailboxes[routine_id]
-            with self._hosts_lock:
-                count = len(self.hosts.get(routine_id, ()))
-            for _ in range(count):
-                mailbox.put(STOP)
-            while True:  # a restart may have put a successor in place meanwhile
+
+            def group(routine_id: str = routine_id) -> list[Any]:
                 with self._hosts_lock:
-                    alive = [
-                        h
-                        for h in self.hosts.get(routine_id, ())
-                        if h.thread and h.thread.is_alive()
-                    ]
-                if not alive:
-                    break
-                for host in alive:
-                    if host.thread is not None:
-                        host.thread.join()
+                    return list(self.hosts.get(routine_id, ()))
+
+            self.dispatcher.stop_hosts(self.mailboxes[routine_id], group)
         if self._supervisor is not None:
             self._supervisor_mailbox.put(STOP)
             if self._supervisor.thread is not None:
@@ -185,17 +190,18 @@ class WorkerCore:
         self.status = "failed" if failed else "stopped"
         self._log.debug("worker {} {}", self.worker_id, self.status)
 
-    def threads_alive(self) -> int:
-        with self._hosts_lock:
-            hosts = [host for group in self.hosts.values() for host in group]
-        if self._supervisor is not None:
-            hosts.append(self._supervisor)
-        return sum(1 for host in hosts if host.thread is not None and host.thread.is_alive())
-
     # -- supervision -------------------------------------------------------------------
     def child_crashed(self, host: ActorHost, exc: BaseException, records: list[JobRecord]) -> None:
         """Called on a crashed actor's thread: the supervisor decides what happens."""
-        self._supervisor_mailbox.put(_ChildCrashed(host, exc, records))
+        self.to_supervisor(_ChildCrashed(host, exc, records))
+
+    def to_supervisor(self, message: Any) -> None:
+        """Deliver a message to the supervisor (inline when the dispatcher runs everything)."""
+        if self.dispatcher.inline:
+            with self._inline_lock:
+                self.supervisor_core.handle(message)
+        else:
+            self._supervisor_mailbox.put(message)
 
     def _on_control(self, message: Any) -> None:
         """Supervisor-thread handler of crash reports and delayed restarts."""
@@ -243,8 +249,8 @@ class WorkerCore:
             supervision.strategy,
         )
         if delay > 0:
-            mailbox = self._supervisor_mailbox
-            self.timers.call_at(now + delay, lambda: mailbox.put(_RestartChild(host)))
+            send = self.to_supervisor
+            self.timers.call_at(now + delay, lambda: send(_RestartChild(host)))
         else:
             self.replace_host(host)
 
@@ -270,8 +276,11 @@ class WorkerCore:
             if record.worker_id == self.worker_id:
                 record.fail(error, None, "worker failed")
         for routine_id, hosts in self.hosts.items():
-            for _ in hosts:
-                self.mailboxes[routine_id].put(STOP)
+            for host in hosts:
+                if self.dispatcher.inline:
+                    host.stop_now()
+                else:
+                    self.mailboxes[routine_id].put(STOP)
 
     # -- back-pressure -----------------------------------------------------------------
     def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
@@ -337,7 +346,7 @@ class WorkerCore:
                 f"worker {self.worker_id!r} is {self.status}; its state can no longer be used"
             )
         reply = Reply()
-        self._supervisor_mailbox.put(StateCall(op, key, arg, extra, reply))
+        self.to_supervisor(StateCall(op, key, arg, extra, reply))
         try:
             return reply.get(STATE_CALL_TIMEOUT)
         except TimeoutError:

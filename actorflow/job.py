@@ -87,7 +87,9 @@ class JobRecord:
         "flow_id",
         "job_id",
         "metadata",
+        "pump",
         "status",
+        "timeout_armed",
         "trace",
         "worker_id",
     )
@@ -121,6 +123,8 @@ class JobRecord:
         self._waiter: threading.Event | None = None
         self._callbacks: list[Callable[[], None]] | None = None
         self._on_finish = on_finish
+        self.timeout_armed = False
+        self.pump: Callable[[Callable[[], bool], float | None], bool] | None = None
 
     # -- crossing a process boundary -----------------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
@@ -244,6 +248,8 @@ class JobRecord:
     def wait(self, timeout: float | None) -> bool:
         if self.finished:
             return True
+        if self.pump is not None:  # deterministic runtime: waiting runs the scheduler
+            return self.pump(lambda: self.finished, timeout)
         lock = self._lock
         if lock is None:
             return True

@@ -8,7 +8,7 @@ import signal
 import threading
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,7 @@ from actorflow.errors import (
     SerializationError,
     WorkerFailedError,
 )
+from actorflow.faults import FaultInjector, FaultPlan
 from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
@@ -88,6 +89,12 @@ class Runtime:
             ``"drop_oldest"`` drops the oldest waiting message, failing its job with
             ``QueueFullError``. Per worker with ``exec(..., overflow=...)``.
         dead_letter_history: how many dead letters ``dead_letters()`` keeps (counts are exact).
+        deterministic: run no actor thread; one seeded scheduler delivers every message on the
+            calling thread, choosing the next mailbox with ``random.Random(seed)``, and time is
+            virtual (``advance``, ``run_until_idle``). The same seed replays the same run.
+            See ``actorflow.testing``.
+        seed: the scheduler's seed (deterministic mode; default 0).
+        faults: a ``FaultPlan`` (``actorflow.faults``) applied to every envelope.
     """
 
     def __init__(
@@ -103,6 +110,9 @@ class Runtime:
         overflow: str = "block",
         post_timeout: float = 5.0,
         dead_letter_history: int = 1000,
+        deterministic: bool = False,
+        seed: int | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         if thread_pool_size is not None and (
             isinstance(thread_pool_size, bool)
@@ -137,8 +147,31 @@ class Runtime:
         self.strict = _strict_default() if strict is None else bool(strict)
         self.job_retention = job_retention
         self._registry = registry or FlowRegistry.get_instance()
-        self._clock = clock or SystemClock()
-        self._timers = TimerService(self._clock)
+        self.deterministic = bool(deterministic)
+        self.seed = seed
+        self._dispatcher: Any = None
+        self._timers: Any
+        if self.deterministic:
+            from actorflow.testing._scheduler import DeterministicDispatcher  # noqa: PLC0415
+            from actorflow.testing._virtual_time import VirtualClock, VirtualTimers  # noqa: PLC0415
+
+            if clock is not None:
+                raise ConfigurationError("a deterministic runtime keeps its own virtual clock")
+            self.seed = 0 if seed is None else seed
+            virtual = VirtualClock()
+            self._clock: Clock = virtual
+            self._timers = VirtualTimers(virtual)
+            self._dispatcher = DeterministicDispatcher(self.seed)
+        elif seed is not None:
+            raise ConfigurationError("seed= only applies to Runtime(deterministic=True)")
+        else:
+            self._clock = clock or SystemClock()
+            self._timers = TimerService(self._clock)
+        if faults is not None and not isinstance(faults, FaultPlan):
+            raise TypeError(f"faults must be a FaultPlan, got {type(faults).__name__}")
+        self.faults = faults
+        self._injector = None if faults is None else FaultInjector(faults, self)
+        self._started_at = self._clock.monotonic()
         self._dead_letters = DeadLetters(dead_letter_history)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -153,7 +186,7 @@ class Runtime:
         self._active: dict[str, JobRecord] = {}
         self._idle_waiters = 0
         self._job_seq = itertools.count(1)
-        self._job_prefix = os.urandom(4).hex()
+        self._job_prefix = f"s{self.seed}" if self.deterministic else os.urandom(4).hex()
         self._on_finish = self._job_finished
         self._log = logger.bind(runtime=self._job_prefix)
 
@@ -231,6 +264,7 @@ class Runtime:
             self.strict,
             state_limits or self.state_limits,
             self.state_store,
+            self._dispatcher,
         )
         worker.overflow = overflow or self.overflow
         worker.start(restore)
@@ -296,6 +330,8 @@ class Runtime:
         record = JobRecord(
             job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
         )
+        if self.deterministic:
+            record.pump = self._pump
         view = JobContext(record, _EMPTY, False, 1)
         if self.strict:
             try:
@@ -322,10 +358,14 @@ class Runtime:
             timeout = worker.flow.job_timeout
         if timeout is not None:
             self._arm_timeout(record, timeout)
-        mailbox.put(envelope)
+        if self._injector is not None:
+            self._injector.send(worker, None, None, routine_id, slot, envelope, mailbox.put)
+        else:
+            mailbox.put(envelope)
         return WorkerState(worker), JobContext(record)
 
     def _arm_timeout(self, record: JobRecord, seconds: float) -> None:
+        record.timeout_armed = True
         ref = weakref.ref(record)
 
         def expire() -> None:
@@ -395,13 +435,87 @@ class Runtime:
         return record.finish(JobStatus.CANCELLED, "cancelled")
 
     def wait_until_all_jobs_finished(self, timeout: float | None = None) -> bool:
-        """Block until no job is pending or running; False if ``timeout`` passed first."""
+        """Block until no job is pending or running; False if ``timeout`` passed first.
+
+        In deterministic mode this runs the scheduler, advancing virtual time through pending
+        timers (up to ``timeout`` virtual seconds), instead of blocking.
+        """
+        if self.deterministic:
+            return self._pump(lambda: not self._active, timeout)
         with self._idle:
             self._idle_waiters += 1
             try:
                 return self._idle.wait_for(lambda: not self._active, timeout)
             finally:
                 self._idle_waiters -= 1
+
+    # -- deterministic mode ------------------------------------------------------------
+    def _require_deterministic(self, what: str) -> Any:
+        if not self.deterministic:
+            raise RuntimeError(f"{what} needs Runtime(deterministic=True)")
+        return self._dispatcher
+
+    def run_until_idle(self, max_messages: int = 1_000_000) -> int:
+        """Deliver messages (and timers already due) until nothing is left; returns how many.
+
+        Deterministic mode only. Virtual time does not move.
+        """
+        dispatcher = self._require_deterministic("run_until_idle")
+        delivered = 0
+        while True:
+            while dispatcher.step():
+                delivered += 1
+                if delivered >= max_messages:
+                    raise RuntimeError(f"still busy after {max_messages} messages (a loop?)")
+            if not self._timers.fire_due():
+                return delivered
+
+    def advance(self, seconds: float) -> int:
+        """Move virtual time forward by ``seconds``, firing timers in order and delivering the
+        messages they cause; returns how many messages were delivered."""
+        self._require_deterministic("advance")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"advance needs a number of seconds >= 0, got {seconds!r}")
+        clock = self._clock
+        target = clock.monotonic() + seconds
+        delivered = self.run_until_idle()
+        while True:
+            deadline = self._timers.next_deadline()
+            if deadline is None or deadline > target:
+                break
+            clock.now = max(clock.now, deadline)  # type: ignore[attr-defined]
+            delivered += self.run_until_idle()
+        clock.now = target  # type: ignore[attr-defined]
+        return delivered + self.run_until_idle()
+
+    @property
+    def now(self) -> float:
+        """Seconds since the runtime started (virtual time in deterministic mode)."""
+        return self._clock.monotonic() - self._started_at
+
+    def delivery_log(self) -> list[tuple[str, str, str | None, str | None]]:
+        """(worker, routine, slot, job) of every envelope delivered, in order (deterministic)."""
+        return list(self._require_deterministic("delivery_log").deliveries)
+
+    def _pump(self, until: Callable[[], bool], timeout: float | None) -> bool:
+        """Deterministic waiting: deliver and advance virtual time until ``until()`` holds."""
+        clock = self._clock
+        deadline = None if timeout is None else clock.monotonic() + timeout
+        while True:
+            self.run_until_idle()
+            if until():
+                return True
+            next_timer = self._timers.next_deadline()
+            if next_timer is None or (deadline is not None and next_timer > deadline):
+                if deadline is not None:
+                    clock.now = max(clock.now, deadline)  # type: ignore[attr-defined]
+                return until()
+            clock.now = max(clock.now, next_timer)  # type: ignore[attr-defined]
+
+    def fault_log(self) -> list[dict[str, Any]]:
+        """Every fault injected so far (JSON-ready dicts: rule, fault, job, routine, ordinal,
+        time in seconds since the runtime started); empty without a fault plan."""
+        return [] if self._injector is None else self._injector.log()
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Recent messages that were not run (job, worker, routine, slot, reason)."""

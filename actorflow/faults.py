@@ -1,0 +1,406 @@
+"""Fault injection: middleware on envelope delivery, driven by a seeded plan.
+
+    plan = (
+        FaultPlan(seed=7)
+        .drop(p=0.1, routine="charge")             # lose 10% of the messages to "charge"
+        .delay(0.05, jitter=0.02, source="order")  # slow down what "order" sends
+        .duplicate(p=0.05)                          # deliver some messages twice
+        .reorder(window=4, routine="ship")          # shuffle groups of 4 messages to "ship"
+        .raise_in("charge", ConnectionError("card network down"), p=0.2)
+        .crash("ship", on_message=100)              # crash the actor on its 100th message
+        .partition({"order"}, {"charge"}, between=(1.0, 2.0))
+    )
+    runtime = Runtime(faults=plan)
+
+Rules match on ``flow``, ``routine`` (the receiving routine), ``source`` (the sending routine;
+None for ``post``), ``slot``, ``event``, ``metadata`` (a dict the job's metadata must contain)
+and ``ordinal`` (the n-th message to the receiving routine in its worker: an int, a container or
+a predicate). Every fault injected is recorded in ``runtime.fault_log()``. Random choices come
+from one ``random.Random`` per rule seeded from the plan's seed: in a deterministic runtime the
+same seed injects the same faults.
+
+Job accounting stays exact: a dropped message leaves its job unfinished, so the job is given
+``lost_message_timeout`` (unless it has a timeout already) and ends failed by it; a duplicated
+message counts as one more message of its job and is visible in the job's trace.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from actorflow._envelope import Envelope
+from actorflow.errors import ActorCrash, ConfigurationError
+from actorflow.job import JobContext
+
+if TYPE_CHECKING:
+    from actorflow._worker import WorkerCore
+    from actorflow.runtime import Runtime
+
+__all__ = ["FaultInjector", "FaultPlan", "FaultRule"]
+
+_MATCH_KEYS = frozenset({"flow", "routine", "source", "slot", "event", "metadata", "ordinal"})
+
+
+@dataclass
+class FaultRule:
+    """One rule of a plan (see :class:`FaultPlan`)."""
+
+    index: int
+    kind: str
+    match: dict[str, Any]
+    p: float | None = None
+    seconds: float = 0.0
+    jitter: float = 0.0
+    window: int = 0
+    on_message: int | None = None
+    exc: Any = None
+    groups: tuple[frozenset[str], frozenset[str]] | None = None
+    between: tuple[float, float] | None = None
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.index}:{self.kind}"
+
+
+def _probability(p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+        raise ConfigurationError(f"a fault probability must be between 0 and 1, got {p!r}")
+    return float(p)
+
+
+class FaultPlan:
+    """A seeded set of fault rules, applied to every envelope of a runtime."""
+
+    def __init__(self, seed: int = 0, lost_message_timeout: float = 5.0) -> None:
+        if (
+            isinstance(lost_message_timeout, bool)
+            or not isinstance(lost_message_timeout, int | float)
+            or lost_message_timeout <= 0
+        ):
+            raise ConfigurationError("lost_message_timeout must be a positive number of seconds")
+        self.seed = seed
+        self.lost_message_timeout = float(lost_message_timeout)
+        self.rules: list[FaultRule] = []
+
+    def _add(self, kind: str, match: Mapping[str, Any], **fields: Any) -> FaultPlan:
+        unknown = set(match) - _MATCH_KEYS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown match key(s) {sorted(unknown)} (valid: {sorted(_MATCH_KEYS)})"
+            )
+        if "metadata" in match and not isinstance(match["metadata"], Mapping):
+            raise TypeError("metadata= must be a mapping the job's metadata must contain")
+        index = len(self.rules)
+        rule = FaultRule(index, kind, dict(match), **fields)
+        rule.rng = random.Random(f"{self.seed}:{index}:{kind}")
+        self.rules.append(rule)
+        return self
+
+    # -- message faults ----------------------------------------------------------------
+    def drop(self, p: float = 1.0, **match: Any) -> FaultPlan:
+        """Lose matching messages with probability ``p``."""
+        return self._add("drop", match, p=_probability(p))
+
+    def delay(self, seconds: float, jitter: float = 0.0, p: float = 1.0, **match: Any) -> FaultPlan:
+        """Deliver matching messages ``seconds`` (plus up to ``jitter``) later."""
+        for name, value in (("seconds", seconds), ("jitter", jitter)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigurationError(f"delay: {name} must be >= 0, got {value!r}")
+        return self._add(
+            "delay", match, p=_probability(p), seconds=float(seconds), jitter=float(jitter)
+        )
+
+    def duplicate(self, p: float = 1.0, **match: Any) -> FaultPlan:
+        """Deliver matching messages twice with probability ``p``."""
+        return self._add("duplicate", match, p=_probability(p))
+
+    def reorder(self, window: int = 2, hold: float = 0.05, **match: Any) -> FaultPlan:
+        """Hold matching messages in groups of ``window`` and deliver each group shuffled; a
+        group still short after ``hold`` seconds is delivered (shuffled) anyway."""
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ConfigurationError(f"reorder: window must be an int >= 2, got {window!r}")
+        return self._add("reorder", match, window=window, seconds=float(hold))
+
+    def partition(
+        self, group_a: Collection[str], group_b: Collection[str], between: tuple[float, float]
+    ) -> FaultPlan:
+        """Drop every message between a routine of ``group_a`` and one of ``group_b`` (either
+        way) while the runtime's clock is within ``between`` (seconds since it started)."""
+        t0, t1 = between
+        if not 0 <= t0 <= t1:
+            raise ConfigurationError(
+                f"partition: between must be (t0, t1) with 0 <= t0 <= t1, got {between}"
+            )
+        groups = (frozenset(group_a), frozenset(group_b))
+        if not groups[0] or not groups[1]:
+            raise ConfigurationError("partition: both groups need at least one routine")
+        return self._add("partition", {}, groups=groups, between=(float(t0), float(t1)))
+
+    # -- logic faults ------------------------------------------------------------------
+    def raise_in(
+        self,
+        routine: str,
+        exc: BaseException | type[BaseException],
+        on_message: int | None = None,
+        p: float | None = None,
+        **match: Any,
+    ) -> FaultPlan:
+        """Make ``routine``'s logic raise ``exc`` on its ``on_message``-th activation (in each
+        worker) or with probability ``p``. The routine's error strategy handles it."""
+        if (on_message is None) == (p is None):
+            raise ConfigurationError("raise_in needs exactly one of on_message= or p=")
+        if not (
+            isinstance(exc, BaseException)
+            or (isinstance(exc, type) and issubclass(exc, BaseException))
+        ):
+            raise TypeError(f"raise_in needs an exception instance or class, got {exc!r}")
+        _check_ordinal("raise_in", on_message)
+        return self._add(
+            "raise", {**match, "routine": routine}, on_message=on_message,
+            p=None if p is None else _probability(p), exc=exc,
+        )  # fmt: skip
+
+    def crash(self, routine: str, on_message: int, **match: Any) -> FaultPlan:
+        """Crash ``routine``'s actor on its ``on_message``-th activation (in each worker); the
+        supervisor restarts it."""
+        _check_ordinal("crash", on_message)
+        return self._add("crash", {**match, "routine": routine}, on_message=on_message)
+
+    def __repr__(self) -> str:
+        return f"FaultPlan(seed={self.seed}, rules={[r.name for r in self.rules]})"
+
+
+def _check_ordinal(where: str, on_message: int | None) -> None:
+    if on_message is not None and (
+        isinstance(on_message, bool) or not isinstance(on_message, int) or on_message < 1
+    ):
+        raise ConfigurationError(f"{where}: on_message must be an int >= 1, got {on_message!r}")
+
+
+class FaultInjector:
+    """Applies a plan inside one runtime and keeps its log (internal)."""
+
+    def __init__(self, plan: FaultPlan, runtime: Runtime) -> None:
+        self.plan = plan
+        self.runtime = runtime
+        self._lock = threading.RLock()
+        self._log: list[dict[str, Any]] = []
+        self._ordinals: dict[tuple[str, str], int] = {}
+        self._activations: dict[tuple[str, str, str], int] = {}
+        self._held: dict[tuple[int, str, str], list[tuple[Any, Callable[[Any], None]]]] = {}
+        self.message_rules = [r for r in plan.rules if r.kind not in ("raise", "crash")]
+        self.logic_rules = [r for r in plan.rules if r.kind in ("raise", "crash")]
+
+    def log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(entry) for entry in self._log]
+
+    def _record(self, rule: FaultRule, job_id: str | None, **where: Any) -> None:
+        entry = {"rule": rule.name, "fault": rule.kind, "job_id": job_id, **where}
+        entry["time"] = round(self.runtime.now, 6)
+        self._log.append(entry)
+
+    # -- matching ----------------------------------------------------------------------
+    @staticmethod
+    def _job_of(envelope: Envelope) -> JobContext:
+        if envelope.blob is not None:
+            job: JobContext = cloudpickle.loads(envelope.blob)
+            return job
+        return envelope.job  # type: ignore[no-any-return]
+
+    def _matches(
+        self, rule: FaultRule, facts: Mapping[str, Any], job: Callable[[], JobContext]
+    ) -> bool:
+        for key, wanted in rule.match.items():
+            if key == "metadata":
+                metadata = job().metadata
+                if any(metadata.get(k, _MISSING) != v for k, v in wanted.items()):
+                    return False
+            elif key == "ordinal":
+                ordinal = facts["ordinal"]
+                if callable(wanted):
+                    if not wanted(ordinal):
+                        return False
+                elif isinstance(wanted, int):
+                    if ordinal != wanted:
+                        return False
+                elif ordinal not in wanted:
+                    return False
+            elif facts.get(key) != wanted:
+                return False
+        return True
+
+    # -- message faults ----------------------------------------------------------------
+    def wrap(
+        self, worker: WorkerCore, source: str | None, event: str | None, target: str, slot: str,
+        put: Callable[[Any], None],
+    ) -> Callable[[Any], None]:  # fmt: skip
+        """A send function for one route that passes each envelope through the plan."""
+
+        def send(envelope: Any) -> None:
+            self.send(worker, source, event, target, slot, envelope, put)
+
+        return send
+
+    def send(
+        self, worker: WorkerCore, source: str | None, event: str | None, target: str, slot: str,
+        envelope: Any, put: Callable[[Any], None],
+    ) -> None:  # fmt: skip
+        if type(envelope) is not Envelope or not self.message_rules:
+            put(envelope)
+            return
+        with self._lock:
+            key = (worker.worker_id, target)
+            ordinal = self._ordinals.get(key, 0) + 1
+            self._ordinals[key] = ordinal
+            facts = {
+                "flow": worker.flow_id, "routine": target, "source": source, "slot": slot,
+                "event": event, "ordinal": ordinal,
+            }  # fmt: skip
+            cache: list[JobContext] = []
+
+            def job() -> JobContext:
+                if not cache:
+                    cache.append(self._job_of(envelope))
+                return cache[0]
+
+            where = {"worker": worker.worker_id, "routine": target, "slot": slot,
+                     "source": source, "ordinal": ordinal}  # fmt: skip
+            now = self.runtime.now
+            deliveries: list[tuple[float, Any]] = [(0.0, envelope)]
+            for rule in self.message_rules:
+                if rule.kind == "partition":
+                    assert rule.groups is not None and rule.between is not None
+                    a, b = rule.groups
+                    t0, t1 = rule.between
+                    crosses = (source in a and target in b) or (source in b and target in a)
+                    if crosses and t0 <= now < t1:
+                        self._lose(rule, worker, job(), where)
+                        return
+                    continue
+                if not self._matches(rule, facts, job):
+                    continue
+                if rule.p is not None and rule.p < 1.0 and rule.rng.random() >= rule.p:
+                    continue
+                if rule.kind == "drop":
+                    self._lose(rule, worker, job(), where)
+                    return
+                if rule.kind == "delay":
+                    extra = rule.rng.uniform(0, rule.jitter) if rule.jitter else 0.0
+                    deliveries = [(d + rule.seconds + extra, e) for d, e in deliveries]
+                    self._record(rule, job()._rec.job_id, **where, seconds=rule.seconds + extra)
+                elif rule.kind == "duplicate":
+                    rec = job()._rec
+                    rec.add_inflight(1)
+                    rec.add_trace(
+                        target, "duplicated", {"slot": slot, "source": source, "fault": rule.name}
+                    )
+                    self._record(rule, rec.job_id, **where)
+                    deliveries.append((deliveries[0][0], _copy(envelope)))
+                elif rule.kind == "reorder":
+                    self._record(rule, job()._rec.job_id, **where)
+                    for delay, item in deliveries:
+                        self._hold(rule, worker, target, item, put, delay)
+                    return
+        for delay, item in deliveries:
+            self._deliver(item, put, delay)
+
+    def _deliver(self, envelope: Any, put: Callable[[Any], None], delay: float) -> None:
+        if delay <= 0:
+            put(envelope)
+            return
+        timers = self.runtime._timers
+        timers.call_at(self.runtime._clock.monotonic() + delay, lambda: put(envelope))
+
+    def _lose(
+        self, rule: FaultRule, worker: WorkerCore, job: JobContext, where: dict[str, Any]
+    ) -> None:
+        record = self.runtime._jobs.get(job._rec.job_id)
+        self._record(rule, job._rec.job_id, **where)
+        worker.dead_letter(job._rec.job_id, where["routine"], where["slot"], f"lost ({rule.kind})")
+        if (
+            record is not None
+            and not record.finished
+            and not getattr(record, "timeout_armed", False)
+        ):
+            self.runtime._arm_timeout(record, self.plan.lost_message_timeout)
+
+    def _hold(
+        self, rule: FaultRule, worker: WorkerCore, target: str, envelope: Any,
+        put: Callable[[Any], None], delay: float,
+    ) -> None:  # fmt: skip
+        key = (rule.index, worker.worker_id, target)
+        held = self._held.setdefault(key, [])
+        held.append((envelope, put))
+        if len(held) >= rule.window:
+            self._release(rule, key)
+        elif len(held) == 1:
+            release = self._release
+            self.runtime._timers.call_at(
+                self.runtime._clock.monotonic() + rule.seconds, lambda: release(rule, key)
+            )
+
+    def _release(self, rule: FaultRule, key: tuple[int, str, str]) -> None:
+        with self._lock:
+            held = self._held.pop(key, [])
+            rule.rng.shuffle(held)
+        for envelope, put in held:
+            put(envelope)
+
+    # -- logic faults ------------------------------------------------------------------
+    def before_logic(self, worker: WorkerCore, routine_id: str, job: JobContext | None) -> None:
+        """Raise the exception a ``raise_in``/``crash`` rule injects into this activation.
+
+        Activations are counted per worker and routine, across actor restarts.
+        """
+        if not self.logic_rules:
+            return
+        with self._lock:
+            key = ("logic", worker.worker_id, routine_id)
+            ordinal = self._activations.get(key, 0) + 1
+            self._activations[key] = ordinal
+        facts = {"flow": worker.flow_id, "routine": routine_id, "ordinal": ordinal}
+        for rule in self.logic_rules:
+            if not self._matches(rule, facts, lambda: job):  # type: ignore[arg-type, return-value]
+                continue
+            if rule.on_message is not None:
+                if ordinal != rule.on_message:
+                    continue
+            else:
+                with self._lock:
+                    if rule.p is None or rule.rng.random() >= rule.p:
+                        continue
+            job_id = None if job is None else job._rec.job_id
+            with self._lock:
+                self._record(
+                    rule, job_id, worker=worker.worker_id, routine=routine_id, ordinal=ordinal
+                )
+            if rule.kind == "crash":
+                raise ActorCrash(
+                    f"injected crash of {routine_id!r} on message {ordinal} ({rule.name})"
+                )
+            exc = rule.exc
+            raise exc() if isinstance(exc, type) else exc
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _copy(envelope: Envelope) -> Envelope:
+    """A second, independent delivery of the same message."""
+    if envelope.blob is not None:
+        return Envelope(envelope.target, envelope.slot, envelope.payload, None, envelope.blob)
+    job = envelope.job
+    view = JobContext(job._rec, job._data, False, job._depth)
+    return Envelope(envelope.target, envelope.slot, envelope.payload, view)

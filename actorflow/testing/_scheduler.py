@@ -1,0 +1,172 @@
+"""The deterministic dispatcher: one seeded scheduler delivers every message (internal).
+
+No actor thread runs. Mailboxes are plain deques; :meth:`DeterministicDispatcher.step` picks the
+next non-empty mailbox with a seeded RNG and hands its oldest message to the routine's cell on
+the calling thread. With the same seed, the same posts and the same virtual-time advances, the
+delivery order is the same, and so are the traces and the final state.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from actorflow._actor_host import STOP, WAKE
+from actorflow._envelope import Envelope
+from actorflow.job import CURRENT_ACTIVATION
+
+__all__ = ["DeterministicDispatcher"]
+
+
+class InlineMailbox:
+    """A mailbox the scheduler reads (internal)."""
+
+    __slots__ = ("items", "owner", "routine_id")
+
+    def __init__(self, owner: Any, routine_id: str | None) -> None:
+        self.items: deque[Any] = deque()
+        self.owner = owner
+        self.routine_id = routine_id
+
+    def put(self, message: Any) -> None:
+        self.items.append(message)
+
+    def get_nowait(self) -> Any:
+        try:
+            return self.items.popleft()
+        except IndexError:
+            raise queue.Empty from None
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+
+class InlineHost:
+    """An actor run by the scheduler: started lazily, before its first message."""
+
+    def __init__(self, mailbox: InlineMailbox, cell: Any, name: str) -> None:
+        self.mailbox = mailbox
+        self.cell = cell
+        self.name = name
+        self.started = False
+        self.stopped = False
+        self.restart_requested = False
+        self.actor_stopped = threading.Event()
+        self.thread = None
+
+    def alive(self) -> bool:
+        return not self.stopped
+
+    def _activate(self, fn: Callable[[], Any]) -> Any:
+        token = CURRENT_ACTIVATION.set(self.cell)
+        try:
+            return fn()
+        finally:
+            CURRENT_ACTIVATION.reset(token)
+
+    def ensure_started(self) -> bool:
+        """Run ``on_start`` once; False if it crashed (the supervisor was told)."""
+        if self.started:
+            return True
+        self.started = True
+        try:
+            self._activate(self.cell.routine.on_start)
+        except BaseException as exc:
+            self.crash(exc, None)
+            return False
+        return True
+
+    def deliver(self, message: Any) -> None:
+        try:
+            self._activate(lambda: self.cell.handle(message))
+        except BaseException as exc:
+            self.crash(exc, message)
+            return
+        if self.restart_requested:
+            self.stopped = True
+            self.actor_stopped.set()
+            self._activate(lambda: self.cell.hand_over(self))
+
+    def crash(self, exc: BaseException, message: Any) -> None:
+        self.stopped = True
+        self.actor_stopped.set()
+        self.cell.crashed(self, exc, message)
+
+    def stop_now(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.actor_stopped.set()
+        if self.started:
+            self._activate(self.cell.stopped)
+        else:
+            self.cell.cancel_queued("routine stopped")
+
+
+class DeterministicDispatcher:
+    """Runs every actor of a runtime from one seeded scheduler."""
+
+    inline = True
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self._mailboxes: list[InlineMailbox] = []
+        self.deliveries: list[tuple[str, str, str | None, str | None]] = []
+        self.record = True
+
+    def mailbox(self, owner: Any, routine_id: str | None) -> InlineMailbox:
+        box = InlineMailbox(owner, routine_id)
+        if routine_id is not None:
+            self._mailboxes.append(box)
+        return box
+
+    def start(self, mailbox: InlineMailbox, cell: Any, name: str) -> InlineHost:
+        return InlineHost(mailbox, cell, name)
+
+    def stop_hosts(self, mailbox: Any, hosts: Callable[[], list[Any]]) -> None:
+        for host in hosts():
+            host.stop_now()
+
+    # -- scheduling --------------------------------------------------------------------
+    def pending(self) -> bool:
+        return any(box.items for box in self._mailboxes)
+
+    def step(self) -> bool:
+        """Deliver one message; False when every mailbox is empty."""
+        ready = [box for box in self._mailboxes if box.items]
+        if not ready:
+            return False
+        box = ready[self.rng.randrange(len(ready))] if len(ready) > 1 else ready[0]
+        message = box.items.popleft()
+        worker = box.owner
+        routine_id = box.routine_id
+        assert routine_id is not None
+        if message is STOP or message is WAKE:
+            return True
+        host = next((h for h in worker.hosts.get(routine_id, ()) if h.alive()), None)
+        if host is None:
+            if type(message) is Envelope:
+                job_id = None if message.job is None else message.job._rec.job_id
+                worker.dead_letter(job_id, routine_id, message.slot, f"worker {worker.status}")
+            return True
+        if self.record and type(message) is Envelope:
+            job = message.job
+            job_id = job._rec.job_id if job is not None else _sealed_job_id(message)
+            self.deliveries.append((worker.worker_id, routine_id, message.slot, job_id))
+        if host.ensure_started():
+            host.deliver(message)
+        else:
+            box.items.appendleft(message)  # the successor takes it, in order
+        return True
+
+
+def _sealed_job_id(envelope: Envelope) -> str | None:
+    import cloudpickle  # noqa: PLC0415 - strict mode only
+
+    job = cloudpickle.loads(envelope.blob)
+    return str(job._rec.job_id)
