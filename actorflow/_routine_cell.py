@@ -94,6 +94,7 @@ class RoutineCell:
         self._outbox: list[tuple[str, Any]] | None = None
         self._running: Sequence[JobRecord] = ()
         self._injector = core.injector
+        self._probes = core.runtime._probes
         self._timer_at: float | None = None
         self._clock = core.clock
         self._strict = core.strict
@@ -266,9 +267,11 @@ class RoutineCell:
             for record in records:
                 record.message_done()
             return
+        if self._probes:
+            self._feed_probes(job, outbox)
         if rec.finished:  # failed, timed out or cancelled while the logic ran
             for event, _ in outbox:
-                for target, slot, _send in self.routes[event]:
+                for target, slot, _send in self.routes.get(event, ()):
                     self.core.dead_letter(rec.job_id, target, slot, f"job {rec.status}")
             return
         try:
@@ -278,6 +281,10 @@ class RoutineCell:
                 record.fail(exc, self.routine_id)
             return
         count = len(envelopes)
+        if not count:  # only probed events without connections
+            for record in records:
+                record.message_done()
+            return
         if len(records) == 1 and records[0] is rec:
             # the handled message's place in the count passes to its first child
             if count != 1:
@@ -291,17 +298,23 @@ class RoutineCell:
         for record in records:
             record.message_done()
 
+    def _feed_probes(self, job: JobContext, outbox: list[tuple[str, Any]]) -> None:
+        for event, data in outbox:
+            for probe in self._probes.get((self.routine_id, event), ()):
+                value = cloudpickle.loads(data) if self._strict else data
+                probe._record(value, job._rec.job_id, self.core.worker_id)
+
     def _envelopes(self, job: JobContext, outbox: list[tuple[str, Any]]) -> list[tuple[Send, Any]]:
         """Turn what the logic emitted into envelopes for every connected slot."""
         envelopes: list[tuple[Send, Any]] = []
         if self._strict:
             child_blob = cloudpickle.dumps(job._child())
             for event, payload_blob in outbox:
-                for target, slot, send in self.routes[event]:
+                for target, slot, send in self.routes.get(event, ()):
                     envelopes.append((send, Envelope(target, slot, payload_blob, None, child_blob)))
             return envelopes
         for event, data in outbox:
-            for target, slot, send in self.routes[event]:
+            for target, slot, send in self.routes.get(event, ()):
                 envelopes.append((send, Envelope(target, slot, data, job._child())))
         return envelopes
 
@@ -369,7 +382,9 @@ class RoutineCell:
                     f"routine {self.routine_id!r} emitted undeclared event {event!r} "
                     f"(declared: {sorted(self.events) or 'none'})"
                 )
-            return
+            if (self.routine_id, event) not in self._probes:
+                return  # no connection and nobody watching: nothing to do
+            targets = []
         if self._strict:
             try:
                 outbox.append((event, cloudpickle.dumps(data)))

@@ -10,7 +10,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 from loguru import logger
@@ -33,6 +33,9 @@ from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
+
+if TYPE_CHECKING:
+    from actorflow.testing.probe import Probe
 
 __all__ = ["Runtime"]
 
@@ -171,6 +174,7 @@ class Runtime:
             raise TypeError(f"faults must be a FaultPlan, got {type(faults).__name__}")
         self.faults = faults
         self._injector = None if faults is None else FaultInjector(faults, self)
+        self._probes: dict[tuple[str, str], list[Probe]] = {}
         self._started_at = self._clock.monotonic()
         self._dead_letters = DeadLetters(dead_letter_history)
         self._lock = threading.Lock()
@@ -511,6 +515,16 @@ class Runtime:
                     clock.now = max(clock.now, deadline)  # type: ignore[attr-defined]
                 return until()
             clock.now = max(clock.now, next_timer)  # type: ignore[attr-defined]
+
+    def probe(self, routine_id: str, event: str) -> Probe:
+        """Watch every ``emit(event, ...)`` of ``routine_id`` (see ``actorflow.testing``)."""
+        from actorflow.testing.probe import Probe  # noqa: PLC0415
+
+        if not isinstance(routine_id, str) or not isinstance(event, str):
+            raise TypeError("probe(routine_id, event) takes two str")
+        probe = Probe(self, routine_id, event)
+        self._probes.setdefault((routine_id, event), []).append(probe)
+        return probe
 
     def fault_log(self) -> list[dict[str, Any]]:
         """Every fault injected so far (JSON-ready dicts: rule, fault, job, routine, ordinal,
