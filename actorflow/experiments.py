@@ -17,6 +17,7 @@ steady state that does not hold before the faults says nothing about the faults.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +39,11 @@ class ExperimentReport(dict[str, Any]):
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self, indent=indent, sort_keys=True)
+
+
+def _error_kind(error: str) -> str:
+    """An error message without what varies per job (its id, the number of tries)."""
+    return re.sub(r"'job-[^']*'", "<job>", error).split(" (after ")[0]
 
 
 def _percentile(values: list[float], pct: float) -> float | None:
@@ -86,9 +92,7 @@ def _run(
             "p99": None if p99 is None else round(p99, 3),
             "mean": round(statistics.fmean(latencies), 3) if latencies else None,
         },
-        errors=dict(
-            Counter((job.error or "").split(" (")[0] for job in jobs if job.error).most_common(10)
-        ),
+        errors=dict(Counter(_error_kind(job.error) for job in jobs if job.error).most_common(10)),
     )
 
 

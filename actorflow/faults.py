@@ -208,10 +208,12 @@ class FaultInjector:
         self._log.append(entry)
 
     # -- matching ----------------------------------------------------------------------
-    @staticmethod
-    def _job_of(envelope: Envelope) -> JobContext:
-        if envelope.blob is not None:
+    def _job_of(self, envelope: Envelope) -> JobContext:
+        if envelope.blob is not None:  # strict mode: link the copy back to the job's record
             job: JobContext = cloudpickle.loads(envelope.blob)
+            record = self.runtime._jobs.get(job._rec.job_id)
+            if record is not None:
+                job._rec = record
             return job
         return envelope.job  # type: ignore[no-any-return]
 

@@ -10,8 +10,8 @@ import pytest
 from flows import pipeline
 
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
-from actorflow._envelope import Envelope
 from actorflow._clock import Clock
+from actorflow._envelope import Envelope
 from actorflow.job import JobContext, JobRecord
 
 

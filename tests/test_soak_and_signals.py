@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from actorflow import ActorCrash, ErrorStrategy, Flow, FlowRegistry, JobStatus, Routine, Runtime
+from actorflow import ActorCrash, ErrorStrategy, Flow, FlowRegistry, Routine, Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 SOAK_JOBS = int(os.environ.get("ACTORFLOW_SOAK_JOBS", "20000"))

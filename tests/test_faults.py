@@ -1,0 +1,182 @@
+"""Each fault rule's effect, asserted; job accounting stays exact under faults."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from actorflow import ConfigurationError, Flow, FlowRegistry, JobStatus, Routine, Runtime
+from actorflow.faults import FaultPlan
+from actorflow.testing import DeterministicRuntime
+
+
+def two_step(handled: list[Any] | None = None) -> None:
+    """a -> b; b records what it handles."""
+    FlowRegistry.get_instance().clear()
+    a = Routine()
+    a.add_slot("in")
+    a.add_event("out")
+    a.set_logic(lambda sd, m, ws: a.emit("out", v=sd["in"][0]))
+    b = Routine()
+    b.add_slot("in")
+    b.set_logic(lambda sd, m, ws: handled.append(sd["in"][0]["v"]) if handled is not None else None)
+    flow = Flow("faulty")
+    flow.add_routine(a, "a")
+    flow.add_routine(b, "b")
+    flow.connect("a", "out", "b", "in")
+    FlowRegistry.get_instance().register(flow)
+
+
+def test_dropped_messages_fail_their_jobs_by_timeout_never_hang() -> None:
+    two_step()
+    plan = FaultPlan(seed=1, lost_message_timeout=2.0).drop(p=0.5, routine="b")
+    with DeterministicRuntime(seed=1, faults=plan) as runtime:
+        jobs = [runtime.post("faulty", "a", "in", i)[1] for i in range(40)]
+        assert runtime.wait_until_all_jobs_finished()
+        statuses = Counter(job.status for job in jobs)
+        log = runtime.fault_log()
+    dropped = [e for e in log if e["fault"] == "drop"]
+    assert statuses[JobStatus.FAILED] == len(dropped) > 0
+    assert statuses[JobStatus.COMPLETED] == 40 - len(dropped)
+    for job in jobs:
+        if job.status == JobStatus.FAILED:
+            assert "JobTimeoutError" in (job.error or "")
+    assert json.loads(json.dumps(log)) == log  # JSON-ready
+    assert set(dropped[0]) >= {"rule", "fault", "job_id", "routine", "ordinal", "time", "slot"}
+    assert runtime.dead_letter_counts()["lost (drop)"] == len(dropped)
+
+
+def test_same_seed_injects_the_same_faults() -> None:
+    def run(seed: int) -> list[dict[str, Any]]:
+        two_step()
+        plan = FaultPlan(seed=seed).drop(p=0.3, routine="b").duplicate(p=0.3, routine="b")
+        with DeterministicRuntime(seed=seed, faults=plan) as runtime:
+            for i in range(30):
+                runtime.post("faulty", "a", "in", i)
+            runtime.wait_until_all_jobs_finished()
+            return runtime.fault_log()
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_delay_holds_messages_for_virtual_seconds() -> None:
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan().delay(3.0, source="a")
+    with DeterministicRuntime(faults=plan) as runtime:
+        _, job = runtime.post("faulty", "a", "in", 1)
+        runtime.advance(2.9)
+        assert handled == [] and not job.done
+        runtime.advance(0.2)
+        assert handled == [1] and job.status == JobStatus.COMPLETED
+
+
+def test_duplicate_delivers_twice_and_is_visible_in_the_trace() -> None:
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan().duplicate(p=1.0, routine="b")
+    with Runtime(faults=plan) as runtime:
+        _, job = runtime.post("faulty", "a", "in", 7)
+        assert job.wait(10)
+    assert handled == [7, 7]
+    assert job.status == JobStatus.COMPLETED
+    assert [e["action"] for e in job.trace_log] == ["duplicated"]
+
+
+def test_reorder_shuffles_groups_of_messages() -> None:
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan(seed=3).reorder(window=5, routine="b")
+    with DeterministicRuntime(seed=0, faults=plan) as runtime:
+        runtime.exec("faulty")
+        for i in range(10):
+            runtime.post("faulty", "a", "in", i)
+            runtime.run_until_idle()  # a's messages reach b's group in posting order
+        assert runtime.wait_until_all_jobs_finished()
+    assert sorted(handled) == list(range(10)) and handled != list(range(10))
+
+
+def test_reorder_releases_a_short_group_after_its_hold_time() -> None:
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan().reorder(window=10, hold=0.5, routine="b")
+    with DeterministicRuntime(faults=plan) as runtime:
+        _, job = runtime.post("faulty", "a", "in", 1)
+        runtime.advance(0.4)
+        assert handled == []
+        runtime.advance(0.1)
+        assert handled == [1] and job.done
+
+
+def test_raise_in_on_a_given_message_goes_through_the_error_strategy() -> None:
+    two_step()
+    plan = FaultPlan().raise_in("b", ValueError("injected"), on_message=2)
+    with DeterministicRuntime(faults=plan) as runtime:
+        jobs = [runtime.post("faulty", "a", "in", i)[1] for i in range(3)]
+        runtime.run_until_idle()
+        order = [entry["job_id"] for entry in runtime.fault_log()]
+    failed = [job for job in jobs if job.status == JobStatus.FAILED]
+    assert len(failed) == 1 and failed[0].error == "ValueError: injected"
+    assert order == [failed[0].job_id]
+
+
+def test_raise_in_with_probability_and_metadata_match() -> None:
+    two_step()
+    plan = FaultPlan(seed=2).raise_in("b", KeyError, p=1.0, metadata={"tenant": "flaky"})
+    with DeterministicRuntime(faults=plan) as runtime:
+        ok = runtime.post("faulty", "a", "in", 1, metadata={"tenant": "calm"})[1]
+        bad = runtime.post("faulty", "a", "in", 2, metadata={"tenant": "flaky"})[1]
+        runtime.run_until_idle()
+    assert ok.status == JobStatus.COMPLETED and bad.status == JobStatus.FAILED
+
+
+def test_crash_on_a_given_message_is_handled_by_the_supervisor() -> None:
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan().crash("b", on_message=3)
+    with Runtime(faults=plan) as runtime:
+        state = runtime.exec("faulty")
+        jobs = [runtime.post("faulty", "a", "in", i)[1] for i in range(6)]
+        assert runtime.wait_until_all_jobs_finished(10)
+        assert state.status == "running"
+    statuses = [job.status for job in jobs]
+    assert statuses.count(JobStatus.FAILED) == 1 and statuses.count(JobStatus.COMPLETED) == 5
+    assert len(handled) == 5
+    assert [e["fault"] for e in runtime.fault_log()] == ["crash"]
+
+
+def test_partition_drops_messages_between_groups_only_inside_its_window() -> None:
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan(lost_message_timeout=100).partition({"a"}, {"b"}, between=(1.0, 2.0))
+    with DeterministicRuntime(faults=plan) as runtime:
+        before = runtime.post("faulty", "a", "in", "before")[1]
+        runtime.advance(1.5)
+        during = runtime.post("faulty", "a", "in", "during")[1]
+        runtime.advance(1.0)
+        after = runtime.post("faulty", "a", "in", "after")[1]
+        runtime.run_until_idle()
+        assert handled == ["before", "after"]
+        assert before.done and after.done and not during.done
+        assert [e["fault"] for e in runtime.fault_log()] == ["partition"]
+
+
+def test_fault_plan_arguments_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="unknown match key"):
+        FaultPlan().drop(p=0.5, routin="b")
+    with pytest.raises(ConfigurationError):
+        FaultPlan().drop(p=1.5)
+    with pytest.raises(ConfigurationError):
+        FaultPlan().raise_in("b", ValueError, on_message=1, p=0.5)
+    with pytest.raises(TypeError):
+        FaultPlan().raise_in("b", "not an exception", on_message=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        FaultPlan().reorder(window=1)
+    with pytest.raises(ConfigurationError):
+        FaultPlan().partition({"a"}, {"b"}, between=(2.0, 1.0))
+    with pytest.raises(TypeError):
+        Runtime(faults="drop everything")  # type: ignore[arg-type]
