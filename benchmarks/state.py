@@ -16,9 +16,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, interleave, machine, percentile  # noqa: E402
+from _common import emit, interleave, machine, percentile
 
-from actorflow import Flow, FlowRegistry, Routine, Runtime  # noqa: E402
+from actorflow import Flow, FlowRegistry, Routine, Runtime
 
 ROUNDTRIPS: list[float] = []
 
