@@ -195,3 +195,15 @@ class Flow:
             f"Flow({self.flow_id!r}, routines={len(self._routines)}, "
             f"connections={len(self._connections)})"
         )
+
+    def to_mermaid(self) -> str:
+        """This flow as a Mermaid flowchart (see :func:`actorflow.graph.flow_to_mermaid`)."""
+        from actorflow.graph import flow_to_mermaid  # noqa: PLC0415 (graph imports flow)
+
+        return flow_to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """This flow as a Graphviz digraph (see :func:`actorflow.graph.flow_to_dot`)."""
+        from actorflow.graph import flow_to_dot  # noqa: PLC0415 (graph imports flow)
+
+        return flow_to_dot(self)
