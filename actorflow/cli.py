@@ -1,0 +1,857 @@
+"""The ``actorflow`` command: run a flow, draw it, put it under faults, inspect a service.
+
+    actorflow run app.py:flow --post parse.line='"pen,3"' --jobs 100
+    actorflow run flows/orders.yaml --post parse.line='"pen,3"' --json
+    actorflow graph shop.flows:build_flow --format mermaid -o flow.mmd
+    actorflow chaos app.py:flow --post parse.line='"pen,3"' --jobs 200 --drop 0.1 \\
+        --crash store:40 --raise parse:0.2 --seed 7 --deterministic
+    actorflow inspect http://localhost:8080
+    actorflow bench --quick
+
+A TARGET is ``path/to/app.py:name`` or ``package.module:name`` (``name`` is a ``Flow``, or a
+function that takes no argument and returns one; without ``:name`` the module's only Flow is
+used), or a ``.yaml``/``.yml``/``.json`` flow file (see :mod:`actorflow.flowfile`).
+
+Exit codes: 0 when every job completed (``run``), the steady state held (``chaos``) or every
+endpoint answered (``inspect``); 1 otherwise; 2 for a usage error (bad TARGET, bad option,
+unknown routine or slot), reported in one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from actorflow import __version__
+from actorflow.errors import ActorflowError
+from actorflow.experiments import _error_kind, _percentile, run_experiment
+from actorflow.faults import FaultPlan
+from actorflow.flow import Flow
+from actorflow.flowfile import FLOW_FILE_SUFFIXES, FlowFileError, load_flow_file
+from actorflow.graph import GraphvizError, flow_to_dot, flow_to_mermaid, flow_to_svg
+from actorflow.job import JobContext
+from actorflow.registry import FlowRegistry
+from actorflow.runtime import Runtime
+
+__all__ = ["InjectedFault", "PostSpec", "load_target", "main"]
+
+INSPECT_ENDPOINTS = ("workers", "jobs", "metrics", "dead-letters")
+_module_names = itertools.count(1)
+
+
+class InjectedFault(Exception):
+    """The exception ``actorflow chaos --raise`` makes a routine's logic raise."""
+
+    def __init__(self, message: str = "fault injected by actorflow chaos") -> None:
+        super().__init__(message)
+
+
+# -- targets ---------------------------------------------------------------------------------
+def _bad_target(message: str) -> click.BadParameter:
+    return click.BadParameter(message, param_hint="TARGET")
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame of ``exc``'s traceback, or ''."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Run ``path`` as a module, as ``python path`` would find its siblings (not as main)."""
+    if not path.is_file():
+        raise _bad_target(f"no such file: {path}")
+    stem = path.stem
+    name = stem if stem.isidentifier() and stem not in sys.modules else ""
+    if not name:
+        name = f"_actorflow_target_{next(_module_names)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise _bad_target(f"{path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    directory = str(path.resolve().parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise _bad_target(
+            f"importing {path} raised {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from None
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    """Import ``name`` with the current directory searched first, as ``python -m`` does."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise _bad_target(
+                f"no module named {exc.name!r} (TARGET is path/to/app.py:flow, "
+                "package.module:flow or a .yaml/.yml/.json flow file; a module is looked up "
+                "from the current directory and the installed packages)"
+            ) from None
+        raise _bad_target(f"importing {name} raised ModuleNotFoundError: {exc}") from None
+    except Exception as exc:
+        raise _bad_target(
+            f"importing {name} raised {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from None
+
+
+def _only_flow(module: ModuleType, where: str) -> Flow:
+    found = {name: value for name, value in vars(module).items() if isinstance(value, Flow)}
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise _bad_target(f"{where} defines no Flow; name the one to use as {where}:NAME")
+    names = ", ".join(sorted(found))
+    raise _bad_target(f"{where} defines several flows ({names}); pick one as {where}:NAME")
+
+
+def load_target(target: str) -> Flow:
+    """The Flow a TARGET names (see the module docs); ``click.BadParameter`` if it names none."""
+    if Path(target).suffix.lower() in FLOW_FILE_SUFFIXES:
+        if not Path(target).is_file():
+            raise _bad_target(f"no such flow file: {target}")
+        try:
+            return load_flow_file(target)
+        except FlowFileError as exc:
+            raise _bad_target(str(exc)) from None
+    location, sep, attribute = target.rpartition(":")
+    if not sep:
+        location, attribute = target, ""
+    if not location:
+        raise _bad_target(
+            f"{target!r} is not path/to/app.py:flow, package.module:flow or a flow file"
+        )
+    is_file = location.endswith(".py") or "/" in location or os.sep in location
+    module = _import_file(Path(location)) if is_file else _import_module(location)
+    if not attribute:
+        return _only_flow(module, location)
+    value: Any = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise _bad_target(f"{location} has no attribute {attribute!r}")
+        value = getattr(value, part)
+    if not isinstance(value, Flow) and callable(value):
+        try:
+            value = value()
+        except Exception as exc:
+            raise _bad_target(
+                f"calling {target}() raised {type(exc).__name__}: {exc}{_where(exc)}"
+            ) from None
+    if not isinstance(value, Flow):
+        raise _bad_target(
+            f"{target} is a {type(value).__name__}, not a Flow "
+            "(or a function without arguments that returns one)"
+        )
+    return value
+
+
+# -- --post, --metadata and fault options ----------------------------------------------------
+@dataclass(frozen=True)
+class PostSpec:
+    """One ``--post routine.slot=JSON``."""
+
+    routine: str
+    slot: str
+    data: Any
+
+    @property
+    def name(self) -> str:
+        return f"{self.routine}.{self.slot}"
+
+
+def _parse_post(text: str) -> PostSpec:
+    target, sep, raw = text.partition("=")
+    routine, dot, slot = target.strip().rpartition(".")
+    if not sep or not dot or not routine or not slot:
+        raise click.BadParameter(
+            f"{text!r} is not ROUTINE.SLOT=JSON (for example parse.line='\"pen,3\"')"
+        )
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"{target}: the data {raw!r} is not JSON ({exc.msg}, column {exc.colno}); "
+            f"a string needs its quotes: {target}='\"text\"'"
+        ) from None
+    return PostSpec(routine, slot, data)
+
+
+def _posts_option(
+    ctx: click.Context, param: click.Parameter, value: Sequence[str]
+) -> list[PostSpec]:
+    return [_parse_post(text) for text in value]
+
+
+def _metadata_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        metadata = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(metadata, dict):
+        raise click.BadParameter(f'must be a JSON object, like \'{{"k": "v"}}\', not {value}')
+    return metadata
+
+
+def _check_posts(flow: Flow, posts: Sequence[PostSpec]) -> None:
+    routines = flow.routines
+    for post in posts:
+        if post.routine not in routines:
+            raise click.UsageError(
+                f"--post {post.name}: flow {flow.flow_id!r} has no routine {post.routine!r} "
+                f"(routines: {', '.join(sorted(routines))})"
+            )
+        slots = routines[post.routine].slots
+        if post.slot not in slots:
+            raise click.UsageError(
+                f"--post {post.name}: routine {post.routine!r} has no slot {post.slot!r} "
+                f"(slots: {', '.join(slots) or 'none'})"
+            )
+
+
+def _fault_values(
+    option: str, values: Iterable[str], flow: Flow, need_routine: bool, as_int: bool
+) -> list[tuple[str | None, float]]:
+    """``[ROUTINE:]NUMBER`` values of a fault option, the routine checked against the flow."""
+    parsed: list[tuple[str | None, float]] = []
+    form = "ROUTINE:N" if as_int else ("ROUTINE:P" if need_routine else "[ROUTINE:]NUMBER")
+    for text in values:
+        routine, sep, number = text.rpartition(":")
+        if not sep:
+            routine, number = "", text
+        if need_routine and not routine:
+            raise click.BadParameter(f"{text!r} is not {form}", param_hint=option)
+        if routine and routine not in flow.routines:
+            raise click.BadParameter(
+                f"flow {flow.flow_id!r} has no routine {routine!r} "
+                f"(routines: {', '.join(sorted(flow.routines))})",
+                param_hint=option,
+            )
+        try:
+            value = float(int(number)) if as_int else float(number)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not {form}", param_hint=option) from None
+        parsed.append((routine or None, value))
+    return parsed
+
+
+def _build_plan(
+    flow: Flow,
+    seed: int,
+    lost_message_timeout: float,
+    drop: Sequence[str],
+    delay: Sequence[str],
+    duplicate: Sequence[str],
+    crash: Sequence[str],
+    raises: Sequence[str],
+) -> FaultPlan:
+    plan = FaultPlan(seed=seed, lost_message_timeout=lost_message_timeout)
+
+    def where(routine: str | None) -> dict[str, Any]:
+        return {} if routine is None else {"routine": routine}
+
+    try:
+        for routine, p in _fault_values("--drop", drop, flow, False, False):
+            plan.drop(p=p, **where(routine))
+        for routine, seconds in _fault_values("--delay", delay, flow, False, False):
+            plan.delay(seconds, **where(routine))
+        for routine, p in _fault_values("--duplicate", duplicate, flow, False, False):
+            plan.duplicate(p=p, **where(routine))
+        for routine, n in _fault_values("--crash", crash, flow, True, True):
+            plan.crash(str(routine), on_message=int(n))
+        for routine, p in _fault_values("--raise", raises, flow, True, False):
+            plan.raise_in(str(routine), InjectedFault, p=p)
+    except ActorflowError as exc:  # a probability outside [0, 1], a negative delay, ...
+        raise click.UsageError(str(exc)) from None
+    return plan
+
+
+# -- output helpers --------------------------------------------------------------------------
+def _stdout() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _metrics(runtime: Runtime) -> dict[str, Any] | None:
+    """``runtime.metrics()`` where this runtime has it, else None."""
+    metrics = getattr(runtime, "metrics", None)
+    if not callable(metrics):
+        return None
+    result = metrics()
+    return result if isinstance(result, dict) else None
+
+
+def _routine_counts(metrics: Mapping[str, Any] | None) -> dict[str, dict[str, int]] | None:
+    """Handled and failed counts per routine id, summed over workers."""
+    if metrics is None:
+        return None
+    counts: dict[str, dict[str, int]] = {}
+    for routines in (metrics.get("routines") or {}).values():
+        for routine_id, figures in routines.items():
+            total = counts.setdefault(routine_id, {"handled": 0, "failed": 0})
+            total["handled"] += int(figures.get("handled", 0))
+            total["failed"] += int(figures.get("failed", 0))
+    return dict(sorted(counts.items()))
+
+
+def summarize_jobs(
+    flow_id: str, jobs: Sequence[JobContext], metrics: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The JSON-ready summary ``actorflow run`` prints."""
+    statuses = Counter(job.status.value for job in jobs)
+    latencies = [
+        (job.completed_at - job.created_at).total_seconds() * 1000
+        for job in jobs
+        if job.completed_at is not None
+    ]
+    p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
+    errors = Counter(_error_kind(job.error) for job in jobs if job.error)
+    return {
+        "flow": flow_id,
+        "posted": len(jobs),
+        "completed": statuses.get("completed", 0),
+        "failed": statuses.get("failed", 0),
+        "cancelled": statuses.get("cancelled", 0),
+        "unfinished": sum(1 for job in jobs if not job.done),
+        "latency_ms": {
+            "p50": None if p50 is None else round(p50, 3),
+            "p99": None if p99 is None else round(p99, 3),
+        },
+        "routines": _routine_counts(metrics),
+        "errors": dict(errors.most_common(10)),
+    }
+
+
+def _print_summary(summary: Mapping[str, Any]) -> None:
+    console = _stdout()
+    table = Table(title=f"flow {summary['flow']}: jobs", title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    for key in ("posted", "completed", "failed", "cancelled"):
+        table.add_row(key, str(summary[key]))
+    if summary["unfinished"]:
+        table.add_row("unfinished", str(summary["unfinished"]))
+    table.add_row("latency p50 ms", _ms(summary["latency_ms"]["p50"]))
+    table.add_row("latency p99 ms", _ms(summary["latency_ms"]["p99"]))
+    console.print(table)
+    routines = summary["routines"]
+    if routines is None:
+        click.echo("(per-routine counts need a runtime with metrics())")
+    elif routines:
+        per_routine = Table(title="routines", title_justify="left")
+        for column in ("routine", "handled", "failed"):
+            per_routine.add_column(column, justify="left" if column == "routine" else "right")
+        for routine_id, figures in routines.items():
+            per_routine.add_row(routine_id, str(figures["handled"]), str(figures["failed"]))
+        console.print(per_routine)
+    if summary["errors"]:
+        click.echo("errors:")
+        for error, count in summary["errors"].items():
+            click.echo(f"  {count} x {error}")
+
+
+# -- the commands ----------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="actorflow", message="%(prog)s %(version)s"
+)
+def main() -> None:
+    """actorflow: run, draw and stress actor-model workflows.
+
+    TARGET is path/to/app.py:NAME or package.module:NAME (a Flow, or a function without
+    arguments that returns one), or a .yaml/.yml/.json flow file.
+    """
+
+
+post_option = click.option(
+    "--post",
+    "posts",
+    multiple=True,
+    required=True,
+    metavar="ROUTINE.SLOT=JSON",
+    callback=_posts_option,
+    help="post JSON data to a routine's slot (repeatable), e.g. parse.line='\"pen,3\"'",
+)
+metadata_option = click.option(
+    "--metadata",
+    metavar="JSON",
+    callback=_metadata_option,
+    help="metadata of every job (a JSON object)",
+)
+
+
+@main.command()
+@click.argument("target")
+@post_option
+@click.option(
+    "--jobs", "-n", type=click.IntRange(min=1), default=1, show_default=True,
+    help="how many jobs to post for each --post",
+)  # fmt: skip
+@metadata_option
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+    help="fail each job still unfinished after S seconds",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    target: str,
+    posts: list[PostSpec],
+    jobs: int,
+    metadata: dict[str, Any] | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Run TARGET's flow: post jobs, wait for them, print what happened.
+
+    Exits with 0 when every job completed and 1 otherwise.
+    """
+    flow = load_target(target)
+    _check_posts(flow, posts)
+    FlowRegistry.get_instance().register(flow)
+    progress_console = Console(stderr=True)
+    total = jobs * len(posts)
+    posted: list[JobContext] = []
+    progress = Progress(
+        TextColumn("jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=progress_console,
+        disable=as_json or not progress_console.is_terminal,
+        transient=True,
+    )
+    try:
+        with Runtime() as runtime, progress:
+            task = progress.add_task("jobs", total=total)
+            for post in posts:
+                for _ in range(jobs):
+                    _, job = runtime.post(
+                        flow.flow_id, post.routine, post.slot, copy.deepcopy(post.data),
+                        copy.deepcopy(metadata), timeout=timeout,
+                    )  # fmt: skip
+                    posted.append(job)
+            for job in posted:
+                job.wait()
+                progress.advance(task)
+            metrics = _metrics(runtime)
+    except ActorflowError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: the runtime was shut down without waiting", err=True)
+        ctx.exit(130)
+    summary = summarize_jobs(flow.flow_id, posted, metrics)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        _print_summary(summary)
+    ctx.exit(0 if summary["completed"] == summary["posted"] else 1)
+
+
+@main.command()
+@click.argument("target")
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot", "svg"]), default="mermaid",
+    show_default=True, help="mermaid and dot are text; svg runs Graphviz's dot",
+)  # fmt: skip
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="write to FILE instead of standard output",
+)  # fmt: skip
+def graph(target: str, fmt: str, output: Path | None) -> None:
+    """Draw TARGET's flow: routines with their slots and events, connections as edges."""
+    flow = load_target(target)
+    try:
+        text = {"mermaid": flow_to_mermaid, "dot": flow_to_dot, "svg": flow_to_svg}[fmt](flow)
+    except GraphvizError as exc:
+        raise click.ClickException(str(exc)) from None
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
+    click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("target")
+@post_option
+@click.option(
+    "--jobs", "-n", type=click.IntRange(min=1), default=100, show_default=True,
+    help="how many jobs to post for each --post",
+)  # fmt: skip
+@metadata_option
+@click.option(
+    "--drop", multiple=True, metavar="[ROUTINE:]P", help="lose messages with probability P"
+)
+@click.option(
+    "--delay", multiple=True, metavar="[ROUTINE:]S", help="deliver messages S seconds late"
+)
+@click.option(
+    "--duplicate", multiple=True, metavar="[ROUTINE:]P",
+    help="deliver messages twice with probability P",
+)  # fmt: skip
+@click.option(
+    "--crash", multiple=True, metavar="ROUTINE:N", help="crash ROUTINE's actor on its N-th message"
+)
+@click.option(
+    "--raise", "raises", multiple=True, metavar="ROUTINE:P",
+    help="make ROUTINE's logic raise InjectedFault with probability P",
+)  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the fault plan")
+@click.option(
+    "--deterministic", is_flag=True,
+    help="one seeded scheduler and virtual time: the same seed gives the same report",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+    metavar="S", help="job timeout; a job that lost a message fails after S seconds",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def chaos(
+    ctx: click.Context,
+    target: str,
+    posts: list[PostSpec],
+    jobs: int,
+    metadata: dict[str, Any] | None,
+    drop: tuple[str, ...],
+    delay: tuple[str, ...],
+    duplicate: tuple[str, ...],
+    crash: tuple[str, ...],
+    raises: tuple[str, ...],
+    seed: int,
+    deterministic: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Run TARGET's flow without faults, then under faults, and report both.
+
+    The steady state checked before and after is "every job ended" (completed, failed or
+    cancelled). Exits with 0 when it held both times, 1 otherwise.
+    """
+    flow = load_target(target)
+    _check_posts(flow, posts)
+    plan = _build_plan(flow, seed, timeout, drop, delay, duplicate, crash, raises)
+    workload = [
+        (post.routine, post.slot, post.data, metadata or {}) for post in posts for _ in range(jobs)
+    ]
+    try:
+        report = run_experiment(
+            flow,
+            workload,
+            plan,
+            steady_state=lambda r: r["unfinished"] == 0,
+            job_timeout=timeout,
+            deterministic=deterministic,
+            seed=seed if deterministic else None,
+        )
+    except ActorflowError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        _print_report(report)
+    held = report["steady_state_before"] and report["steady_state_after"]
+    ctx.exit(0 if held else 1)
+
+
+def _print_report(report: Mapping[str, Any]) -> None:
+    console = _stdout()
+    baseline = report["baseline"]
+    table = Table(title=f"flow {report['flow']}: chaos experiment", title_justify="left")
+    table.add_column("jobs")
+    table.add_column("without faults", justify="right")
+    table.add_column("under faults", justify="right")
+    for key in ("posted", "completed", "failed", "cancelled", "unfinished"):
+        table.add_row(key, str(baseline[key]), str(report[key]))
+    for key in ("p50", "p99", "mean"):
+        table.add_row(
+            f"latency {key} ms",
+            _ms(baseline["latency_ms"][key]),
+            _ms(report["latency_ms"][key]),
+        )
+    console.print(table)
+    for title, counts in (
+        ("faults injected", report["faults_injected"]),
+        ("dead letters", report["dead_letters"]),
+    ):
+        if counts:
+            click.echo(f"{title}:")
+            for name, count in counts.items():
+                click.echo(f"  {name}: {count}")
+    if report["errors"]:
+        click.echo("errors of failed jobs:")
+        for error, count in report["errors"].items():
+            click.echo(f"  {count} x {error}")
+    click.echo(f"steady state (every job ended) without faults: {report['steady_state_before']}")
+    click.echo(f"steady state (every job ended) under faults: {report['steady_state_after']}")
+
+
+def benchmark_script() -> Path:
+    """Where ``benchmarks/run_all.py`` is in a source checkout."""
+    return Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="a short run (fewer jobs and rounds)")
+@click.pass_context
+def bench(ctx: click.Context, quick: bool) -> None:
+    """Run the benchmarks (benchmarks/run_all.py of a source checkout)."""
+    script = benchmark_script()
+    if not script.is_file():
+        raise click.ClickException(
+            f"{script} does not exist: the benchmarks ship with actorflow's source repository, "
+            "not with the package; in a checkout run python benchmarks/run_all.py [--quick]"
+        )
+    command = [sys.executable, str(script), *(["--quick"] if quick else [])]
+    result = subprocess.run(command, check=False, cwd=script.parent.parent)
+    ctx.exit(result.returncode)
+
+
+# -- inspect ---------------------------------------------------------------------------------
+def _base_url(url: str) -> str:
+    if "://" not in url:
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="URL")
+    path = parts.path.rstrip("/")
+    if path.endswith("/api"):
+        path = path[: -len("/api")]
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _fetch(url: str, timeout: float) -> Any:
+    """GET ``url`` as JSON; ``_Unreachable`` when no server answers, ValueError otherwise."""
+    request = urllib.request.Request(
+        url, headers={"Accept": "application/json", "User-Agent": f"actorflow/{__version__}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise _Unreachable(str(reason)) from None
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"the answer is not JSON ({exc})") from None
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return "-" if value is None else str(value)
+
+
+def _flatten(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One level of nested mappings turned into ``key.sub`` columns."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if (
+            isinstance(value, dict)
+            and value
+            and not any(isinstance(v, dict | list) for v in value.values())
+        ):
+            for sub, sub_value in value.items():
+                flat[f"{key}.{sub}"] = sub_value
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def _records(payload: Any) -> list[dict[str, Any]] | None:
+    """Rows of a table: a list of objects, or an object of objects (keyed by id)."""
+    if isinstance(payload, list) and payload and all(isinstance(x, dict) for x in payload):
+        return [_flatten(x) for x in payload]
+    if isinstance(payload, dict) and payload and all(isinstance(x, dict) for x in payload.values()):
+        return [{"id": key, **_flatten(value)} for key, value in payload.items()]
+    return None
+
+
+def _print_records(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    console.print(table)
+
+
+def _print_payload(console: Console, title: str, payload: Any, depth: int = 0) -> None:
+    """A table for whatever JSON an endpoint answered (objects, lists, nested once or twice)."""
+    rows = _records(payload)
+    if rows is not None and (depth > 0 or not isinstance(payload, dict) or _is_flat(rows)):
+        _print_records(console, title, rows)
+        return
+    if isinstance(payload, dict) and payload:
+        payload = _flatten(payload)
+        scalars = {k: v for k, v in payload.items() if not isinstance(v, dict | list) or depth >= 2}
+        if scalars:
+            table = Table(title=title, title_justify="left", show_header=False)
+            table.add_column("")
+            table.add_column("", overflow="fold")
+            for key, value in scalars.items():
+                table.add_row(str(key), _cell(value))
+            console.print(table)
+        for key, value in payload.items():
+            if key not in scalars:
+                _print_payload(console, f"{title} / {key}", value, depth + 1)
+        return
+    if isinstance(payload, list) and payload:
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column("", overflow="fold")
+        for item in payload:
+            table.add_row(_cell(item))
+        console.print(table)
+        return
+    click.echo(f"{title}: {_cell(payload) if payload not in ({}, []) else 'none'}")
+
+
+def _is_flat(rows: list[dict[str, Any]]) -> bool:
+    return all(not isinstance(v, dict | list) for row in rows for v in row.values())
+
+
+def _histogram_ms(histogram: Mapping[str, Any], quantile: float) -> str:
+    """The upper bound (ms) of the bucket holding ``quantile`` of the observations."""
+    count = int(histogram.get("count") or 0)
+    buckets = histogram.get("buckets") or {}
+    if not count or not isinstance(buckets, dict):
+        return "-"
+    counts = [int(v) for v in buckets.values()]
+    cumulative = all(a <= b for a, b in itertools.pairwise(counts)) and counts[-1] == count
+    running = 0
+    for bound, n in zip(buckets, counts, strict=True):
+        running = n if cumulative else running + n
+        if running >= quantile * count:
+            return "> max" if bound == "+Inf" else f"<= {float(bound) * 1000:g}"
+    return "-"
+
+
+def _print_metrics(console: Console, metrics: Any) -> None:
+    """``/api/metrics`` in the shape of ``Runtime.metrics()``; anything else generically."""
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("routines"), dict):
+        _print_payload(console, "metrics", metrics)
+        return
+    for key, value in metrics.items():
+        if key != "routines":
+            _print_payload(console, f"metrics / {key}", value, 1)
+    table = Table(title="metrics / routines", title_justify="left")
+    columns = ("worker", "routine", "handled", "failed", "retried", "mailbox", "mean ms", "p99 ms")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("worker", "routine") else "right")
+    for worker_id, routines in metrics["routines"].items():
+        if not isinstance(routines, dict):
+            continue
+        for routine_id, figures in routines.items():
+            histogram = figures.get("handling_seconds") or {}
+            count = int(histogram.get("count") or 0)
+            mean = "-" if not count else f"{float(histogram.get('sum', 0)) / count * 1000:.3f}"
+            table.add_row(
+                str(worker_id),
+                str(routine_id),
+                _cell(figures.get("handled")),
+                _cell(figures.get("failed")),
+                _cell(figures.get("retried")),
+                _cell(figures.get("mailbox_depth")),
+                mean,
+                _histogram_ms(histogram, 0.99),
+            )
+    console.print(table)
+
+
+@main.command("inspect")
+@click.argument("url")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+    metavar="S", help="seconds to wait for each answer",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print what the endpoints answered as JSON")
+@click.pass_context
+def inspect_command(ctx: click.Context, url: str, timeout: float, as_json: bool) -> None:
+    """Show a running service's workers, jobs, metrics and dead letters.
+
+    URL is the service's monitoring address; its JSON is read from URL/api/workers,
+    URL/api/jobs, URL/api/metrics and URL/api/dead-letters.
+    """
+    base = _base_url(url)
+    answers: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for endpoint in INSPECT_ENDPOINTS:
+        address = f"{base}/api/{endpoint}"
+        try:
+            answers[endpoint] = _fetch(address, timeout)
+        except _Unreachable as exc:
+            raise click.ClickException(
+                f"cannot reach {address}: {exc} (is the service running, with its monitoring "
+                "endpoint at this address?)"
+            ) from None
+        except ValueError as exc:
+            problems[endpoint] = f"{address}: {exc}"
+    if as_json:
+        click.echo(json.dumps({**answers, "errors": problems}, indent=2, sort_keys=True))
+    else:
+        console = _stdout()
+        for endpoint, payload in answers.items():
+            if endpoint == "metrics":
+                _print_metrics(console, payload)
+            else:
+                _print_payload(console, endpoint, payload)
+        for problem in problems.values():
+            click.echo(f"error: {problem}", err=True)
+    ctx.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
