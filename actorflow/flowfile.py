@@ -388,7 +388,11 @@ def load_flow_file(path: str | Path) -> Flow:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = None if mark is None else int(mark.line) + 1
-            problem = " ".join(part for part in (exc.context, exc.problem) if part)
+            problem = exc.problem or "invalid YAML"
+            if exc.context:
+                context_mark = exc.context_mark
+                where = "" if context_mark is None else f", line {int(context_mark.line) + 1}"
+                problem += f" ({exc.context}{where})"
             raise FlowFileError(filename, line, f"YAML syntax error: {problem}") from None
         except yaml.YAMLError as exc:
             raise FlowFileError(filename, 1, f"YAML syntax error: {exc}") from None
