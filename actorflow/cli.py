@@ -147,6 +147,8 @@ def load_target(target: str) -> Flow:
     location, sep, attribute = target.rpartition(":")
     if not sep:
         location, attribute = target, ""
+    if Path(location).suffix.lower() in FLOW_FILE_SUFFIXES:
+        raise _bad_target(f"a flow file takes no :NAME (write {location})")
     if not location:
         raise _bad_target(
             f"{target!r} is not path/to/app.py:flow, package.module:flow or a flow file"

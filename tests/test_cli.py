@@ -221,6 +221,7 @@ USAGE_ERRORS = [
     (["run", "missing_app.py:flow", "--post", "parse.line=1"], "no such file: missing_app.py"),
     (["run", "no_such_module_xyz:flow", "--post", "a.b=1"], "no module named 'no_such_module_xyz'"),
     (["run", "missing.yaml", "--post", "a.b=1"], "no such flow file: missing.yaml"),
+    (["run", "orders.yaml:flow", "--post", "a.b=1"], "a flow file takes no :NAME (write orders.yaml)"),
     (["run", ":flow", "--post", "a.b=1"], "is not path/to/app.py:flow, package.module:flow or a flow file"),
     (["run", "{app}:flow"], "Missing option '--post'"),
     (["run", "{app}:flow", "--post", "parse.line"], "'parse.line' is not ROUTINE.SLOT=JSON"),
