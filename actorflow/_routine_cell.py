@@ -14,8 +14,10 @@ the job's count of messages in flight as it is.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["FLUSH", "Flush", "Retry", "RoutineCell"]
 
 Send = Callable[[Any], None]
+_PENDING = JobStatus.PENDING
+BUCKET_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+"""Upper bounds (seconds) of the handling-time histogram buckets; one more bucket is +Inf."""
 
 
 class Flush:
@@ -94,6 +99,11 @@ class RoutineCell:
         self._outbox: list[tuple[str, Any]] | None = None
         self._running: Sequence[JobRecord] = ()
         self._injector = core.injector
+        self.handled = 0
+        self.failed = 0
+        self.retried = 0
+        self.seconds_sum = 0.0
+        self.buckets = [0] * (len(BUCKET_BOUNDS) + 1)
         self._probes = core.runtime._probes
         self._timer_at: float | None = None
         self._clock = core.clock
@@ -112,6 +122,12 @@ class RoutineCell:
     def take_over(self, previous: RoutineCell) -> None:
         """Continue where ``previous`` (a crashed or restarted actor) left its queued data."""
         self.queues = previous.queues
+        self.handled, self.failed, self.retried = (
+            previous.handled,
+            previous.failed,
+            previous.retried,
+        )
+        self.seconds_sum, self.buckets = previous.seconds_sum, previous.buckets
         self.draining = previous.draining
         previous.queues = {name: deque() for name in self.slot_names}
 
@@ -120,6 +136,10 @@ class RoutineCell:
         records = list(self._running)
         if not records and type(message) is Envelope and message.job is not None:
             records = [message.job._rec]
+        try:  # best effort: release what this actor opened in on_start
+            self.routine.on_stop()
+        except Exception:
+            self._log.exception("on_stop of crashed {} failed", self.routine_id)
         self._log.opt(exception=exc).warning("routine actor {} crashed", self.routine_id)
         # the supervisor fails these jobs once it has decided on the restarts
         self.core.child_crashed(host, exc, records)
@@ -148,7 +168,7 @@ class RoutineCell:
         if rec.finished:
             self.core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
             return
-        if rec.status is JobStatus.PENDING:
+        if rec.status is _PENDING:
             rec.mark_running()
         if self.immediate or self.draining:
             if self.single_slot:
@@ -249,24 +269,31 @@ class RoutineCell:
         self._running = records
         outbox: list[tuple[str, Any]] = []
         self._outbox = outbox
+        started = perf_counter()
         try:
             if self._injector is not None:
                 self._injector.before_logic(self.core, self.routine_id, job)
             self.logic(slot_data, message, self.state)
         except Exception as exc:
+            self._observe(perf_counter() - started)
+            self.failed += 1
             self.current_job = None
             self._outbox = None
             self._running = ()
             self._on_error(exc, slot_data, message, job, records, attempt)
             return
+        elapsed = perf_counter() - started
+        self.handled += 1
+        self.seconds_sum += elapsed
+        self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
         self.current_job = None
         self._outbox = None
         self._running = ()
-        rec = job._rec
         if not outbox:
             for record in records:
                 record.message_done()
             return
+        rec = job._rec
         if self._probes:
             self._feed_probes(job, outbox)
         if rec.finished:  # failed, timed out or cancelled while the logic ran
@@ -274,6 +301,15 @@ class RoutineCell:
                 for target, slot, _send in self.routes.get(event, ()):
                     self.core.dead_letter(rec.job_id, target, slot, f"job {rec.status}")
             return
+        single = len(records) == 1 and records[0] is rec
+        if single and len(outbox) == 1 and not self._strict:
+            # the hot path: one message in, one event out
+            event, data = outbox[0]
+            targets = self.routes.get(event, ())
+            if len(targets) == 1:
+                target, slot, send = targets[0]
+                send(Envelope(target, slot, data, job._child()))
+                return
         try:
             envelopes = self._envelopes(job, outbox)
         except SerializationError as exc:
@@ -285,7 +321,7 @@ class RoutineCell:
             for record in records:
                 record.message_done()
             return
-        if len(records) == 1 and records[0] is rec:
+        if single:
             # the handled message's place in the count passes to its first child
             if count != 1:
                 rec.add_inflight(count - 1)
@@ -297,6 +333,20 @@ class RoutineCell:
             send(envelope)
         for record in records:
             record.message_done()
+
+    def _observe(self, elapsed: float) -> None:
+        self.seconds_sum += elapsed
+        self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
+
+    def metrics(self) -> dict[str, Any]:
+        """This actor's counters (summed over a routine's actors by the worker)."""
+        return {
+            "handled": self.handled,
+            "failed": self.failed,
+            "retried": self.retried,
+            "seconds_sum": self.seconds_sum,
+            "buckets": list(self.buckets),
+        }
 
     def _feed_probes(self, job: JobContext, outbox: list[tuple[str, Any]]) -> None:
         for event, data in outbox:
@@ -337,6 +387,7 @@ class RoutineCell:
                     "retry",
                     {"attempt": attempt, "error": f"{type(exc).__name__}: {exc}", "delay": delay},
                 )
+                self.retried += 1
                 retry = Retry(slot_data, message, job, records, attempt + 1)
                 if delay <= 0:
                     self.send_self(retry)

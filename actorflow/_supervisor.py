@@ -13,8 +13,8 @@ from typing import Any
 
 from cachetools import Cache, LRUCache, TTLCache
 
-from actorflow import _state_codec as codec
 from actorflow._reply import Reply
+from actorflow._state_codec import StateCodec
 from actorflow.errors import ConfigurationError, StateLimitError
 from actorflow.state_limits import StateLimits
 
@@ -43,8 +43,12 @@ class SupervisorCore:
         limits: StateLimits | None = None,
         store: Any = None,
         monotonic: Callable[[], float] | None = None,
+        serializer: Any = "json",
     ) -> None:
         self.worker_id = worker_id
+        self.codec = codec = StateCodec(serializer)
+        self._encode = codec.encode
+        self._decode = codec.decode
         self.control_handler: Callable[[Any], None] | None = None  # crashes and restarts
         self._limits = limits or StateLimits()
         self._store = store  # a Store scoped to this worker, or None
@@ -66,13 +70,20 @@ class SupervisorCore:
             "cache_len": self._cache_len,
         }
 
+    def forget_stored(self) -> None:
+        """A fresh (not restored) worker starts empty: drop what an earlier one left."""
+        if self._store is None:
+            return
+        for key in self._store.keys():  # noqa: SIM118 (a Store, not a dict)
+            self._store.delete(key)
+
     def restore(self) -> int:
         """Load every state last written to the store; returns how many keys."""
         if self._store is None:
             return 0
         for key in self._store.keys():  # noqa: SIM118 (a Store, not a dict)
             value = self._store.get(key)
-            blob = codec.encode(key, value)
+            blob = self._encode(key, value)
             self._blobs[key] = blob
             self._total += len(blob)
         return len(self._blobs)
@@ -114,17 +125,17 @@ class SupervisorCore:
                 f"is {limits.max_total_bytes}"
             )
         if self._store is not None:
-            self._store.put(key, codec.decode(blob))
+            self._store.put(key, self._decode(blob))
         self._blobs[key] = blob
         self._total = total
 
     # -- operations --------------------------------------------------------------------
     def _get(self, call: StateCall) -> Any:
         blob = self._blobs.get(call.key)
-        return None if blob is None else codec.decode(blob)
+        return None if blob is None else self._decode(blob)
 
     def _put(self, call: StateCall) -> None:
-        self._store_blob(call.key, codec.encode(call.key, call.arg))
+        self._store_blob(call.key, self._encode(call.key, call.arg))
 
     def _delete(self, call: StateCall) -> bool:
         blob = self._blobs.get(call.key)
@@ -138,15 +149,15 @@ class SupervisorCore:
 
     def _modify(self, call: StateCall) -> Any:
         blob = self._blobs.get(call.key)
-        old = None if blob is None else codec.decode(blob)
-        encoded = codec.encode(call.key, call.arg(old))
+        old = None if blob is None else self._decode(blob)
+        encoded = self._encode(call.key, call.arg(old))
         self._store_blob(call.key, encoded)
-        return codec.decode(encoded)
+        return self._decode(encoded)
 
     def _increment(self, call: StateCall) -> int | float:
         field, by = call.arg, call.extra
         blob = self._blobs.get(call.key)
-        state = {} if blob is None else codec.decode(blob)
+        state = {} if blob is None else self._decode(blob)
         if not isinstance(state, dict):
             raise TypeError(
                 f"increment needs the state under {call.key!r} to be a dict, "
@@ -159,13 +170,13 @@ class SupervisorCore:
             )
         value: int | float = current + by
         state[field] = value
-        self._store_blob(call.key, codec.encode(call.key, state))
+        self._store_blob(call.key, self._encode(call.key, state))
         return value
 
     def _snapshot(self, call: StateCall) -> dict[str, Any]:
         visible: Callable[[str], bool] | None = call.arg
         return {
-            key: codec.decode(blob)
+            key: self._decode(blob)
             for key, blob in self._blobs.items()
             if visible is None or visible(key)
         }
@@ -195,11 +206,11 @@ class SupervisorCore:
 
     def _cache_get(self, call: StateCall) -> Any:
         blob = self._cache(call.key).get(call.arg)
-        return call.extra if blob is None else codec.decode(blob)
+        return call.extra if blob is None else self._decode(blob)
 
     def _cache_put(self, call: StateCall) -> None:
         name, key = call.key, call.arg
-        self._cache(name)[key] = codec.encode(f"cache {name}[{key!r}]", call.extra)
+        self._cache(name)[key] = self._encode(f"cache {name}[{key!r}]", call.extra)
 
     def _cache_delete(self, call: StateCall) -> bool:
         return self._cache(call.key).pop(call.arg, None) is not None

@@ -62,6 +62,7 @@ class WorkerCore:
         limits: StateLimits | None = None,
         state_store: Any = None,
         dispatcher: Dispatcher | None = None,
+        state_serializer: Any = "json",
     ) -> None:
         flow.validate()
         self.dispatcher: Dispatcher = dispatcher or ThreadDispatcher()
@@ -105,7 +106,9 @@ class WorkerCore:
         self._supervisor: ActorHost | None = None
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
         scoped = None if state_store is None else state_store.scope("worker").scope(worker_id)
-        self.supervisor_core = SupervisorCore(worker_id, limits, scoped, clock.monotonic)
+        self.supervisor_core = SupervisorCore(
+            worker_id, limits, scoped, clock.monotonic, state_serializer
+        )
         self.supervisor_core.control_handler = self._on_control
 
     def _send_function(self, source: str, event: str, target: str, slot: str) -> Send:
@@ -133,6 +136,8 @@ class WorkerCore:
         """Start the supervisor (restoring durable state), then every routine actor in order."""
         if restore:
             self.supervisor_core.restore()
+        else:
+            self.supervisor_core.forget_stored()
         if not self.dispatcher.inline:
             self._supervisor = start_host(
                 self._supervisor_mailbox,  # type: ignore[arg-type]

@@ -12,12 +12,14 @@
     )
     runtime = Runtime(faults=plan)
 
-Rules match on ``flow``, ``routine`` (the receiving routine), ``source`` (the sending routine;
-None for ``post``), ``slot``, ``event``, ``metadata`` (a dict the job's metadata must contain)
-and ``ordinal`` (the n-th message to the receiving routine in its worker: an int, a container or
-a predicate). Every fault injected is recorded in ``runtime.fault_log()``. Random choices come
-from one ``random.Random`` per rule seeded from the plan's seed: in a deterministic runtime the
-same seed injects the same faults.
+Message rules match on ``flow``, ``routine`` (the receiving routine), ``source`` (the sending
+routine; None for ``post``), ``slot``, ``event``, ``metadata`` (a dict the job's metadata must
+contain) and ``ordinal`` (the n-th message to the receiving routine in its worker: an int, a
+container or a predicate). Logic rules (``raise_in``, ``crash``) match on their routine, the
+activation number, ``flow`` and ``metadata``. Every fault injected is recorded in
+``runtime.fault_log()``. Random choices come from one ``random.Random`` per rule seeded from the
+plan's seed, made anew for every runtime: in a deterministic runtime the same seed injects the
+same faults, even when one plan object is reused.
 
 Job accounting stays exact: a dropped message leaves its job unfinished, so the job is given
 ``lost_message_timeout`` (unless it has a timeout already) and ends failed by it; a duplicated
@@ -29,7 +31,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -99,9 +101,18 @@ class FaultPlan:
             raise TypeError("metadata= must be a mapping the job's metadata must contain")
         index = len(self.rules)
         rule = FaultRule(index, kind, dict(match), **fields)
-        rule.rng = random.Random(f"{self.seed}:{index}:{kind}")
         self.rules.append(rule)
         return self
+
+    def fresh_rules(self) -> list[FaultRule]:
+        """The rules with new random generators seeded from the plan's seed: every runtime
+        that uses this plan draws the same sequence (a plan object can be reused)."""
+        fresh = []
+        for rule in self.rules:
+            copy = replace(rule)
+            copy.rng = random.Random(f"{self.seed}:{rule.index}:{rule.kind}")
+            fresh.append(copy)
+        return fresh
 
     # -- message faults ----------------------------------------------------------------
     def drop(self, p: float = 1.0, **match: Any) -> FaultPlan:
@@ -156,6 +167,7 @@ class FaultPlan:
         worker) or with probability ``p``. The routine's error strategy handles it."""
         if (on_message is None) == (p is None):
             raise ConfigurationError("raise_in needs exactly one of on_message= or p=")
+        _check_logic_match("raise_in", match)
         if not (
             isinstance(exc, BaseException)
             or (isinstance(exc, type) and issubclass(exc, BaseException))
@@ -171,10 +183,24 @@ class FaultPlan:
         """Crash ``routine``'s actor on its ``on_message``-th activation (in each worker); the
         supervisor restarts it."""
         _check_ordinal("crash", on_message)
+        _check_logic_match("crash", match)
         return self._add("crash", {**match, "routine": routine}, on_message=on_message)
 
     def __repr__(self) -> str:
         return f"FaultPlan(seed={self.seed}, rules={[r.name for r in self.rules]})"
+
+
+_LOGIC_MATCH_KEYS = frozenset({"flow", "metadata"})
+
+
+def _check_logic_match(where: str, match: Mapping[str, Any]) -> None:
+    """Logic faults happen inside a routine, after slots and senders are behind it."""
+    unknown = set(match) - _LOGIC_MATCH_KEYS
+    if unknown:
+        raise ConfigurationError(
+            f"{where} matches on {sorted(_LOGIC_MATCH_KEYS)} (and its routine and message "
+            f"number); {sorted(unknown)} cannot apply to a logic fault"
+        )
 
 
 def _check_ordinal(where: str, on_message: int | None) -> None:
@@ -195,8 +221,9 @@ class FaultInjector:
         self._ordinals: dict[tuple[str, str], int] = {}
         self._activations: dict[tuple[str, str, str], int] = {}
         self._held: dict[tuple[int, str, str], list[tuple[Any, Callable[[Any], None]]]] = {}
-        self.message_rules = [r for r in plan.rules if r.kind not in ("raise", "crash")]
-        self.logic_rules = [r for r in plan.rules if r.kind in ("raise", "crash")]
+        rules = plan.fresh_rules()
+        self.message_rules = [r for r in rules if r.kind not in ("raise", "crash")]
+        self.logic_rules = [r for r in rules if r.kind in ("raise", "crash")]
 
     def log(self) -> list[dict[str, Any]]:
         with self._lock:

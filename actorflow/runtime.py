@@ -98,6 +98,9 @@ class Runtime:
             See ``actorflow.testing``.
         seed: the scheduler's seed (deterministic mode; default 0).
         faults: a ``FaultPlan`` (``actorflow.faults``) applied to every envelope.
+        state_serializer: how WorkerState values are encoded: ``"json"`` (default; strict,
+            refuses what JSON cannot hold faithfully), or ``"pickle"``/``"cloudpickle"`` for
+            trusted deployments only (unpickling runs code).
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class Runtime:
         deterministic: bool = False,
         seed: int | None = None,
         faults: FaultPlan | None = None,
+        state_serializer: str = "json",
     ) -> None:
         if thread_pool_size is not None and (
             isinstance(thread_pool_size, bool)
@@ -146,6 +150,9 @@ class Runtime:
         self.post_timeout = float(post_timeout)
         self.state_limits = state_limits
         self.state_store = state_store
+        from actorflow.store.serializers import get_serializer  # noqa: PLC0415
+
+        self.state_serializer = get_serializer(state_serializer)
         self.thread_pool_size = thread_pool_size
         self.strict = _strict_default() if strict is None else bool(strict)
         self.job_retention = job_retention
@@ -249,8 +256,13 @@ class Runtime:
             worker_id = f"{flow_id}-worker-{next(self._worker_seq)}"
         elif not isinstance(worker_id, str) or not worker_id:
             raise TypeError("worker_id must be a non-empty str")
-        if worker_id in self._workers:
-            raise ValueError(f"a worker {worker_id!r} is already running")
+        existing = self._workers.get(worker_id)
+        if existing is not None:
+            if existing.status == "running":
+                raise ValueError(f"a worker {worker_id!r} is already running")
+            existing.stop()  # a failed worker is replaced (its actors are stopped first)
+            if self._default_worker.get(existing.flow_id) is existing:
+                del self._default_worker[existing.flow_id]
         limit = self.thread_pool_size
         if limit is not None:
             needed = sum(r.concurrency for r in flow._routines.values())
@@ -269,11 +281,14 @@ class Runtime:
             state_limits or self.state_limits,
             self.state_store,
             self._dispatcher,
+            self.state_serializer,
         )
         worker.overflow = overflow or self.overflow
         worker.start(restore)
         self._workers[worker_id] = worker
-        self._default_worker.setdefault(flow_id, worker)
+        default = self._default_worker.get(flow_id)
+        if default is None or default.status != "running":
+            self._default_worker[flow_id] = worker
         return worker
 
     def get_worker(self, worker_id: str) -> WorkerState | None:

@@ -168,10 +168,12 @@ class StateCache:
 
     def get(self, key: str, default: Any = None) -> Any:
         """A copy of the cached value, or ``default`` if absent or expired."""
+        _check_key(key)
         return self._core.state_call("cache_get", self.name, key, default)
 
     def put(self, key: str, value: Any) -> None:
         """Cache ``value`` (evicting the least recently used entry when full)."""
+        _check_key(key)
         self._core.state_call("cache_put", self.name, key, value)
 
     def delete(self, key: str) -> bool:
@@ -185,3 +187,8 @@ class StateCache:
 
     def __repr__(self) -> str:
         return f"StateCache({self.name!r}, worker={self._core.worker_id!r})"
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"cache keys are str, got {type(key).__name__}")

@@ -54,6 +54,7 @@ report = run_experiment(
     workload=[("validate", "in", {"order": i, "amount": 10 + i % 7}) for i in range(200)],
     faults=plan,
     steady_state=lambda r: r["completed"] + r["failed"] == r["posted"],
+    job_timeout=None,  # lost messages end their orders through the plan's lost_message_timeout
     deterministic=True,
 )
 

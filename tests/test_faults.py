@@ -180,3 +180,24 @@ def test_fault_plan_arguments_are_checked() -> None:
         FaultPlan().partition({"a"}, {"b"}, between=(2.0, 1.0))
     with pytest.raises(TypeError):
         Runtime(faults="drop everything")  # type: ignore[arg-type]
+
+
+def test_a_reused_plan_injects_the_same_faults_every_run() -> None:
+    plan = FaultPlan(seed=1).drop(p=0.5, routine="b")
+
+    def run() -> list[Any]:
+        two_step()
+        with DeterministicRuntime(seed=1, faults=plan) as runtime:
+            for i in range(10):
+                runtime.post("faulty", "a", "in", i)
+            runtime.wait_until_all_jobs_finished()
+            return [entry["job_id"] for entry in runtime.fault_log()]
+
+    assert run() == run()
+
+
+def test_logic_faults_refuse_keys_that_cannot_apply() -> None:
+    with pytest.raises(ConfigurationError, match="cannot apply"):
+        FaultPlan().raise_in("b", ValueError, on_message=1, slot="in")
+    with pytest.raises(ConfigurationError, match="cannot apply"):
+        FaultPlan().crash("b", on_message=1, source="a")

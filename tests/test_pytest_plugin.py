@@ -48,3 +48,29 @@ def test_replay_with_a_given_seed(pytester: pytest.Pytester) -> None:
             "*deterministic_runtime seed: 1234 (replay with --actorflow-seed=1234)*",
         ]
     )
+
+
+FACTORY_TEST = """
+from actorflow import Flow, FlowRegistry, Routine
+from actorflow.faults import FaultPlan
+
+
+def test_with_faults(make_deterministic_runtime):
+    r = Routine()
+    r.add_slot("in")
+    r.set_logic(lambda sd, m, ws: None)
+    flow = Flow("factory-flow")
+    flow.add_routine(r, "r")
+    FlowRegistry.get_instance().register(flow)
+    runtime = make_deterministic_runtime(faults=FaultPlan().drop(routine="r"))
+    runtime.post("factory-flow", "r", "in", 1)
+    runtime.run_until_idle()
+    assert runtime.fault_log() == []
+"""
+
+
+def test_runtime_factory_takes_options_and_reports_its_seed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_factory=FACTORY_TEST)
+    result = pytester.runpytest("-q", "--actorflow-seed=77")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*deterministic_runtime seed: 77 (replay with --actorflow-seed=77)*"])

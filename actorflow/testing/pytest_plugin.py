@@ -52,6 +52,28 @@ def deterministic_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
         runtime.shutdown(wait=False)
 
 
+@pytest.fixture
+def make_deterministic_runtime(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A factory ``make(**options)`` of deterministic runtimes (with ``faults=`` and other
+    options) sharing the test's seed, which is reported on failure like the fixture's."""
+    seed = request.config.getoption("--actorflow-seed")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**32)
+    request.node.stash[_SEED_KEY] = seed
+    made: list[Runtime] = []
+
+    def make(**options: Any) -> Runtime:
+        runtime = Runtime(deterministic=True, seed=seed, **options)
+        made.append(runtime)
+        return runtime
+
+    try:
+        yield make
+    finally:
+        for runtime in made:
+            runtime.shutdown(wait=False)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[Any]
