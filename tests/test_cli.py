@@ -148,6 +148,36 @@ def test_run_json_counts_every_job_and_reports_latency(app: Path) -> None:
         assert summary["routines"] is None
 
 
+def test_run_sums_per_routine_counts_of_every_worker_from_metrics(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def figures(handled: int, failed: int) -> dict[str, Any]:
+        return {"handled": handled, "failed": failed, "retried": 0, "mailbox_depth": 0,
+                "handling_seconds": {"count": handled + failed, "sum": 0.0, "buckets": {}}}  # fmt: skip
+
+    def metrics(self: Runtime) -> dict[str, Any]:
+        return {
+            "jobs": {"active": 0, "completed": 1, "failed": 0, "cancelled": 0},
+            "workers": {},
+            "routines": {
+                "w1": {"parse": figures(2, 1), "store": figures(2, 0)},
+                "w2": {"parse": figures(3, 0)},
+            },
+            "dead_letters": {"total": 0, "by_reason": {}},
+        }
+
+    monkeypatch.setattr(Runtime, "metrics", metrics, raising=False)
+    result, summary = run_json("run", f"{app}:flow", "--post", 'parse.line="pen,3"')
+    assert result.exit_code == 0
+    assert summary["routines"] == {
+        "parse": {"handled": 5, "failed": 1},
+        "store": {"handled": 2, "failed": 0},
+    }
+    table = invoke("run", f"{app}:flow", "--post", 'parse.line="pen,3"').stdout
+    rows = [line.strip("│ ").split("│") for line in table.splitlines() if "│ parse" in line]
+    assert [[cell.strip() for cell in row] for row in rows] == [["parse", "5", "1"]]
+
+
 def test_run_exits_1_when_a_job_fails(app: Path) -> None:
     result, summary = run_json(
         "run", f"{app}:flow", "--post", 'parse.line="pen,3"', "--post", 'parse.line="pen,x"'
