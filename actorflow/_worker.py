@@ -195,6 +195,36 @@ class WorkerCore:
         self.status = "failed" if failed else "stopped"
         self._log.debug("worker {} {}", self.worker_id, self.status)
 
+    def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
+        """Counters of each routine, summed over its actors (see ``Runtime.metrics``)."""
+        result: dict[str, Any] = {}
+        with self._hosts_lock:
+            groups = {rid: list(hosts) for rid, hosts in self.hosts.items()}
+        labels = [str(bound) for bound in bounds] + ["+Inf"]
+        for routine_id in self.order:
+            handled = failed = retried = 0
+            seconds = 0.0
+            buckets = [0] * len(labels)
+            for host in groups.get(routine_id, ()):
+                cell = host.cell
+                handled += cell.handled
+                failed += cell.failed
+                retried += cell.retried
+                seconds += cell.seconds_sum
+                buckets = [a + b for a, b in zip(buckets, cell.buckets, strict=True)]
+            result[routine_id] = {
+                "handled": handled,
+                "failed": failed,
+                "retried": retried,
+                "mailbox_depth": self.mailboxes[routine_id].qsize(),
+                "handling_seconds": {
+                    "count": handled + failed,
+                    "sum": seconds,
+                    "buckets": dict(zip(labels, buckets, strict=True)),
+                },
+            }
+        return result
+
     # -- supervision -------------------------------------------------------------------
     def child_crashed(self, host: ActorHost, exc: BaseException, records: list[JobRecord]) -> None:
         """Called on a crashed actor's thread: the supervisor decides what happens."""

@@ -196,6 +196,8 @@ class Runtime:
         # nor a finishing job takes a lock; only someone waiting for idleness uses _idle.
         self._active: dict[str, JobRecord] = {}
         self._idle_waiters = 0
+        self._count_lock = threading.Lock()
+        self._finished_counts: dict[tuple[str, str], int] = {}
         self._job_seq = itertools.count(1)
         self._job_prefix = f"s{self.seed}" if self.deterministic else os.urandom(4).hex()
         self._on_finish = self._job_finished
@@ -422,6 +424,9 @@ class Runtime:
             return worker
 
     def _job_finished(self, record: JobRecord) -> None:
+        with self._count_lock:
+            key = (record.worker_id, record.status.value)
+            self._finished_counts[key] = self._finished_counts.get(key, 0) + 1
         finished = self._finished
         finished.append(record.job_id)
         while len(finished) > self.job_retention:
@@ -540,6 +545,41 @@ class Runtime:
         probe = Probe(self, routine_id, event)
         self._probes.setdefault((routine_id, event), []).append(probe)
         return probe
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters of the whole runtime, JSON-ready.
+
+        ``jobs``: active and finished jobs by status (exact, not limited by retention);
+        ``workers``: per worker its flow, status, actor restarts and finished jobs by status;
+        ``routines``: per worker and routine the messages handled, failed and retried, the
+        mailbox depth and a histogram of handling times (seconds; bucket upper bounds, the
+        last one ``+Inf``); ``dead_letters``: total and by reason.
+        """
+        from actorflow._routine_cell import BUCKET_BOUNDS  # noqa: PLC0415
+
+        with self._count_lock:
+            finished = dict(self._finished_counts)
+        totals = {"completed": 0, "failed": 0, "cancelled": 0}
+        workers: dict[str, Any] = {}
+        routines: dict[str, Any] = {}
+        for worker in list(self._workers.values()):
+            counts = {status: finished.get((worker.worker_id, status), 0) for status in totals}
+            for status, count in counts.items():
+                totals[status] += count
+            workers[worker.worker_id] = {
+                "flow_id": worker.flow_id,
+                "status": worker.status,
+                "restarts": worker.restart_count,
+                "jobs": counts,
+            }
+            routines[worker.worker_id] = worker.routine_metrics(BUCKET_BOUNDS)
+        dead = self._dead_letters
+        return {
+            "jobs": {"active": len(self._active), **totals},
+            "workers": workers,
+            "routines": routines,
+            "dead_letters": {"total": dead.total, "by_reason": dead.counts()},
+        }
 
     def fault_log(self) -> list[dict[str, Any]]:
         """Every fault injected so far (JSON-ready dicts: rule, fault, job, routine, ordinal,
