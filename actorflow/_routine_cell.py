@@ -93,6 +93,7 @@ class RoutineCell:
         self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.slot_names}
         self.max_queue = {name: spec.max_queue_length for name, spec in routine._slots.items()}
         self.routes: dict[str, list[tuple[str, str, Send]]] = {}
+        self.bounds = core.bounds
         self.send_self = send_self
         self.current_job: JobContext | None = None
         self.draining = False
@@ -308,6 +309,9 @@ class RoutineCell:
             targets = self.routes.get(event, ())
             if len(targets) == 1:
                 target, slot, send = targets[0]
+                qsize, limits = self.bounds[target]
+                if qsize() >= limits[slot] and not self._make_room(rec, target, slot, records):
+                    return
                 send(Envelope(target, slot, data, job._child()))
                 return
         try:
@@ -316,6 +320,17 @@ class RoutineCell:
             for record in records:
                 record.fail(exc, self.routine_id)
             return
+        bounds = self.bounds
+        sending: dict[str, int] = {}
+        for _send, envelope in envelopes:
+            target = envelope.target
+            qsize, limits = bounds[target]
+            ahead = sending.get(target, 0)
+            sending[target] = ahead + 1
+            if qsize() + ahead >= limits[envelope.slot] and not self._make_room(
+                rec, target, envelope.slot, records
+            ):
+                return
         count = len(envelopes)
         if not count:  # only probed events without connections
             for record in records:
@@ -333,6 +348,26 @@ class RoutineCell:
             send(envelope)
         for record in records:
             record.message_done()
+
+    def _make_room(
+        self, rec: JobRecord, target: str, slot: str, records: Sequence[JobRecord]
+    ) -> bool:
+        """``target``'s mailbox is full: drop its oldest message (``drop_oldest``) and go on,
+        or refuse this routine's emits, failing the job(s) it worked for. An actor never
+        blocks on a full mailbox (a cycle of full mailboxes would deadlock), so ``block``
+        refuses like ``raise`` here."""
+        limit = self.bounds[target][1][slot]
+        if self.core.overflow == "drop_oldest":
+            self.core.drop_oldest(target, limit)
+            return True
+        error = QueueFullError(
+            f"routine {self.routine_id!r} emitted to {target}.{slot}, whose mailbox already "
+            f"holds {limit} messages (max_queue_length={limit})"
+        )
+        for record in records:
+            record.fail(error, self.routine_id, "refused")
+        self.core.dead_letter(rec.job_id, target, slot, "refused (mailbox full)")
+        return False
 
     def _observe(self, elapsed: float) -> None:
         self.seconds_sum += elapsed

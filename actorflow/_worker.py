@@ -87,6 +87,9 @@ class WorkerCore:
         self.mailboxes: dict[str, Mailbox] = {
             rid: self.dispatcher.mailbox(self, rid) for rid in flow._routines
         }
+        self.bounds = {
+            rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in flow._routines
+        }
         self.injector = runtime._injector
         self._routes: dict[str, dict[str, list[tuple[str, str, Send]]]] = {}
         for (source, event), targets in flow.routes().items():
@@ -331,7 +334,7 @@ class WorkerCore:
                 finally:
                     self.posters_waiting -= 1
         elif policy == "drop_oldest":
-            self._drop_oldest(routine_id, limit)
+            self.drop_oldest(routine_id, limit)
             return
         raise QueueFullError(
             f"routine {routine_id!r} of worker {self.worker_id!r} already has "
@@ -339,7 +342,7 @@ class WorkerCore:
             f"{policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
         )
 
-    def _drop_oldest(self, routine_id: str, limit: int) -> None:
+    def drop_oldest(self, routine_id: str, limit: int) -> None:
         mailbox = self.mailboxes[routine_id]
         keep: list[Any] = []
         while mailbox.qsize() >= limit:

@@ -28,6 +28,7 @@ message counts as one more message of its job and is visible in the job's trace.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -416,7 +417,7 @@ class FaultInjector:
                     f"injected crash of {routine_id!r} on message {ordinal} ({rule.name})"
                 )
             exc = rule.exc
-            raise exc() if isinstance(exc, type) else exc
+            raise exc() if isinstance(exc, type) else copy.copy(exc)  # one per fault
 
 
 class _Missing:

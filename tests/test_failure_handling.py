@@ -458,3 +458,22 @@ def test_shutdown_stops_actors_in_reverse_order_and_runs_every_on_stop() -> None
     runtime.shutdown()
     assert stopped == ["third", "second", "first"]
     assert all(job.status not in (JobStatus.PENDING, JobStatus.RUNNING) for job in jobs)
+
+
+def test_emits_into_a_full_mailbox_are_refused_never_silently_dropped() -> None:
+    gate = threading.Event()
+    source = make(lambda sd, m, ws: [source.emit("out", n=i) for i in range(5)], events=("out",))
+    sink = Routine()
+    sink.add_slot("in", max_queue_length=2)
+    sink.set_logic(lambda sd, m, ws: gate.wait(10))
+    flow = Flow("bounded_emits")
+    flow.add_routine(source, "source")
+    flow.add_routine(sink, "sink")
+    flow.connect("source", "out", "sink", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime() as runtime:
+        _, job = runtime.post("bounded_emits", "source", "in", 1)
+        assert job.wait(10)
+        assert job.status == JobStatus.FAILED and "max_queue_length=2" in (job.error or "")
+        assert runtime.dead_letter_counts() == {"refused (mailbox full)": 1}
+        gate.set()
