@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from actorflow.activation_policies import _Immediate
 from actorflow.errors import ActorflowError, ConfigurationError
