@@ -93,7 +93,9 @@ class ActorHost(pykka.ThreadingActor):
         # messages still queued stay in the mailbox for the restarted actor.
         inbox = self.actor_inbox
         handle = self.cell.handle
-        while not self.actor_stopped.is_set():
+        if self.actor_stopped.is_set():  # on_start crashed
+            return
+        while True:  # every way out (stop, crash, restart) returns
             message: Any = inbox.get()
             if message is STOP:
                 self._stop()

@@ -312,7 +312,11 @@ class RoutineCell:
                 qsize, limits = self.bounds[target]
                 if qsize() >= limits[slot] and not self._make_room(rec, target, slot, records):
                     return
-                send(Envelope(target, slot, data, job._child()))
+                shared = job._data
+                if shared is None:
+                    shared = dict(rec.data)
+                job._own = False  # the child shares this view's data until one of them writes
+                send(Envelope(target, slot, data, JobContext(rec, shared, False, job._depth + 1)))
                 return
         try:
             envelopes = self._envelopes(job, outbox)

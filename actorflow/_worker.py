@@ -22,6 +22,7 @@ from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedErr
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobContext, JobRecord
 from actorflow.state_limits import StateLimits
+from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
     from actorflow.runtime import Runtime
@@ -113,6 +114,7 @@ class WorkerCore:
             worker_id, limits, scoped, clock.monotonic, state_serializer
         )
         self.supervisor_core.control_handler = self._on_control
+        self.handle = WorkerState(self)  # the full-access handle (handles are immutable)
 
     def _send_function(self, source: str, event: str, target: str, slot: str) -> Send:
         put = self.mailboxes[target].put

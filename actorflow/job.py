@@ -46,6 +46,7 @@ class JobStatus(StrEnum):
 
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 _EMPTY: dict[Any, Any] = {}
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 _ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routine writes
 
 
@@ -106,7 +107,9 @@ class JobRecord:
         self.job_id = job_id
         self.flow_id = flow_id
         self.worker_id = worker_id
-        self.metadata: Mapping[str, Any] = MappingProxyType(dict(metadata) if metadata else {})
+        self.metadata: Mapping[str, Any] = (
+            MappingProxyType(dict(metadata)) if metadata else _NO_METADATA
+        )
         self.clock = clock
         self.created_at = clock.wall()
         self.completed_at: float | None = None

@@ -203,13 +203,13 @@ class Routine:
         Only valid inside this routine's logic. Emitting an event with no connections does
         nothing; emitting an undeclared event raises ``ValueError`` (failing the job).
         """
-        activation = CURRENT_ACTIVATION.get()
-        emit = getattr(activation, "emit_for", None)
-        if emit is None:
+        try:
+            emit = CURRENT_ACTIVATION.get().emit_for  # type: ignore[union-attr]
+        except AttributeError:
             raise RuntimeError(
                 f"{self!r}.emit({event!r}) called outside routine logic: "
                 "emit only works while the routine handles a message"
-            )
+            ) from None
         emit(self, event, data)
 
     def __repr__(self) -> str:

@@ -331,7 +331,9 @@ class Runtime:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
-        worker = self._worker_for(flow_id, worker_id)
+        worker = None if worker_id is not None else self._default_worker.get(flow_id)
+        if worker is None or worker.status != "running" or self._closed:
+            worker = self._worker_for(flow_id, worker_id)
         if routine_id not in worker.routine_ids:
             raise FlowValidationError(
                 f"flow {flow_id!r} has no routine {routine_id!r} "
@@ -369,7 +371,6 @@ class Runtime:
         limit = worker.max_queue[routine_id][slot]
         if mailbox.qsize() >= limit:
             worker.make_room(routine_id, limit, self.post_timeout)
-        self._check_open()
         self._jobs[job_id] = record
         self._active[job_id] = record
         if self._closed:  # shutdown began meanwhile and may not have seen this job
@@ -383,7 +384,7 @@ class Runtime:
             self._injector.send(worker, None, None, routine_id, slot, envelope, mailbox.put)
         else:
             mailbox.put(envelope)
-        return WorkerState(worker), JobContext(record)
+        return worker.handle, JobContext(record)
 
     def _arm_timeout(self, record: JobRecord, seconds: float) -> None:
         record.timeout_armed = True
