@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import platform
 import statistics
@@ -11,12 +12,45 @@ from collections.abc import Callable
 from typing import Any
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or what ``platform`` knows elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(terse=True),
     }
+
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le}
+
+
+def target(value: float, op: str, limit: float) -> dict[str, Any]:
+    """One target as JSON: the figure, the bound it must meet (``>=`` or ``<=``), and ``met``."""
+    return {"value": value, "target": f"{op} {limit:g}", "met": bool(_COMPARE[op](value, limit))}
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, in bytes."""
+    import psutil  # noqa: PLC0415
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def ratio(numerator: float, denominator: float, digits: int = 3) -> float | None:
+    """``numerator / denominator`` rounded (None when the denominator is 0: JSON has no NaN)."""
+    return round(numerator / denominator, digits) if denominator else None
 
 
 def interleave(
