@@ -35,6 +35,7 @@ from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
+    from actorflow.monitor import MonitorServer
     from actorflow.testing.probe import Probe
 
 __all__ = ["Runtime"]
@@ -101,6 +102,10 @@ class Runtime:
         state_serializer: how WorkerState values are encoded: ``"json"`` (default; strict,
             refuses what JSON cannot hold faithfully), or ``"pickle"``/``"cloudpickle"`` for
             trusted deployments only (unpickling runs code).
+        backend: ``"threads"`` (default: every actor on a thread of this process) or ``"ray"``
+            (every routine and supervisor a Ray actor; see ``actorflow.backends.ray``).
+        ray_address: with ``backend="ray"``: None starts a local Ray (stopped at shutdown);
+            ``"auto"`` or ``"ray://host:port"`` joins a running cluster and leaves it running.
     """
 
     def __init__(
@@ -120,6 +125,8 @@ class Runtime:
         seed: int | None = None,
         faults: FaultPlan | None = None,
         state_serializer: str = "json",
+        backend: str = "threads",
+        ray_address: str | None = None,
     ) -> None:
         if thread_pool_size is not None and (
             isinstance(thread_pool_size, bool)
@@ -182,6 +189,20 @@ class Runtime:
         self.faults = faults
         self._injector = None if faults is None else FaultInjector(faults, self)
         self._probes: dict[tuple[str, str], list[Probe]] = {}
+        if backend not in ("threads", "ray"):
+            raise ConfigurationError(f"unknown backend {backend!r} (choose 'threads' or 'ray')")
+        self.backend = backend
+        self._ray: Any = None
+        if backend == "ray":
+            if self.deterministic or faults is not None:
+                raise ConfigurationError(
+                    "deterministic runs and fault plans need the thread backend"
+                )
+            from actorflow.backends.ray import RayBackend  # noqa: PLC0415
+
+            self._ray = RayBackend(self, ray_address)
+        elif ray_address is not None:
+            raise ConfigurationError("ray_address= only applies to backend='ray'")
         self._started_at = self._clock.monotonic()
         self._dead_letters = DeadLetters(dead_letter_history)
         self._lock = threading.Lock()
@@ -273,6 +294,14 @@ class Runtime:
                     f"flow {flow_id!r} needs {needed} routine actor threads per worker; "
                     f"thread_pool_size={limit}"
                 )
+        if self._ray is not None:
+            ray_worker = self._ray.new_worker(flow, worker_id)
+            ray_worker.start(restore)
+            self._workers[worker_id] = ray_worker
+            default = self._default_worker.get(flow_id)
+            if default is None or default.status != "running":
+                self._default_worker[flow_id] = ray_worker
+            return ray_worker  # type: ignore[no-any-return]
         worker = WorkerCore(
             self,
             flow,
@@ -425,6 +454,10 @@ class Runtime:
             return worker
 
     def _job_finished(self, record: JobRecord) -> None:
+        if self._ray is not None and record.status is not JobStatus.COMPLETED:
+            worker = self._workers.get(record.worker_id)
+            if worker is not None:
+                self._ray.forget(worker, record.job_id)
         with self._count_lock:
             key = (record.worker_id, record.status.value)
             self._finished_counts[key] = self._finished_counts.get(key, 0) + 1
@@ -582,6 +615,26 @@ class Runtime:
             "dead_letters": {"total": dead.total, "by_reason": dead.counts()},
         }
 
+    def serve_monitor(self, port: int = 0, host: str = "127.0.0.1") -> MonitorServer:
+        """Serve this runtime's monitoring endpoint over HTTP and return its server.
+
+        JSON at ``/api/workers``, ``/api/jobs``, ``/api/metrics``, ``/api/dead-letters`` and
+        ``/api/flows``, Prometheus text at ``/metrics`` and a live page at ``/`` (see
+        ``actorflow.monitor``). Listens on ``host:port`` (loopback by default; ``port=0``
+        picks a free port, read it from ``.port`` or ``.url``) from a daemon thread named
+        ``actorflow-monitor``. ``shutdown()`` stops it; so does the server's ``stop()``.
+        One monitor at a time: serving again while one runs raises ``ConfigurationError``.
+        """
+        from actorflow.monitor import MonitorServer  # noqa: PLC0415
+
+        with self._lock:
+            self._check_open()
+            current = getattr(self, "_monitor", None)
+            if current is not None and current.running:
+                raise ConfigurationError(f"a monitor already serves at {current.url}")
+            self._monitor = MonitorServer(self, port, host)
+            return self._monitor
+
     def fault_log(self) -> list[dict[str, Any]]:
         """Every fault injected so far (JSON-ready dicts: rule, fault, job, routine, ordinal,
         time in seconds since the runtime started); empty without a fault plan."""
@@ -631,6 +684,10 @@ class Runtime:
                 finished = False
         for worker in reversed(workers):
             worker.stop()
+        if self._ray is not None:
+            self._ray.close()
+        if getattr(self, "_monitor", None) is not None:
+            self._monitor.stop()
         self._timers.stop()
         self._log.debug("runtime shut down")
         return finished

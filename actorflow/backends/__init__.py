@@ -1,0 +1,1 @@
+"""Execution backends other than the default thread backend (``actorflow.backends.ray``)."""

@@ -1,0 +1,577 @@
+"""The Ray backend: the same flows, with every routine as a Ray actor.
+
+``Runtime(backend="ray", ray_address=None | "auto" | "ray://host:port")``. With no address a
+local Ray is started (``address="local"``, no dashboard) and stopped at shutdown; with one, the
+runtime joins that cluster and leaves it running.
+
+How a job moves:
+
+* each routine runs as a Ray actor (``concurrency=k``: k actors, fed round robin); the worker's
+  supervisor is a Ray actor that alone owns the WorkerState; routines reach it by messages;
+* envelopes go from routine actor to routine actor directly, batched: one Ray call per
+  downstream actor per handled batch, not one per message;
+* the JobContext travels in the envelope, so ``get_current_job()`` works in the actor process;
+  what a routine writes (data, trace, errors) comes back to the driver in its report;
+* job accounting is by *weight*: a posted message carries weight 1; a routine that emits n
+  messages gives each 1/(n+1) of its weight and reports the last share itself, together with
+  its writes. A job is complete when all its weight has come back, in whatever order reports
+  arrive, and never before the writes of every routine that ran for it;
+* routine actors are started with Ray's restart and retry options: an actor process that dies
+  (``ray.kill``, ``os._exit``) is restarted and the calls it had not finished are delivered
+  again; envelopes carry ids, so a message handled twice is counted once.
+
+Differences from the thread backend (each refused with a clear error where it applies): only
+the immediate activation policy, no fault plans or deterministic mode, no state store for the
+supervisor actor yet, and back-pressure applies at ``post`` only through Ray's own queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import queue
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from actorflow._envelope import Envelope
+from actorflow.activation_policies import _Immediate
+from actorflow.errors import ConfigurationError, RuntimeClosedError
+from actorflow.flow import Flow, StateGrant
+from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
+from actorflow.worker import WorkerState
+
+if TYPE_CHECKING:
+    from actorflow.runtime import Runtime
+
+__all__ = ["RayBackend", "RayWorker", "import_ray"]
+
+INSTALL_HINT = "the Ray backend needs Ray: pip install 'actorflow[ray]'"
+
+
+def import_ray() -> Any:
+    """Import Ray, or raise an error that says how to install it."""
+    try:
+        import ray  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigurationError(INSTALL_HINT) from exc
+    return ray
+
+
+# -- wire format ------------------------------------------------------------------------
+# An envelope on the wire: (envelope id, weight numerator, weight denominator, slot,
+# payload bytes, job view bytes, attempt). Ids are "<job id>:<path>", so a retried or
+# duplicated delivery has the id of the original.
+
+
+class RoutineActor:
+    def __init__(
+        self, flow_blob: bytes, routine_id: str, worker_id: str, supervisor: Any, ledger: Any,
+        grants: dict[tuple[str, str], StateGrant],
+    ) -> None:  # fmt: skip
+        flow: Flow = cloudpickle.loads(flow_blob)
+        self.routine = flow._routines[routine_id]
+        self.routine_id = routine_id
+        self.worker_id = worker_id
+        self.logic = self.routine.get_logic()
+        self.strategy = flow.error_strategy_for(routine_id)
+        self.ledger = ledger
+        self.state = WorkerState(
+            _RemoteStateCore(  # type: ignore[arg-type]
+                worker_id, flow.flow_id, supervisor, frozenset(flow._routines), grants
+            ),
+            routine_id,
+        )
+        self.routes: dict[str, list[tuple[str, str, list[Any]]]] = {}
+        self.turn = itertools.count()
+        self.seen: set[str] = set()
+        self.seen_order: deque[str] = deque()
+        self.forgotten: set[str] = set()
+        self.current_job: JobContext | None = None
+        self.outbox: list[tuple[str, Any]] | None = None
+        self.counters = {"handled": 0, "failed": 0, "retried": 0}
+        CURRENT_ACTIVATION.set(self)
+        self.routine.on_start()
+
+    def connect(self, routes: dict[str, list[tuple[str, str, list[Any]]]]) -> None:
+        self.routes = routes
+
+    def forget(self, job_ids: list[str]) -> None:
+        self.forgotten.update(job_ids)
+
+    def metrics(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    def stop(self) -> None:
+        self.routine.on_stop()
+
+    def emit_for(self, routine: Any, event: str, data: dict[str, Any]) -> None:
+        if routine is not self.routine or self.outbox is None:
+            raise RuntimeError(f"emit({event!r}) outside the logic of {self.routine_id!r}")
+        if event not in self.routine._events:
+            raise ValueError(
+                f"routine {self.routine_id!r} emitted undeclared event {event!r} "
+                f"(declared: {sorted(self.routine._events) or 'none'})"
+            )
+        self.outbox.append((event, cloudpickle.dumps(data)))
+
+    def _remember(self, envelope_id: str) -> bool:
+        if envelope_id in self.seen:
+            return False
+        self.seen.add(envelope_id)
+        self.seen_order.append(envelope_id)
+        if len(self.seen_order) > 100_000:
+            self.seen.discard(self.seen_order.popleft())
+        return True
+
+    def deliver(self, batch: list[tuple[Any, ...]]) -> None:
+        CURRENT_ACTIVATION.set(self)
+        reports: list[tuple[Any, ...]] = []
+        outgoing: dict[Any, list[tuple[Any, ...]]] = {}
+        for wire in batch:
+            self._handle(wire, reports, outgoing)
+        if reports:  # writes reach the driver before anything downstream can finish
+            self.ledger.report.remote(reports)
+        for handle, envelopes in outgoing.items():
+            handle.deliver.remote(envelopes)
+
+    def _handle(
+        self, wire: tuple[Any, ...], reports: list[tuple[Any, ...]],
+        outgoing: dict[Any, list[tuple[Any, ...]]],
+    ) -> None:  # fmt: skip
+        envelope_id, num, den, slot, payload_blob, view_blob, attempt = wire
+        if attempt == 1 and not self._remember(envelope_id):
+            return  # delivered again after a restart: already handled
+        weight = Fraction(num, den)
+        job: JobContext = cloudpickle.loads(view_blob)
+        record = job._rec
+        if record.job_id in self.forgotten:
+            reports.append(_report(record, envelope_id, weight, None, []))
+            return
+        payload = cloudpickle.loads(payload_blob)
+        self.outbox = []
+        self.current_job = job
+        try:
+            self.logic({slot: [payload]}, None, self.state)  # type: ignore[misc]
+        except Exception as exc:
+            self.current_job = None
+            self.outbox = None
+            self.counters["failed"] += 1
+            self._on_error(exc, wire, record, envelope_id, weight, reports)
+            return
+        self.current_job = None
+        outbox, self.outbox = self.outbox, None
+        self.counters["handled"] += 1
+        targets = [
+            (event, data, target, slot_, handles)
+            for event, data in outbox
+            for target, slot_, handles in self.routes.get(event, ())
+        ]
+        share = weight / (len(targets) + 1)
+        child_blob = cloudpickle.dumps(job._child()) if targets else b""
+        for index, (_event, data, target, slot_, handles) in enumerate(targets):
+            handle = handles[next(self.turn) % len(handles)]
+            child = (f"{envelope_id}.{index}", share.numerator, share.denominator, slot_, data,
+                     child_blob, 1)  # fmt: skip
+            outgoing.setdefault(handle, []).append(child)
+            _ = target
+        reports.append(_report(record, envelope_id, share, None, []))
+
+    def _on_error(
+        self, exc: Exception, wire: tuple[Any, ...], record: JobRecord, envelope_id: str,
+        weight: Fraction, reports: list[tuple[Any, ...]],
+    ) -> None:  # fmt: skip
+        strategy = self.strategy
+        attempt = wire[6]
+        message = f"{type(exc).__name__}: {exc}"
+        if strategy.kind == "retry" and isinstance(exc, strategy.retry_on):
+            if attempt <= strategy.max_retries:
+                self.counters["retried"] += 1
+                delay = strategy.retry_delay(attempt)
+                record.add_trace(
+                    self.routine_id,
+                    "retry",
+                    {"attempt": attempt, "error": message, "delay": delay},
+                )
+                again = (*wire[:6], attempt + 1)
+                me = import_ray().get_runtime_context().current_actor
+                # this try's trace goes back now, with no weight, under its own id
+                reports.append(_report(record, f"{envelope_id}#{attempt}", Fraction(0), None, []))
+                threading.Timer(delay, lambda: me.deliver.remote([again])).start()
+                return
+            message = f"{message} (after {attempt} tries)"
+        elif strategy.kind in ("continue", "skip"):
+            record.record_error(self.routine_id, exc, strategy.kind)
+            reports.append(_report(record, envelope_id, weight, None, []))
+            return
+        failure = (message, "".join(traceback.format_exception(exc)))
+        reports.append(_report(record, envelope_id, weight, failure, []))
+
+
+class Supervisor:
+    """Owns one worker's state (a SupervisorCore in its own process)."""
+
+    def __init__(self, worker_id: str, serializer: Any) -> None:
+        from actorflow._supervisor import SupervisorCore  # noqa: PLC0415
+
+        self.core = SupervisorCore(worker_id, serializer=serializer)
+
+    def call(self, op: str, key: Any, arg_blob: bytes, extra: Any) -> Any:
+        from actorflow._reply import Reply  # noqa: PLC0415
+        from actorflow._supervisor import StateCall  # noqa: PLC0415
+
+        reply = Reply()
+        self.core.handle(StateCall(op, key, cloudpickle.loads(arg_blob), extra, reply))
+        return reply.get(0)
+
+
+class Ledger:
+    """Collects routine reports until the driver drains them (an asyncio actor)."""
+
+    def __init__(self) -> None:
+        import asyncio  # noqa: PLC0415
+
+        self.items: list[tuple[Any, ...]] = []
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    async def report(self, reports: list[tuple[Any, ...]]) -> None:
+        self.items.extend(reports)
+        self.ready.set()
+
+    async def drain(self) -> list[tuple[Any, ...]] | None:
+        await self.ready.wait()
+        self.ready.clear()
+        if self.closed and not self.items:
+            return None
+        items, self.items = self.items, []
+        return items
+
+    async def close(self) -> None:
+        self.closed = True
+        self.ready.set()
+
+
+def _remote_classes(ray: Any) -> tuple[Any, Any, Any]:
+    """The actor classes as Ray actors (restartable routines and supervisor; one ledger)."""
+    return (
+        ray.remote(max_restarts=-1, max_task_retries=-1)(RoutineActor),
+        ray.remote(max_restarts=-1, max_task_retries=-1)(Supervisor),
+        ray.remote(Ledger),
+    )
+
+
+def _report(
+    record: JobRecord, envelope_id: str, weight: Fraction, failure: tuple[str, str] | None,
+    extra: list[Any],
+) -> tuple[Any, ...]:  # fmt: skip
+    """What one handled message sends back: weight, writes, trace, errors, failure."""
+    depths = record._depths or {}
+    merges = [(key, value, depths.get(key, 0)) for key, value in record.data.items()]
+    return (
+        record.job_id, envelope_id, weight.numerator, weight.denominator, merges,
+        list(record.trace), list(record.errors or ()), failure,
+    )  # fmt: skip
+
+
+class _RemoteStateCore:
+    """What a WorkerState handle needs, inside a routine actor: calls go to the supervisor."""
+
+    def __init__(
+        self, worker_id: str, flow_id: str, supervisor: Any, routine_ids: frozenset[str],
+        grants: dict[tuple[str, str], StateGrant],
+    ) -> None:  # fmt: skip
+        self.worker_id = worker_id
+        self.flow_id = flow_id
+        self.supervisor = supervisor
+        self.routine_ids = routine_ids
+        self.grants = grants
+        self.status = "running"
+
+    def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        ray = import_ray()
+        return ray.get(self.supervisor.call.remote(op, key, cloudpickle.dumps(arg), extra))
+
+
+class _RaySender:
+    """``post`` puts envelopes here; the backend's sender thread batches them to the actor."""
+
+    def __init__(self, backend: RayBackend, worker: RayWorker, routine_id: str) -> None:
+        self.backend = backend
+        self.worker = worker
+        self.routine_id = routine_id
+
+    def qsize(self) -> int:
+        return 0
+
+    def put(self, envelope: Envelope) -> None:
+        self.backend.outbound.put((self.worker, self.routine_id, envelope))
+
+
+class RayWorker:
+    """A worker whose routines and supervisor are Ray actors (what the runtime sees)."""
+
+    def __init__(self, backend: RayBackend, runtime: Runtime, flow: Flow, worker_id: str) -> None:
+        flow.validate()
+        for routine_id, routine in flow._routines.items():
+            if not isinstance(routine.activation_policy, _Immediate):
+                raise ConfigurationError(
+                    f"routine {routine_id!r} uses {routine.activation_policy!r}; the Ray backend "
+                    "runs the immediate policy only (use the thread backend for this flow)"
+                )
+        self.backend = backend
+        self.runtime = runtime
+        self.flow = flow
+        self.flow_id = flow.flow_id
+        self.worker_id = worker_id
+        self.status = "starting"
+        self.failure: str | None = None
+        self.overflow = "block"
+        self.restart_count = 0
+        self.routine_ids = frozenset(flow._routines)
+        self.order = list(flow._routines)
+        self.grants: dict[tuple[str, str], StateGrant] = dict(flow._grants)
+        self.slots = {rid: frozenset(r._slots) for rid, r in flow._routines.items()}
+        self.max_queue = {
+            rid: {name: spec.max_queue_length for name, spec in r._slots.items()}
+            for rid, r in flow._routines.items()
+        }
+        self.mailboxes = {rid: _RaySender(backend, self, rid) for rid in flow._routines}
+        self.actors: dict[str, list[Any]] = {}
+        self.supervisor: Any = None
+        self.handle = WorkerState(self)  # type: ignore[arg-type]
+        self._turn = itertools.count()
+        self._flow_ref: Any = None
+
+    def start(self, restore: bool = False) -> None:
+        if restore:
+            raise ConfigurationError("restore=True is not available on the Ray backend yet")
+        ray = self.backend.ray
+        routine_cls, supervisor_cls, _ = self.backend.classes
+        self.supervisor = supervisor_cls.remote(self.worker_id, self.runtime.state_serializer.name)
+        # kept referenced for the worker's life, so a restarted actor can rebuild itself
+        self._flow_ref = blob = ray.put(cloudpickle.dumps(self.flow))
+        for routine_id in self.order:
+            routine = self.flow._routines[routine_id]
+            self.actors[routine_id] = [
+                routine_cls.remote(
+                    blob,
+                    routine_id,
+                    self.worker_id,
+                    self.supervisor,
+                    self.backend.ledger,
+                    self.grants,
+                )
+                for _ in range(routine.concurrency)
+            ]
+        calls = []
+        routes_by_source: dict[str, dict[str, list[tuple[str, str, list[Any]]]]] = {}
+        for (source, event), targets in self.flow.routes().items():
+            routes_by_source.setdefault(source, {})[event] = [
+                (target, slot, self.actors[target]) for target, slot in targets
+            ]
+        for routine_id, actors in self.actors.items():
+            for actor in actors:
+                calls.append(actor.connect.remote(routes_by_source.get(routine_id, {})))
+        ray.get(calls)  # every actor is up and wired before the first post
+        self.status = "running"
+
+    def pick(self, routine_id: str) -> Any:
+        actors = self.actors[routine_id]
+        return actors[next(self._turn) % len(actors)]
+
+    def all_actors(self) -> list[Any]:
+        return [actor for actors in self.actors.values() for actor in actors]
+
+    def flush(self) -> None:
+        """Nothing queues in a Ray routine (immediate policy only)."""
+
+    def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
+        """Ray queues calls itself; post never finds a full mailbox here."""
+
+    def stop(self) -> None:
+        if self.status in ("stopped", "stopping"):
+            return
+        self.status = "stopping"
+        ray = self.backend.ray
+        for routine_id in reversed(self.order):
+            actors = self.actors.get(routine_id, [])
+            with contextlib.suppress(Exception):  # an actor that cannot stop is killed anyway
+                ray.get([actor.stop.remote() for actor in actors], timeout=30)
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+        if self.supervisor is not None:
+            ray.kill(self.supervisor, no_restart=True)
+        self.status = "stopped"
+
+    def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        if self.status in ("stopped", "failed"):
+            raise RuntimeClosedError(
+                f"worker {self.worker_id!r} is {self.status}; its state can no longer be used"
+            )
+        ray = self.backend.ray
+        return ray.get(self.supervisor.call.remote(op, key, cloudpickle.dumps(arg), extra))
+
+    def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
+        ray = self.backend.ray
+        result: dict[str, Any] = {}
+        for routine_id, actors in self.actors.items():
+            totals = {"handled": 0, "failed": 0, "retried": 0}
+            for counters in ray.get([actor.metrics.remote() for actor in actors]):
+                for name in totals:
+                    totals[name] += counters[name]
+            result[routine_id] = {**totals, "mailbox_depth": 0, "handling_seconds": None}
+        return result
+
+    def dead_letter(
+        self, job_id: str | None, routine_id: str, slot: str | None, reason: str
+    ) -> None:
+        self.runtime._dead_letters.record(job_id, self.worker_id, routine_id, slot, reason)
+
+
+class RayBackend:
+    """Connects a runtime to Ray: starts or joins Ray, carries posts out and reports back."""
+
+    def __init__(self, runtime: Runtime, address: str | None) -> None:
+        ray = import_ray()
+        self.ray = ray
+        self.runtime = runtime
+        self.owns_ray = False
+        if not ray.is_initialized():
+            if address is None:
+                # workers import routine classes by module, as this process does
+                path = os.pathsep.join(p for p in sys.path if p)
+                ray.init(
+                    address="local",
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": path}},
+                )
+                self.owns_ray = True
+            else:
+                ray.init(address=address, log_to_driver=False)
+        self.classes = _remote_classes(ray)
+        self.ledger = self.classes[2].remote()
+        self.outbound: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.weights: dict[str, tuple[Fraction, set[str]]] = {}
+        self._lock = threading.Lock()
+        self._sender = threading.Thread(
+            target=self._send_loop, name="actorflow-ray-sender", daemon=True
+        )
+        self._pump = threading.Thread(
+            target=self._pump_loop, name="actorflow-ray-pump", daemon=True
+        )
+        self._sender.start()
+        self._pump.start()
+
+    def new_worker(self, flow: Flow, worker_id: str) -> RayWorker:
+        return RayWorker(self, self.runtime, flow, worker_id)
+
+    # -- driver -> actors ----------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while True:
+            item = self.outbound.get()
+            batch = [item]
+            while True:
+                try:
+                    batch.append(self.outbound.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            grouped: dict[Any, list[tuple[Any, ...]]] = {}
+            forgets: dict[Any, list[str]] = {}
+            for entry in batch:
+                if entry is None:
+                    stop = True
+                    continue
+                kind = entry[0]
+                if kind == "forget":
+                    for actor in entry[1]:
+                        forgets.setdefault(actor, []).append(entry[2])
+                    continue
+                worker, routine_id, envelope = entry
+                wire = self._wire(envelope)
+                grouped.setdefault(worker.pick(routine_id), []).append(wire)
+            for actor, wires in grouped.items():
+                actor.deliver.remote(wires)
+            for actor, job_ids in forgets.items():
+                actor.forget.remote(job_ids)
+            if stop:
+                return
+
+    def _wire(self, envelope: Envelope) -> tuple[Any, ...]:
+        if envelope.blob is not None:
+            payload_blob, view_blob = envelope.payload, envelope.blob
+            job_id = cloudpickle.loads(view_blob)._rec.job_id
+        else:
+            payload_blob = cloudpickle.dumps(envelope.payload)
+            view_blob = cloudpickle.dumps(envelope.job)
+            job_id = envelope.job._rec.job_id
+        return (f"{job_id}:0", 1, 1, envelope.slot, payload_blob, view_blob, 1)
+
+    def forget(self, worker: RayWorker, job_id: str) -> None:
+        """A job ended early (failed, cancelled, timed out): its later messages are skipped."""
+        self.outbound.put(("forget", worker.all_actors(), job_id))
+
+    # -- actors -> driver ----------------------------------------------------------------
+    def _pump_loop(self) -> None:
+        ray = self.ray
+        while True:
+            try:
+                reports = ray.get(self.ledger.drain.remote())
+            except Exception:  # Ray is going away
+                return
+            if reports is None:
+                return
+            for report in reports:
+                self._apply(report)
+
+    def _apply(self, report: tuple[Any, ...]) -> None:
+        job_id, envelope_id, num, den, merges, trace, errors, failure = report
+        record = self.runtime._jobs.get(job_id)
+        if record is None:
+            return
+        total, seen = self.weights.setdefault(job_id, (Fraction(0), set()))
+        if envelope_id in seen:
+            return  # delivered again after a restart: counted once
+        seen.add(envelope_id)
+        if record.status is JobStatus.PENDING:
+            record.mark_running()
+        for key, value, depth in merges:
+            record.merge(key, value, depth)
+        record.trace.extend(trace)
+        for entry in errors:
+            if record.errors is None:
+                record.errors = []
+            record.errors.append(entry)
+        total += Fraction(num, den)
+        self.weights[job_id] = (total, seen)
+        if failure is not None:
+            message, tb = failure
+            record.add_trace(None, "failed", {"error": message, "traceback": tb})
+            record.finish(JobStatus.FAILED, message)
+        elif total == 1:
+            record.finish(JobStatus.COMPLETED)
+        if record.finished:
+            self.weights.pop(job_id, None)
+
+    def close(self) -> None:
+        self.outbound.put(None)
+        self._sender.join()
+        with contextlib.suppress(Exception):
+            self.ray.get(self.ledger.close.remote(), timeout=30)
+        self._pump.join(timeout=30)
+        with contextlib.suppress(Exception):
+            self.ray.kill(self.ledger)
+        if self.owns_ray:
+            self.ray.shutdown()
+
+
+Callback = Callable[[], None]
