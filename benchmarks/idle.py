@@ -86,7 +86,9 @@ def _switches(tid: int) -> int | None:
 
 
 def _threads() -> dict[int, tuple[float, int | None]]:
-    return {t.id: (t.user_time + t.system_time, _switches(t.id)) for t in psutil.Process().threads()}
+    return {
+        t.id: (t.user_time + t.system_time, _switches(t.id)) for t in psutil.Process().threads()
+    }
 
 
 def measure_idle(interval: float) -> dict[str, Any]:
@@ -105,20 +107,21 @@ def measure_idle(interval: float) -> dict[str, Any]:
         if tid == me:
             continue  # the measuring thread: one sleep, plus the reads outside the interval
         cpu_before, switches_before = before.get(tid, (0.0, 0))
-        woke = (
-            None if switches is None or switches_before is None else switches - switches_before
-        )
+        woke = None if switches is None or switches_before is None else switches - switches_before
         wakeups += woke or 0
         if cpu - cpu_before > 0 or woke:
             busy.append(
-                {"thread": names.get(tid, str(tid)), "cpu_s": round(cpu - cpu_before, 3),
-                 "wakeups": woke}
+                {
+                    "thread": names.get(tid, str(tid)),
+                    "cpu_s": round(cpu - cpu_before, 3),
+                    "wakeups": woke,
+                }
             )
     return {
         "cpu_s_per_s": (cpu1 - cpu0) / wall,
         "wakeups_per_s": wakeups / wall,
         "threads": float(len(after)),
-        "busy_threads": busy,  # type: ignore[dict-item]
+        "busy_threads": busy,
     }
 
 

@@ -182,7 +182,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000, help="0: post every chunk at once")
     parser.add_argument("--retain", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="40,000 jobs, 2,000 retained, 2 rounds")
+    parser.add_argument(
+        "--quick", action="store_true", help="40,000 jobs, 2,000 retained, 2 rounds"
+    )
     parser.add_argument("--child", choices=("bare", "rss", "retained"), help=argparse.SUPPRESS)
     parser.add_argument("--retention", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,10 +230,19 @@ def main() -> None:
         growth.append((p_last["rss_bytes"] - p_first["rss_bytes"]) / MB)
         blocks_growth.append(p_last["blocks"] - p_first["blocks"])
         run_seconds.append(rss_child["seconds"])
-        none = spawn(["--child", "retained", "--retention", "0", "--jobs", str(args.retain), *common])
+        none = spawn(
+            ["--child", "retained", "--retention", "0", "--jobs", str(args.retain), *common]
+        )
         kept = spawn(
-            ["--child", "retained", "--retention", str(args.retain), "--jobs", str(args.retain),
-             *common]
+            [
+                "--child",
+                "retained",
+                "--retention",
+                str(args.retain),
+                "--jobs",
+                str(args.retain),
+                *common,
+            ]
         )
         held_none.append(none["held_bytes"])
         held_retained.append(kept["held_bytes"])

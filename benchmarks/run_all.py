@@ -9,6 +9,9 @@ the same run, their ratios and the targets (value, bound, met); the last line co
 met and missed. ``--quick`` runs the small variants (well under 3 minutes in all; figures from a
 quick run are not the targets' measurement). ``--markdown`` writes the figures as tables into
 ``benchmarks/README.md`` between ``<!-- figures:start -->`` and ``<!-- figures:end -->``.
+
+The exit status is 1 when a benchmark failed to run (or, with ``--fail-on-miss``, when a target
+was missed); a missed target alone is a figure, not a failure.
 """
 
 from __future__ import annotations
@@ -50,7 +53,16 @@ FULL_ARGS: dict[str, list[str]] = {
     "store": [],
 }
 QUICK_ARGS: dict[str, list[str]] = {
-    "pipeline": ["--jobs", "5000", "--messages", "25000", "--latency-samples", "500", "--rounds", "3"],
+    "pipeline": [
+        "--jobs",
+        "5000",
+        "--messages",
+        "25000",
+        "--latency-samples",
+        "500",
+        "--rounds",
+        "3",
+    ],
     "fanout": ["--quick"],
     "state": ["--jobs", "1250", "--samples", "500", "--rounds", "3"],
     "memory": ["--quick"],
@@ -98,8 +110,13 @@ def row(
     ratio_: Any = "",
     goal: dict[str, Any] | None = None,
 ) -> Row:
-    return {"figure": figure, "actorflow": value, "baseline": baseline, "ratio": ratio_,
-            "target": goal}
+    return {
+        "figure": figure,
+        "actorflow": value,
+        "baseline": baseline,
+        "ratio": ratio_,
+        "target": goal,
+    }
 
 
 def pipeline(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
@@ -129,14 +146,25 @@ def pipeline(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
     }
     n, m = r["jobs"], r["messages"]
     rows = [
-        row(f"3-routine pipeline, {n:,} jobs: jobs/s", jobs,
-            f"stock pykka chain, {m:,} msgs: {stock:,} msgs/s", vs_stock,
-            targets["jobs_per_s_vs_pykka_stock"]),
-        row(f"3-routine pipeline, {n:,} jobs: jobs/s", jobs,
-            f"SimpleQueue pykka chain, {m:,} msgs: {simple:,} msgs/s", vs_simple,
-            targets["jobs_per_s_vs_pykka_simplequeue"]),
-        row("CPU per job (us, all threads)", r["actorflow_cpu_us_per_job"],
-            goal=targets["cpu_us_per_job"]),
+        row(
+            f"3-routine pipeline, {n:,} jobs: jobs/s",
+            jobs,
+            f"stock pykka chain, {m:,} msgs: {stock:,} msgs/s",
+            vs_stock,
+            targets["jobs_per_s_vs_pykka_stock"],
+        ),
+        row(
+            f"3-routine pipeline, {n:,} jobs: jobs/s",
+            jobs,
+            f"SimpleQueue pykka chain, {m:,} msgs: {simple:,} msgs/s",
+            vs_simple,
+            targets["jobs_per_s_vs_pykka_simplequeue"],
+        ),
+        row(
+            "CPU per job (us, all threads)",
+            r["actorflow_cpu_us_per_job"],
+            goal=targets["cpu_us_per_job"],
+        ),
         row("one job at a time: p50 (ms)", r["one_job_p50_ms"], goal=targets["one_job_p50_ms"]),
         row("one job at a time: p99 (ms)", r["one_job_p99_ms"], goal=targets["one_job_p99_ms"]),
     ]
@@ -167,13 +195,20 @@ def fanout(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
     msgs, deliveries = r["actorflow_messages"], r["pykka_fanout_messages"]
     label = f"fan-out 1 -> {r['sinks']}, {r['jobs']:,} jobs ({msgs:,} msgs): msgs/s"
     rows = [
-        row(label, r["actorflow_msgs_per_s"],
+        row(
+            label,
+            r["actorflow_msgs_per_s"],
             f"pykka fan-out, {deliveries:,} msgs: {r['pykka_fanout_msgs_per_s']:,} msgs/s",
-            r["ratio_vs_pykka_fanout"], targets["msgs_per_s_vs_pykka_fanout"]),
-        row(label, r["actorflow_msgs_per_s"],
+            r["ratio_vs_pykka_fanout"],
+            targets["msgs_per_s_vs_pykka_fanout"],
+        ),
+        row(
+            label,
+            r["actorflow_msgs_per_s"],
             f"SimpleQueue pykka chain, {deliveries:,} msgs: "
             f"{r['pykka_simplequeue_chain_msgs_per_s']:,} msgs/s",
-            r["ratio_vs_simplequeue_chain"]),
+            r["ratio_vs_simplequeue_chain"],
+        ),
     ]
     return line, rows
 
@@ -198,12 +233,19 @@ def state(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
         "targets": named(targets, "state"),
     }
     rows = [
-        row("WorkerState: modify_routine_state round trip p50 (us)",
-            r["modify_roundtrip_p50_us"], goal=targets["modify_roundtrip_p50_us"]),
+        row(
+            "WorkerState: modify_routine_state round trip p50 (us)",
+            r["modify_roundtrip_p50_us"],
+            goal=targets["modify_roundtrip_p50_us"],
+        ),
         row("WorkerState: modify_routine_state round trip p99 (us)", r["modify_roundtrip_p99_us"]),
-        row("WorkerState: 4 routines incrementing one counter: updates/s", inc,
+        row(
+            "WorkerState: 4 routines incrementing one counter: updates/s",
+            inc,
             f"dict under a threading.Lock, 4 threads: {locked:,} updates/s",
-            ratio(inc, locked, 4), targets["increments_per_s_4_routines"]),
+            ratio(inc, locked, 4),
+            targets["increments_per_s_4_routines"],
+        ),
     ]
     return line, rows
 
@@ -216,8 +258,13 @@ def memory(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
     kept = r["retain_jobs"]
     line = {
         "benchmark": "memory",
-        "params": {"jobs": last, "checkpoint": first, "job_retention": r["job_retention"],
-                   "retain_jobs": kept, "rounds": r["rounds"]},
+        "params": {
+            "jobs": last,
+            "checkpoint": first,
+            "job_retention": r["job_retention"],
+            "retain_jobs": kept,
+            "rounds": r["rounds"],
+        },
         "actorflow": {
             f"rss_after_{first}_jobs_mb": at_first,
             f"rss_after_{last}_jobs_mb": at_last,
@@ -233,14 +280,20 @@ def memory(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
         "targets": named(targets, "memory"),
     }
     rows = [
-        row(f"RSS growth, {first:,} -> {last:,} jobs (MB; retention {r['job_retention']:,})",
-            r["rss_growth_mb"], f"RSS {at_first} MB -> {at_last} MB "
+        row(
+            f"RSS growth, {first:,} -> {last:,} jobs (MB; retention {r['job_retention']:,})",
+            r["rss_growth_mb"],
+            f"RSS {at_first} MB -> {at_last} MB "
             f"(bare interpreter {r['bare_interpreter_rss_mb']} MB)",
-            ratio(at_last, at_first), targets["rss_growth_mb"]),
-        row(f"bytes per retained finished job ({kept:,} retained vs retention 0)",
+            ratio(at_last, at_first),
+            targets["rss_growth_mb"],
+        ),
+        row(
+            f"bytes per retained finished job ({kept:,} retained vs retention 0)",
             r["bytes_per_retained_job"],
             f"retention 0 holds {r['held_bytes_retention_0']:,} B in all",
-            goal=targets["bytes_per_retained_job"]),
+            goal=targets["bytes_per_retained_job"],
+        ),
     ]
     return line, rows
 
@@ -266,12 +319,19 @@ def idle(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
         "targets": named(targets, "idle"),
     }
     rows = [
-        row(f"idle, {r['workers']} workers x 3 routines: CPU s/s", r["actorflow_cpu_s_per_s"],
+        row(
+            f"idle, {r['workers']} workers x 3 routines: CPU s/s",
+            r["actorflow_cpu_s_per_s"],
             f"bare interpreter {r['bare_cpu_s_per_s']}; {r['pykka_actors']} idle pykka actors "
-            f"{r['pykka_cpu_s_per_s']}", goal=targets["idle_cpu_s_per_s"]),
-        row(f"idle: thread wakeups/s ({r['actorflow_threads']} threads)",
-            r["actorflow_wakeups_per_s"], f"pykka actors {r['pykka_wakeups_per_s']}",
-            goal=targets["idle_wakeups_per_s"]),
+            f"{r['pykka_cpu_s_per_s']}",
+            goal=targets["idle_cpu_s_per_s"],
+        ),
+        row(
+            f"idle: thread wakeups/s ({r['actorflow_threads']} threads)",
+            r["actorflow_wakeups_per_s"],
+            f"pykka actors {r['pykka_wakeups_per_s']}",
+            goal=targets["idle_wakeups_per_s"],
+        ),
     ]
     return line, rows
 
@@ -305,11 +365,14 @@ def store(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
     rows = []
     for key, value in figures.items():
         backend, mode, op = key.split("/")
-        base, rat = "", ""
+        base: str = ""
+        rat: Any = ""
         raw = f"redis-py-pipeline/sync/{op}"
         if backend == "redis" and mode == "sync" and raw in baselines:
-            base, rat = f"raw redis-py, pipelines of 100: {baselines[raw]:,} ops/s", ratios.get(
-                f"redis/sync/{op}_vs_redis-py-pipeline", "")
+            base, rat = (
+                f"raw redis-py, pipelines of 100: {baselines[raw]:,} ops/s",
+                ratios.get(f"redis/sync/{op}_vs_redis-py-pipeline", ""),
+            )
         rows.append(row(f"store {backend} {mode} {op}: ops/s", value, base, rat))
     return line, rows
 
@@ -337,8 +400,9 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def markdown(tables: dict[str, list[Row]], errors: dict[str, str], quick: bool,
-             summary: dict[str, Any]) -> str:
+def markdown(
+    tables: dict[str, list[Row]], errors: dict[str, str], quick: bool, summary: dict[str, Any]
+) -> str:
     m = machine()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -406,11 +470,16 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="write the figures into README.md")
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per benchmark")
+    parser.add_argument(
+        "--fail-on-miss", action="store_true", help="exit status 1 when a target is missed"
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SUMMARIES)
     unknown = sorted(set(names) - set(SUMMARIES))
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(unknown)} (choose from {', '.join(SUMMARIES)})")
+        parser.error(
+            f"unknown benchmark(s): {', '.join(unknown)} (choose from {', '.join(SUMMARIES)})"
+        )
 
     started = time.perf_counter()
     tables: dict[str, list[Row]] = {}
@@ -445,6 +514,8 @@ def main() -> None:
     emit(summary)
     if args.markdown:
         write_markdown(markdown(tables, errors, args.quick, summary))
+    if errors or (args.fail_on_miss and missed):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
