@@ -38,7 +38,7 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": 
 
 def target(value: float, op: str, limit: float) -> dict[str, Any]:
     """One target as JSON: the figure, the bound it must meet (``>=`` or ``<=``), and ``met``."""
-    return {"value": value, "target": f"{op} {limit:g}", "met": bool(_COMPARE[op](value, limit))}
+    return {"value": value, "target": f"{op} {limit:,g}", "met": bool(_COMPARE[op](value, limit))}
 
 
 def rss_bytes() -> int:
