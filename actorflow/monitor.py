@@ -648,6 +648,7 @@ th { color: var(--muted); font-weight: 600; font-size: 12px; }
 td.num, th.num { text-align: right; }
 td.err { white-space: normal; color: var(--bad); max-width: 360px; }
 tr:last-child td { border-bottom: 0; }
+table + table { margin-top: 14px; }
 .empty { color: var(--muted); font-style: italic; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
   color: #fff; background: var(--idle); }
