@@ -52,3 +52,27 @@ def redis_server_url() -> Iterator[str]:
         pytest.skip("redis-server is not installed (./scripts/test installs it with apt-get)")
     with running_redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the whole test session (runtimes join it and leave it running)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'actorflow[ray]')")
+    path = os.pathsep.join(p for p in __import__("sys").path if p)
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        num_cpus=2,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(params=["threads", pytest.param("ray", marks=pytest.mark.ray)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run a test on both backends (the Ray one shares the session's local Ray)."""
+    if request.param == "ray":
+        request.getfixturevalue("local_ray")
+    return str(request.param)

@@ -89,7 +89,8 @@ class RoutineActor:
             ),
             routine_id,
         )
-        self.routes: dict[str, list[tuple[str, str, list[Any]]]] = {}
+        self.supervisor = supervisor
+        self.routes: dict[str, list[tuple[str, str, list[Any]]]] | None = None
         self.turn = itertools.count()
         self.seen: set[str] = set()
         self.seen_order: deque[str] = deque()
@@ -133,6 +134,8 @@ class RoutineActor:
 
     def deliver(self, batch: list[tuple[Any, ...]]) -> None:
         CURRENT_ACTIVATION.set(self)
+        if self.routes is None:  # a restarted actor: its wiring is kept by the supervisor
+            self.routes = import_ray().get(self.supervisor.routes_of.remote(self.routine_id))
         reports: list[tuple[Any, ...]] = []
         outgoing: dict[Any, list[tuple[Any, ...]]] = {}
         for wire in batch:
@@ -172,7 +175,7 @@ class RoutineActor:
         targets = [
             (event, data, target, slot_, handles)
             for event, data in outbox
-            for target, slot_, handles in self.routes.get(event, ())
+            for target, slot_, handles in (self.routes or {}).get(event, ())
         ]
         share = weight / (len(targets) + 1)
         child_blob = cloudpickle.dumps(job._child()) if targets else b""
@@ -222,6 +225,14 @@ class Supervisor:
         from actorflow._supervisor import SupervisorCore  # noqa: PLC0415
 
         self.core = SupervisorCore(worker_id, serializer=serializer)
+        self.routes: dict[str, Any] = {}
+
+    def wire(self, routes: dict[str, Any]) -> None:
+        """Keep every routine's routes, for routine actors that restart."""
+        self.routes = routes
+
+    def routes_of(self, routine_id: str) -> Any:
+        return self.routes.get(routine_id, {})
 
     def call(self, op: str, key: Any, arg_blob: bytes, extra: Any) -> Any:
         from actorflow._reply import Reply  # noqa: PLC0415
@@ -377,6 +388,7 @@ class RayWorker:
             routes_by_source.setdefault(source, {})[event] = [
                 (target, slot, self.actors[target]) for target, slot in targets
             ]
+        calls.append(self.supervisor.wire.remote(routes_by_source))
         for routine_id, actors in self.actors.items():
             for actor in actors:
                 calls.append(actor.connect.remote(routes_by_source.get(routine_id, {})))

@@ -1,0 +1,174 @@
+"""The core semantics on both backends: threads and Ray actors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from flows import pipeline
+
+from actorflow import (
+    ErrorStrategy,
+    Flow,
+    FlowRegistry,
+    JobStatus,
+    Routine,
+    Runtime,
+    get_current_job,
+)
+
+
+def test_jobs_complete_and_data_flows_downstream(backend: str) -> None:
+    pipeline("pipe", 3)
+    with Runtime(backend=backend) as runtime:
+        jobs = [
+            runtime.post("pipe", "r0", "in", {"value": i}, metadata={"n": i})[1] for i in range(60)
+        ]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+    for job in jobs:
+        assert job.status == JobStatus.COMPLETED
+        assert job.data["path"] == ["r0", "r1", "r2"]
+
+
+def test_get_current_job_inside_the_routine_sees_its_own_job(backend: str) -> None:
+    tag = Routine()
+    tag.add_slot("in")
+    tag.add_event("out")
+
+    def tag_logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        job.set_data("user", job.metadata["user"])
+        job.trace("tag", "tagged", {"user": job.metadata["user"]})
+        tag.emit("out", echo=sd["in"][0])
+
+    check = Routine()
+    check.add_slot("in")
+
+    def check_logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        if job.get_data("user") != job.metadata["user"]:
+            raise AssertionError("data of another job")
+        job.set_data("checked", sd["in"][0]["echo"])
+
+    tag.set_logic(tag_logic)
+    check.set_logic(check_logic)
+    flow = Flow("ctx")
+    flow.add_routine(tag, "tag")
+    flow.add_routine(check, "check")
+    flow.connect("tag", "out", "check", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend=backend) as runtime:
+        jobs = [
+            runtime.post("ctx", "tag", "in", i, metadata={"user": f"u{i}"})[1] for i in range(30)
+        ]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+    for i, job in enumerate(jobs):
+        assert job.status == JobStatus.COMPLETED, job.error
+        assert dict(job.data) == {"user": f"u{i}", "checked": i}
+        assert [e["action"] for e in job.trace_log] == ["tagged"]
+
+
+def test_state_isolation_and_atomic_updates(backend: str) -> None:
+    source = Routine()
+    source.add_slot("in")
+    source.add_event("out")
+    source.set_logic(lambda sd, m, ws: source.emit("out", n=1))
+    flow = Flow("atomic")
+    flow.add_routine(source, "source")
+    for name in ("a", "b"):
+        counter = Routine()
+        counter.add_slot("in")
+        counter.set_logic(lambda sd, m, ws: ws.increment("_shared", "count"))
+        flow.add_routine(counter, name)
+        flow.connect("source", "out", name, "in")
+    snoop = Routine()
+    snoop.add_slot("in")
+    snoop.set_logic(lambda sd, m, ws: ws.get_routine_state("a"))
+    flow.add_routine(snoop, "snoop")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend=backend) as runtime:
+        state = runtime.exec("atomic")
+        for i in range(50):
+            runtime.post("atomic", "source", "in", i)
+        _, snooping = runtime.post("atomic", "snoop", "in", 1)
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+        assert state.get_routine_state("_shared") == {"count": 100}
+    assert snooping.status == JobStatus.FAILED
+    assert "StateAccessError" in (snooping.error or "") and "'snoop'" in (snooping.error or "")
+
+
+@pytest.mark.parametrize("strategy", ["stop", "continue", "retry"])
+def test_error_strategies(backend: str, strategy: str) -> None:
+    tries: Counter[str] = Counter()
+
+    def logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        attempts = ws.increment("_tries", str(sd["in"][0]))
+        if attempts == 1:
+            raise ConnectionError("first try fails")
+        tries["ok"] += 1
+
+    routine = Routine()
+    routine.add_slot("in")
+    routine.set_logic(logic)
+    if strategy == "retry":
+        routine.set_error_handler(ErrorStrategy.RETRY(max_retries=2, delay=0.01))
+    else:
+        routine.set_error_handler(strategy)
+    flow = Flow("strategies")
+    flow.add_routine(routine, "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend=backend) as runtime:
+        jobs = [runtime.post("strategies", "r", "in", i)[1] for i in range(5)]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+    statuses = {job.status for job in jobs}
+    if strategy == "stop":
+        assert statuses == {JobStatus.FAILED}
+        assert all(job.error == "ConnectionError: first try fails" for job in jobs)
+    elif strategy == "continue":
+        assert statuses == {JobStatus.COMPLETED}
+        assert all(job.errors[0]["handled_as"] == "continue" for job in jobs)
+    else:
+        assert statuses == {JobStatus.COMPLETED}
+        assert all([e["action"] for e in job.trace_log] == ["retry"] for job in jobs)
+
+
+@pytest.mark.ray
+def test_a_killed_routine_actor_is_restarted_and_every_job_is_accounted_for(
+    local_ray: None,
+) -> None:
+    import ray
+
+    pipeline("pipe", 3)
+    with Runtime(backend="ray") as runtime:
+        runtime.exec("pipe", worker_id="w")
+        jobs = [runtime.post("pipe", "r0", "in", {"value": i})[1] for i in range(150)]
+        victim = runtime._workers["w"].actors["r1"][0]
+        ray.kill(victim, no_restart=False)  # the process dies; Ray restarts it
+        jobs += [runtime.post("pipe", "r0", "in", {"value": i})[1] for i in range(150)]
+        assert runtime.wait_until_all_jobs_finished(timeout=120)
+    assert Counter(job.status for job in jobs) == {JobStatus.COMPLETED: 300}
+    assert Counter(tuple(job.data.get("path", ())) for job in jobs) == {("r0", "r1", "r2"): 300}
+
+
+def test_ray_backend_refuses_what_it_cannot_run(local_ray: None) -> None:
+    from actorflow import ConfigurationError, batch_size_policy
+
+    routine = Routine()
+    routine.add_slot("in")
+    routine.set_logic(lambda sd, m, ws: None)
+    routine.set_activation_policy(batch_size_policy(3))
+    flow = Flow("batchy")
+    flow.add_routine(routine, "r")
+    FlowRegistry.get_instance().register(flow)
+    with (
+        Runtime(backend="ray") as runtime,
+        pytest.raises(ConfigurationError, match="immediate policy"),
+    ):
+        runtime.exec("batchy")
+    with pytest.raises(ConfigurationError, match="unknown backend"):
+        Runtime(backend="processes")
