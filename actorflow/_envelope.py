@@ -16,19 +16,29 @@ __all__ = ["Envelope", "Tick"]
 class Envelope:
     """A message for a routine actor. Internal; not part of the public API."""
 
-    __slots__ = ("blob", "job", "payload", "slot", "target")
+    __slots__ = ("blob", "headers", "job", "payload", "slot", "target")
 
     def __init__(
-        self, target: str, slot: str, payload: Any, job: Any, blob: bytes | None = None
+        self,
+        target: str,
+        slot: str,
+        payload: Any,
+        job: Any,
+        blob: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.target = target
         self.slot = slot
         self.payload = payload
         self.job = job
         self.blob = blob
+        self.headers = headers  # trace context (OpenTelemetry), when tracing is on
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Envelope, (self.target, self.slot, self.payload, self.job, self.blob))
+        return (
+            Envelope,
+            (self.target, self.slot, self.payload, self.job, self.blob, self.headers),
+        )
 
     def __repr__(self) -> str:
         job_id = getattr(self.job, "job_id", None)

@@ -100,6 +100,9 @@ class RoutineCell:
         self._outbox: list[tuple[str, Any]] | None = None
         self._running: Sequence[JobRecord] = ()
         self._injector = core.injector
+        self._tracing = core.tracing
+        self._headers_in: dict[str, str] | None = None
+        self._headers_out: dict[str, str] | None = None
         self.handled = 0
         self.failed = 0
         self.retried = 0
@@ -171,6 +174,8 @@ class RoutineCell:
             return
         if rec.status is _PENDING:
             rec.mark_running()
+        if self._tracing is not None:
+            self._headers_in = envelope.headers
         if self.immediate or self.draining:
             if self.single_slot:
                 slot_data = {envelope.slot: [payload]}
@@ -274,7 +279,10 @@ class RoutineCell:
         try:
             if self._injector is not None:
                 self._injector.before_logic(self.core, self.routine_id, job)
-            self.logic(slot_data, message, self.state)
+            if self._tracing is None:
+                self.logic(slot_data, message, self.state)
+            else:
+                self._traced(slot_data, message, job)
         except Exception as exc:
             self._observe(perf_counter() - started)
             self.failed += 1
@@ -316,7 +324,12 @@ class RoutineCell:
                 if shared is None:
                     shared = dict(rec.data)
                 job._own = False  # the child shares this view's data until one of them writes
-                send(Envelope(target, slot, data, JobContext(rec, shared, False, job._depth + 1)))
+                envelope = Envelope(
+                    target, slot, data, JobContext(rec, shared, False, job._depth + 1)
+                )
+                if self._tracing is not None:
+                    envelope.headers = self._headers_out
+                send(envelope)
                 return
         try:
             envelopes = self._envelopes(job, outbox)
@@ -324,6 +337,9 @@ class RoutineCell:
             for record in records:
                 record.fail(exc, self.routine_id)
             return
+        if self._tracing is not None:
+            for _send, envelope in envelopes:
+                envelope.headers = self._headers_out
         bounds = self.bounds
         sending: dict[str, int] = {}
         for _send, envelope in envelopes:
@@ -372,6 +388,23 @@ class RoutineCell:
             record.fail(error, self.routine_id, "refused")
         self.core.dead_letter(rec.job_id, target, slot, "refused (mailbox full)")
         return False
+
+    def _traced(self, slot_data: dict[str, list[Any]], message: Any, job: JobContext) -> None:
+        """Run the logic in a span (tracing on): its parent came with the envelope."""
+        assert self._tracing is not None
+        rec = job._rec
+        attributes = {
+            "actorflow.job_id": rec.job_id,
+            "actorflow.worker_id": self.core.worker_id,
+            "actorflow.flow_id": self.core.flow_id,
+            "actorflow.routine_id": self.routine_id,
+        }
+        _, self._headers_out = self._tracing.run(
+            self._headers_in,
+            f"routine {self.routine_id}",
+            attributes,
+            lambda: self.logic(slot_data, message, self.state),
+        )
 
     def _observe(self, elapsed: float) -> None:
         self.seconds_sum += elapsed

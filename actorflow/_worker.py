@@ -92,6 +92,7 @@ class WorkerCore:
             rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in flow._routines
         }
         self.injector = runtime._injector
+        self.tracing = runtime._tracing
         self._routes: dict[str, dict[str, list[tuple[str, str, Send]]]] = {}
         for (source, event), targets in flow.routes().items():
             self._routes.setdefault(source, {})[event] = [

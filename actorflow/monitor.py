@@ -22,6 +22,7 @@ Every other path answers ``404`` and every other method ``405``, both with a JSO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import selectors
@@ -29,8 +30,9 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -104,8 +106,8 @@ def workers_payload(
     return workers
 
 
-def _iso(moment: Any) -> str | None:
-    return None if moment is None else str(moment.isoformat())
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _job(job: JobContext) -> dict[str, Any]:
@@ -399,41 +401,41 @@ class _Reply(Exception):
 
 
 def _one(query: Mapping[str, list[str]], name: str) -> str | None:
+    """The last value of a query parameter, or None."""
     values = query.get(name)
     return None if not values else values[-1]
 
 
-Route = Callable[["Runtime", Mapping[str, list[str]]], Any]
-
-
-def _checked(build: Callable[[], Any]) -> Any:
+def _api(runtime: Runtime, path: str, query: Mapping[str, list[str]]) -> Any:
+    """The JSON answer of an ``/api/...`` path (``_Reply`` for a bad query or path)."""
     try:
-        return build()
+        if path == "/api/workers":
+            return workers_payload(runtime)
+        if path == "/api/jobs":
+            return jobs_payload(runtime, _one(query, "status"), _one(query, "limit"))
+        if path == "/api/metrics":
+            return runtime.metrics()
+        if path == "/api/dead-letters":
+            return dead_letters_payload(runtime, _one(query, "limit"))
+        if path == "/api/flows":
+            return flows_payload(runtime)
     except ValueError as exc:
         raise _Reply(400, str(exc)) from None
+    raise _Reply(404, f"no such path: {path}")
 
 
-ROUTES: dict[str, Route] = {
-    "/api/workers": lambda runtime, query: workers_payload(runtime),
-    "/api/jobs": lambda runtime, query: _checked(
-        lambda: jobs_payload(runtime, _one(query, "status"), _one(query, "limit"))
-    ),
-    "/api/metrics": lambda runtime, query: runtime.metrics(),
-    "/api/dead-letters": lambda runtime, query: _checked(
-        lambda: dead_letters_payload(runtime, _one(query, "limit"))
-    ),
-    "/api/flows": lambda runtime, query: flows_payload(runtime),
-}
+def _json_body(payload: Any) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
 
 
 class _Server(ThreadingHTTPServer):
-    """A ThreadingHTTPServer whose request threads are named and can be joined on stop."""
+    """A ThreadingHTTPServer whose request threads are named and joined on stop."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], runtime: Runtime) -> None:
         self.runtime = runtime
-        self.requests: set[threading.Thread] = set()
+        self.requests: dict[threading.Thread, socket.socket] = {}
         self.requests_lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -445,7 +447,7 @@ class _Server(ThreadingHTTPServer):
             daemon=True,
         )
         with self.requests_lock:
-            self.requests.add(thread)
+            self.requests[thread] = request
         thread.start()
 
     def _serve_one(self, request: Any, client_address: Any) -> None:
@@ -453,7 +455,11 @@ class _Server(ThreadingHTTPServer):
             self.process_request_thread(request, client_address)
         finally:
             with self.requests_lock:
-                self.requests.discard(threading.current_thread())
+                self.requests.pop(threading.current_thread(), None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that broke (the client went away, ...) is logged, not printed."""
+        logger.opt(exception=True).debug("monitor: request from {} failed", client_address)
 
 
 class _Server6(_Server):
@@ -461,7 +467,7 @@ class _Server6(_Server):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Answers GET for the routes above and the page; JSON errors for everything else."""
+    """Answers GET for the page, ``/metrics`` and the API; JSON errors for everything else."""
 
     server: _Server
     server_version = "actorflow-monitor"
@@ -474,30 +480,29 @@ class _Handler(BaseHTTPRequestHandler):
         runtime = self.server.runtime
         try:
             if path == "/":
-                self._send(200, HTML_TYPE, PAGE.encode("utf-8"))
-                return
-            if path == "/metrics":
+                status, content_type, body = 200, HTML_TYPE, PAGE.encode("utf-8")
+            elif path == "/metrics":
                 text, content_type = prometheus_text(runtime)
-                self._send(200, content_type, text.encode("utf-8"))
-                return
-            route = ROUTES.get(path)
-            if route is None:
-                raise _Reply(404, f"no such path: {parts.path}")
-            self._json(200, route(runtime, query))
+                status, body = 200, text.encode("utf-8")
+            else:
+                status, content_type, body = 200, JSON_TYPE, _json_body(_api(runtime, path, query))
         except _Reply as reply:
-            self._json(reply.status, {"error": reply.message})
+            status, content_type, body = (
+                reply.status,
+                JSON_TYPE,
+                _json_body({"error": reply.message}),
+            )
         except Exception as exc:
-            logger.opt(exception=exc).warning("monitor: {} failed", self.path)
-            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+            logger.opt(exception=exc).warning("monitor: GET {} failed", self.path)
+            error = {"error": f"{type(exc).__name__}: {exc}"}
+            status, content_type, body = 500, JSON_TYPE, _json_body(error)
+        self._send(status, content_type, body)
 
     def _not_allowed(self) -> None:
-        self._json(405, {"error": f"method {self.command} not allowed (only GET)"}, allow=True)
+        error = {"error": f"method {self.command} not allowed (only GET)"}
+        self._send(405, JSON_TYPE, _json_body(error), {"Allow": "GET"})
 
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
-
-    def _json(self, status: int, payload: Any, allow: bool = False) -> None:
-        body = json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
-        self._send(status, JSON_TYPE, body, {"Allow": "GET"} if allow else None)
 
     def _send(
         self, status: int, content_type: str, body: bytes, headers: Mapping[str, str] | None = None
@@ -513,8 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("monitor: {} - " + format.replace("{", "{{").replace("}", "}}"),
-                     self.address_string(), *args)  # fmt: skip
+        logger.debug("monitor: {} {}", self.address_string(), format % args)
 
 
 class MonitorServer:
@@ -522,6 +526,12 @@ class MonitorServer:
 
     Made by :meth:`actorflow.Runtime.serve_monitor`, which binds ``host:port`` (``port=0``
     picks a free one) before it returns, so the endpoint answers as soon as you have it.
+
+    Attributes:
+        url: where it answers, e.g. ``http://127.0.0.1:8080`` (no trailing slash; a wildcard
+            host shows as loopback).
+        port: the port it listens on.
+        host: the address it was asked to listen on.
     """
 
     def __init__(self, runtime: Runtime, port: int = 0, host: str = "127.0.0.1") -> None:
@@ -534,9 +544,12 @@ class MonitorServer:
             self._server = server_class((host, port), runtime)
         except OSError as exc:
             raise ConfigurationError(f"the monitor cannot listen on {host}:{port}: {exc}") from exc
+        # accept only when the selector says a connection waits, and never block in accept
+        # (a client that gives up in between must not hold the serving thread)
+        self._server.socket.setblocking(False)
         self.host = host
         self.port: int = int(self._server.server_address[1])
-        shown = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         self.url = (
             f"http://[{shown}]:{self.port}" if ":" in shown else f"http://{shown}:{self.port}"
         )
@@ -562,7 +575,23 @@ class MonitorServer:
                 for key, _ in selector.select():
                     if key.data == "wake":
                         return
-                    server.handle_request()
+                    self._accept()
+
+    def _accept(self) -> None:
+        server = self._server
+        try:
+            request, client_address = server.get_request()
+        except OSError:  # nothing to accept after all (BlockingIOError), or out of descriptors
+            return
+        request.setblocking(True)
+        if not server.verify_request(request, client_address):
+            server.shutdown_request(request)
+            return
+        try:
+            server.process_request(request, client_address)
+        except Exception:
+            server.handle_error(request, client_address)
+            server.shutdown_request(request)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop serving: close the listening socket and wait (up to ``timeout`` seconds) for
@@ -578,10 +607,14 @@ class MonitorServer:
             self._thread.join(timeout)
         self._server.server_close()
         with self._server.requests_lock:
-            requests = list(self._server.requests)
-        for thread in requests:
-            if thread is not current:
-                thread.join(max(0.0, deadline - time.monotonic()))
+            requests = [item for item in self._server.requests.items() if item[0] is not current]
+        for _, connection in requests:
+            # a client still to send its request gets none read (its handler ends at once);
+            # answers being written go out in full
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RD)
+        for thread, _ in requests:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._wake_reader.close()
         self._wake_writer.close()
         logger.info("monitor at {} stopped", self.url)

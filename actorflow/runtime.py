@@ -106,6 +106,9 @@ class Runtime:
             (every routine and supervisor a Ray actor; see ``actorflow.backends.ray``).
         ray_address: with ``backend="ray"``: None starts a local Ray (stopped at shutdown);
             ``"auto"`` or ``"ray://host:port"`` joins a running cluster and leaves it running.
+        tracing: carry the OpenTelemetry trace context of ``post``'s caller in every envelope
+            and run each routine execution in a span (needs ``opentelemetry-api``; thread
+            backend). Off by default: it costs a span per message.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Runtime:
         state_serializer: str = "json",
         backend: str = "threads",
         ray_address: str | None = None,
+        tracing: bool = False,
     ) -> None:
         if thread_pool_size is not None and (
             isinstance(thread_pool_size, bool)
@@ -189,6 +193,11 @@ class Runtime:
         self.faults = faults
         self._injector = None if faults is None else FaultInjector(faults, self)
         self._probes: dict[tuple[str, str], list[Probe]] = {}
+        self._tracing: Any = None
+        if tracing:
+            from actorflow._tracing import Tracing  # noqa: PLC0415
+
+            self._tracing = Tracing()
         if backend not in ("threads", "ray"):
             raise ConfigurationError(f"unknown backend {backend!r} (choose 'threads' or 'ray')")
         self.backend = backend
@@ -409,6 +418,8 @@ class Runtime:
             timeout = worker.flow.job_timeout
         if timeout is not None:
             self._arm_timeout(record, timeout)
+        if self._tracing is not None:
+            envelope.headers = self._tracing.inject()
         if self._injector is not None:
             self._injector.send(worker, None, None, routine_id, slot, envelope, mailbox.put)
         else:
