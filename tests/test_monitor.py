@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import threading
@@ -479,6 +480,17 @@ def test_requests_in_flight_end_before_stop_returns(runtime: Runtime) -> None:
         client.join(WAIT)
     monitor.stop()
     assert answers == [200] * 8
+    assert not [t for t in threading.enumerate() if t.name.startswith("actorflow-monitor")]
+
+
+def test_an_idle_client_neither_blocks_others_nor_stop(runtime: Runtime) -> None:
+    monitor = runtime.serve_monitor()
+    with socket.create_connection(("127.0.0.1", monitor.port), timeout=WAIT) as idle:
+        assert get_json(monitor.url + "/api/workers") == []  # answered meanwhile
+        # the idle connection has its handler thread by now (accepted before the request
+        # above, on the one accepting thread); stop ends it instead of waiting for the client
+        runtime.shutdown()
+        assert idle.recv(1) == b""  # closed without an answer
     assert not [t for t in threading.enumerate() if t.name.startswith("actorflow-monitor")]
 
 
