@@ -16,16 +16,13 @@ Failures are named by page and block number (``docs/jobs.md:block3``) and give t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -154,32 +151,6 @@ def collect() -> list[Example]:
 EXAMPLES = collect()
 
 
-# -- Redis for the pages that need it --------------------------------------------------------
-def _redis_server_module() -> ModuleType:
-    """``tests/_redis_server.py``, imported only when a block needs Redis."""
-    path = Path(__file__).resolve().parent / "_redis_server.py"
-    name = "_redis_server"
-    if name in sys.modules:
-        return sys.modules[name]
-    if not path.exists():
-        pytest.fail(f"{path} is missing: it starts the Redis server the Redis examples use")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def docs_redis_url() -> Iterator[str]:
-    """URL of a Redis server for the whole test run (the blocks that need it ask for it)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip(NO_REDIS)
-    with _redis_server_module().running_redis_server() as url:
-        yield url
-
-
 # -- the tests -------------------------------------------------------------------------------
 def test_docs_exist() -> None:
     assert DOCS.is_dir() and any(DOCS.glob("**/*.md")), "docs/ has no pages"
@@ -198,7 +169,7 @@ def test_doc_block(example: Example, tmp_path: Path, request: pytest.FixtureRequ
     if REDIS_VARIABLE in example.code:
         if shutil.which("redis-server") is None:
             pytest.skip(f"{where}: {NO_REDIS}")
-        env[REDIS_VARIABLE] = request.getfixturevalue("docs_redis_url")
+        env[REDIS_VARIABLE] = request.getfixturevalue("redis_url")
     script = tmp_path / "block.py"
     script.write_text(example.code, encoding="utf-8")
     try:

@@ -77,8 +77,8 @@ def test_sqlite_worker_state_survives_os_exit(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
-def test_redis_worker_state_survives_os_exit(redis_server_url: str) -> None:
-    kill_and_restore("redis", redis_server_url)
+def test_redis_worker_state_survives_os_exit(redis_url: str) -> None:
+    kill_and_restore("redis", redis_url)
 
 
 def test_restore_needs_a_store_and_a_worker_id() -> None:

@@ -13,24 +13,7 @@ for _path in (_HERE, _HERE.parent):  # _store_harness (here) and _redis_server (
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from _redis_server import (  # noqa: E402
-    RedisServerUnavailable,
-    find_redis_server,
-    running_redis_server,
-)
 from _store_harness import BACKENDS, MODES, Harness  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of a private redis-server on a free 127.0.0.1 port, for the whole test run."""
-    if find_redis_server() is None:
-        pytest.skip("redis-server is not installed (CI installs it); skipping the redis tests")
-    try:
-        with running_redis_server() as url:
-            yield url
-    except RedisServerUnavailable as exc:
-        pytest.skip(f"redis-server would not start: {exc}")
 
 
 def _harness_params() -> list[object]:
