@@ -24,40 +24,18 @@ import gc
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _baselines import pykka_chain, pykka_fanout
 from _common import emit, interleave, machine, ratio, target
+from _flows import Sink
+from _flows import Step as Source
 
-from actorflow import Flow, FlowRegistry, Routine, Runtime
+from actorflow import Flow, FlowRegistry, Runtime
 
 FLOW_ID = "bench_fanout"
 TARGET_RATIO = 0.25
-
-
-class Source(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_slot("in")
-        self.add_event("out")
-
-    def logic(
-        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
-    ) -> None:
-        self.emit("out", value=slot_data["in"][0])
-
-
-class Sink(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_slot("in")
-
-    def logic(
-        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
-    ) -> None:
-        return None
 
 
 def build(sinks: int) -> None:

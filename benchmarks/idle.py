@@ -36,26 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil
 import pykka
 from _common import emit, interleave, machine, target
+from _flows import Step
 
-from actorflow import Flow, FlowRegistry, Routine, Runtime
+from actorflow import Flow, FlowRegistry, Runtime
 
 FLOW_ID = "bench_idle"
 CPU_LIMIT = 0.001  # CPU seconds per second: "about 0"
 WAKEUP_LIMIT = 0.5  # context switches per second over all threads but the measuring one
 SETTLE_S = 0.3
 LAST_DETAIL: dict[str, Any] = {}
-
-
-class Step(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_slot("in")
-        self.add_event("out")
-
-    def logic(
-        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
-    ) -> None:
-        self.emit("out", value=slot_data["in"][0])
 
 
 def build() -> None:

@@ -13,35 +13,18 @@ import gc
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _baselines import pykka_chain
 from _common import emit, interleave, machine, percentile
+from _flows import register_pipeline
 
-from actorflow import Flow, FlowRegistry, Routine, Runtime
-
-
-class Step(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_slot("in")
-        self.add_event("out")
-
-    def logic(
-        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
-    ) -> None:
-        self.emit("out", value=slot_data["in"][0])
+from actorflow import Runtime
 
 
 def build(flow_id: str = "bench_pipeline", length: int = 3) -> None:
-    flow = Flow(flow_id)
-    for i in range(length):
-        flow.add_routine(Step(), f"s{i}")
-    for i in range(length - 1):
-        flow.connect(f"s{i}", "out", f"s{i + 1}", "in")
-    FlowRegistry.get_instance().register(flow)
+    register_pipeline(flow_id, length)
 
 
 def throughput(jobs: int) -> dict[str, float]:

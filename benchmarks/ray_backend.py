@@ -22,20 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ray
 from _common import emit, machine
+from _flows import Step
 
 from actorflow import Flow, FlowRegistry, Routine, Runtime
-
-
-class Step(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_slot("in")
-        self.add_event("out")
-
-    def logic(
-        self, slot_data: dict[str, list[Any]], policy_message: Any, worker_state: Any
-    ) -> None:
-        self.emit("out", value=slot_data["in"][0])
 
 
 class Burn(Routine):
