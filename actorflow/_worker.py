@@ -80,11 +80,8 @@ class WorkerCore:
         self.routine_ids = frozenset(flow._routines)
         self.order = list(flow._routines)
         self.grants: dict[tuple[str, str], StateGrant] = dict(flow._grants)
-        self.slots = {rid: frozenset(r._slots) for rid, r in flow._routines.items()}
-        self.max_queue = {
-            rid: {name: spec.max_queue_length for name, spec in r._slots.items()}
-            for rid, r in flow._routines.items()
-        }
+        self.max_queue = flow.slot_limits()
+        self.slots = {rid: frozenset(limits) for rid, limits in self.max_queue.items()}
         self.mailboxes: dict[str, Mailbox] = {
             rid: self.dispatcher.mailbox(self, rid) for rid in flow._routines
         }

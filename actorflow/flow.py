@@ -155,6 +155,13 @@ class Flow:
         """Return the routine ``routine_id`` (``FlowValidationError`` if unknown)."""
         return self._routine_or_error(routine_id, "")
 
+    def slot_limits(self) -> dict[str, dict[str, int]]:
+        """Each routine's slots with their ``max_queue_length``, by routine id."""
+        return {
+            rid: {name: spec.max_queue_length for name, spec in routine._slots.items()}
+            for rid, routine in self._routines.items()
+        }
+
     def routes(self) -> dict[tuple[str, str], list[tuple[str, str]]]:
         """``(source, event) -> [(target, slot), ...]`` in connection order."""
         table: dict[tuple[str, str], list[tuple[str, str]]] = {}

@@ -172,3 +172,16 @@ def test_ray_backend_refuses_what_it_cannot_run(local_ray: None) -> None:
         runtime.exec("batchy")
     with pytest.raises(ConfigurationError, match="unknown backend"):
         Runtime(backend="processes")
+
+
+def test_ray_backend_refuses_settings_it_cannot_honour(local_ray: None) -> None:
+    from actorflow import ConfigurationError, StateLimits
+    from actorflow.store import create_store
+
+    pipeline("pipe", 2)
+    with Runtime(backend="ray", state_store=create_store("memory")) as runtime:
+        with pytest.raises(ConfigurationError, match="state_store"):
+            runtime.exec("pipe")
+    with Runtime(backend="ray") as runtime:
+        with pytest.raises(ConfigurationError, match="state_limits"):
+            runtime.exec("pipe", state_limits=StateLimits(max_key_bytes=10))

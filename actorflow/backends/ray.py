@@ -134,8 +134,10 @@ class RoutineActor:
 
     def deliver(self, batch: list[tuple[Any, ...]]) -> None:
         CURRENT_ACTIVATION.set(self)
-        if self.routes is None:  # a restarted actor: its wiring is kept by the supervisor
-            self.routes = import_ray().get(self.supervisor.routes_of.remote(self.routine_id))
+        if self.routes is None:  # a restarted actor: the ledger keeps every worker's wiring
+            self.routes = import_ray().get(
+                self.ledger.routes_of.remote(self.worker_id, self.routine_id)
+            )
         reports: list[tuple[Any, ...]] = []
         outgoing: dict[Any, list[tuple[Any, ...]]] = {}
         for wire in batch:
@@ -225,14 +227,6 @@ class Supervisor:
         from actorflow._supervisor import SupervisorCore  # noqa: PLC0415
 
         self.core = SupervisorCore(worker_id, serializer=serializer)
-        self.routes: dict[str, Any] = {}
-
-    def wire(self, routes: dict[str, Any]) -> None:
-        """Keep every routine's routes, for routine actors that restart."""
-        self.routes = routes
-
-    def routes_of(self, routine_id: str) -> Any:
-        return self.routes.get(routine_id, {})
 
     def call(self, op: str, key: Any, arg_blob: bytes, extra: Any) -> Any:
         from actorflow._reply import Reply  # noqa: PLC0415
@@ -250,8 +244,16 @@ class Ledger:
         import asyncio  # noqa: PLC0415
 
         self.items: list[tuple[Any, ...]] = []
+        self.routes: dict[str, dict[str, Any]] = {}
         self.ready = asyncio.Event()
         self.closed = False
+
+    async def wire(self, worker_id: str, routes: dict[str, Any]) -> None:
+        """Keep a worker's routes, for routine actors that restart."""
+        self.routes[worker_id] = routes
+
+    async def routes_of(self, worker_id: str, routine_id: str) -> Any:
+        return self.routes.get(worker_id, {}).get(routine_id, {})
 
     async def report(self, reports: list[tuple[Any, ...]]) -> None:
         self.items.extend(reports)
@@ -349,21 +351,23 @@ class RayWorker:
         self.routine_ids = frozenset(flow._routines)
         self.order = list(flow._routines)
         self.grants: dict[tuple[str, str], StateGrant] = dict(flow._grants)
-        self.slots = {rid: frozenset(r._slots) for rid, r in flow._routines.items()}
-        self.max_queue = {
-            rid: {name: spec.max_queue_length for name, spec in r._slots.items()}
-            for rid, r in flow._routines.items()
-        }
+        self.max_queue = flow.slot_limits()
+        self.slots = {rid: frozenset(limits) for rid, limits in self.max_queue.items()}
         self.mailboxes = {rid: _RaySender(backend, self, rid) for rid in flow._routines}
         self.actors: dict[str, list[Any]] = {}
         self.supervisor: Any = None
         self.handle = WorkerState(self)  # type: ignore[arg-type]
         self._turn = itertools.count()
         self._flow_ref: Any = None
+        self.limits: Any = None
 
     def start(self, restore: bool = False) -> None:
-        if restore:
-            raise ConfigurationError("restore=True is not available on the Ray backend yet")
+        if restore or self.runtime.state_store is not None:
+            raise ConfigurationError(
+                "state_store= and restore=True are not available on the Ray backend yet"
+            )
+        if self.runtime.state_limits is not None or self.limits is not None:
+            raise ConfigurationError("state_limits= is not available on the Ray backend yet")
         ray = self.backend.ray
         routine_cls, supervisor_cls, _ = self.backend.classes
         self.supervisor = supervisor_cls.remote(self.worker_id, self.runtime.state_serializer.name)
@@ -388,7 +392,7 @@ class RayWorker:
             routes_by_source.setdefault(source, {})[event] = [
                 (target, slot, self.actors[target]) for target, slot in targets
             ]
-        calls.append(self.supervisor.wire.remote(routes_by_source))
+        calls.append(self.backend.ledger.wire.remote(self.worker_id, routes_by_source))
         for routine_id, actors in self.actors.items():
             for actor in actors:
                 calls.append(actor.connect.remote(routes_by_source.get(routine_id, {})))
