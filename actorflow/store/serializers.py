@@ -305,9 +305,12 @@ def find_unencodable(value: Any, serializer: str | Serializer) -> tuple[str, typ
     is the culprit, otherwise a Python-like access path such as
     ``"['db']['connection']"``, ``"[2]"`` or ``".lock"`` (an attribute).
 
-    >>> import threading
-    >>> find_unencodable({"db": {"lock": threading.Lock()}}, "pickle")[0]
-    "['db']['lock']"
+    Examples:
+        ```python
+        >>> import threading
+        >>> find_unencodable({"db": {"lock": threading.Lock()}}, "pickle")[0]
+        "['db']['lock']"
+        ```
     """
     codec = get_serializer(serializer)
     if isinstance(codec, JsonSerializer):
