@@ -185,3 +185,42 @@ def test_ray_backend_refuses_settings_it_cannot_honour(local_ray: None) -> None:
     with Runtime(backend="ray") as runtime:
         with pytest.raises(ConfigurationError, match="state_limits"):
             runtime.exec("pipe", state_limits=StateLimits(max_key_bytes=10))
+
+
+@pytest.mark.ray
+def test_ray_supervisor_state_survives_its_process_dying(local_ray: None, tmp_path: Any) -> None:
+    import functools
+
+    import ray
+
+    from actorflow.store import create_store
+
+    pipeline("pipe", 1)
+    factory = functools.partial(create_store, "sqlite", path=str(tmp_path / "state.sqlite3"))
+    with Runtime(backend="ray", state_store=factory) as runtime:
+        state = runtime.exec("pipe", worker_id="durable")
+        for i in range(5):
+            state.increment("_totals", "n")
+        supervisor = runtime._workers["durable"].supervisor
+        ray.kill(supervisor, no_restart=False)  # the process dies; Ray restarts the actor
+        assert state.get_routine_state("_totals") == {"n": 5}  # read back from SQLite
+        state.increment("_totals", "n")
+    with Runtime(backend="ray", state_store=factory) as runtime:
+        restored = runtime.exec("pipe", worker_id="durable", restore=True)
+        assert restored.get_routine_state("_totals") == {"n": 6}
+
+
+@pytest.mark.ray
+def test_ray_records_dead_letters(local_ray: None) -> None:
+    routine = Routine()
+    routine.add_slot("in")
+    routine.set_logic(lambda sd, m, ws: (_ for _ in ()).throw(ValueError("bad")))
+    routine.set_error_handler("skip")
+    flow = Flow("skippy")
+    flow.add_routine(routine, "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend="ray") as runtime:
+        jobs = [runtime.post("skippy", "r", "in", i)[1] for i in range(3)]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+        assert {job.status for job in jobs} == {JobStatus.COMPLETED}
+        assert runtime.dead_letter_counts() == {"skipped": 3}

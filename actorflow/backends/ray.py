@@ -20,9 +20,14 @@ How a job moves:
   (``ray.kill``, ``os._exit``) is restarted and the calls it had not finished are delivered
   again; envelopes carry ids, so a message handled twice is counted once.
 
+The supervisor's state can be durable: ``state_store=`` is then a zero-argument function that
+creates the store (SQLite or Redis) in the supervisor's own process; each change is written
+through before it is acknowledged, and a supervisor whose process died reads it back when Ray
+restarts it.
+
 Differences from the thread backend (each refused with a clear error where it applies): only
-the immediate activation policy, no fault plans or deterministic mode, no state store for the
-supervisor actor yet, and back-pressure applies at ``post`` only through Ray's own queues.
+the immediate activation policy, no fault plans, deterministic mode or state limits, and
+back-pressure applies at ``post`` only through Ray's own queues.
 """
 
 from __future__ import annotations
@@ -157,8 +162,9 @@ class RoutineActor:
         weight = Fraction(num, den)
         job: JobContext = cloudpickle.loads(view_blob)
         record = job._rec
-        if record.job_id in self.forgotten:
-            reports.append(_report(record, envelope_id, weight, None, []))
+        if record.job_id in self.forgotten:  # the job ended: a dead letter, not a run
+            dead = [(self.routine_id, slot, "job ended")]
+            reports.append(_report(record, envelope_id, weight, None, dead))
             return
         payload = cloudpickle.loads(payload_blob)
         self.outbox = []
@@ -214,19 +220,35 @@ class RoutineActor:
             message = f"{message} (after {attempt} tries)"
         elif strategy.kind in ("continue", "skip"):
             record.record_error(self.routine_id, exc, strategy.kind)
-            reports.append(_report(record, envelope_id, weight, None, []))
+            dead = [(self.routine_id, wire[3], "skipped")] if strategy.kind == "skip" else []
+            reports.append(_report(record, envelope_id, weight, None, dead))
             return
         failure = (message, "".join(traceback.format_exception(exc)))
         reports.append(_report(record, envelope_id, weight, failure, []))
 
 
 class Supervisor:
-    """Owns one worker's state (a SupervisorCore in its own process)."""
+    """Owns one worker's state (a SupervisorCore in its own process).
 
-    def __init__(self, worker_id: str, serializer: Any) -> None:
+    With a store factory, the store is made in this process and every change is written
+    through before it is acknowledged; a restarted supervisor (its process died) reads the
+    state back from the store.
+    """
+
+    def __init__(
+        self, worker_id: str, serializer: Any, store_factory: bytes | None, restore: bool
+    ) -> None:
         from actorflow._supervisor import SupervisorCore  # noqa: PLC0415
 
-        self.core = SupervisorCore(worker_id, serializer=serializer)
+        store = None
+        if store_factory is not None:
+            store = cloudpickle.loads(store_factory)().scope("worker").scope(worker_id)
+        self.core = SupervisorCore(worker_id, store=store, serializer=serializer)
+        reconstructed = import_ray().get_runtime_context().was_current_actor_reconstructed
+        if restore or reconstructed:
+            self.core.restore()
+        else:
+            self.core.forget_stored()
 
     def call(self, op: str, key: Any, arg_blob: bytes, extra: Any) -> Any:
         from actorflow._reply import Reply  # noqa: PLC0415
@@ -285,12 +307,13 @@ def _report(
     record: JobRecord, envelope_id: str, weight: Fraction, failure: tuple[str, str] | None,
     extra: list[Any],
 ) -> tuple[Any, ...]:  # fmt: skip
-    """What one handled message sends back: weight, writes, trace, errors, failure."""
+    """What one handled message sends back: weight, writes, trace, errors, failure, and
+    dead letters as (routine, slot, reason)."""
     depths = record._depths or {}
     merges = [(key, value, depths.get(key, 0)) for key, value in record.data.items()]
     return (
         record.job_id, envelope_id, weight.numerator, weight.denominator, merges,
-        list(record.trace), list(record.errors or ()), failure,
+        list(record.trace), list(record.errors or ()), failure, extra,
     )  # fmt: skip
 
 
@@ -362,15 +385,25 @@ class RayWorker:
         self.limits: Any = None
 
     def start(self, restore: bool = False) -> None:
-        if restore or self.runtime.state_store is not None:
+        factory = self.runtime.state_store
+        if factory is not None and not callable(factory):
             raise ConfigurationError(
-                "state_store= and restore=True are not available on the Ray backend yet"
+                "on the Ray backend, state_store= takes a zero-argument function that creates "
+                "the store in the supervisor's process, e.g. functools.partial(create_store, "
+                "'sqlite', path='state.sqlite3')"
             )
+        if restore and factory is None:
+            raise ConfigurationError("restore=True needs a worker_id and a state_store")
         if self.runtime.state_limits is not None or self.limits is not None:
             raise ConfigurationError("state_limits= is not available on the Ray backend yet")
         ray = self.backend.ray
         routine_cls, supervisor_cls, _ = self.backend.classes
-        self.supervisor = supervisor_cls.remote(self.worker_id, self.runtime.state_serializer.name)
+        self.supervisor = supervisor_cls.remote(
+            self.worker_id,
+            self.runtime.state_serializer.name,
+            None if factory is None else cloudpickle.dumps(factory),
+            restore,
+        )
         # kept referenced for the worker's life, so a restarted actor can rebuild itself
         self._flow_ref = blob = ray.put(cloudpickle.dumps(self.flow))
         for routine_id in self.order:
@@ -550,10 +583,12 @@ class RayBackend:
                 self._apply(report)
 
     def _apply(self, report: tuple[Any, ...]) -> None:
-        job_id, envelope_id, num, den, merges, trace, errors, failure = report
+        job_id, envelope_id, num, den, merges, trace, errors, failure, dead = report
         record = self.runtime._jobs.get(job_id)
         if record is None:
             return
+        for routine_id, slot, reason in dead:
+            self.runtime._dead_letters.record(job_id, record.worker_id, routine_id, slot, reason)
         total, seen = self.weights.setdefault(job_id, (Fraction(0), set()))
         if envelope_id in seen:
             return  # delivered again after a restart: counted once
