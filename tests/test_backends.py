@@ -199,7 +199,7 @@ def test_ray_supervisor_state_survives_its_process_dying(local_ray: None, tmp_pa
     factory = functools.partial(create_store, "sqlite", path=str(tmp_path / "state.sqlite3"))
     with Runtime(backend="ray", state_store=factory) as runtime:
         state = runtime.exec("pipe", worker_id="durable")
-        for i in range(5):
+        for _ in range(5):
             state.increment("_totals", "n")
         supervisor = runtime._workers["durable"].supervisor
         ray.kill(supervisor, no_restart=False)  # the process dies; Ray restarts the actor
