@@ -162,16 +162,47 @@ def test_ray_backend_refuses_what_it_cannot_run(local_ray: None) -> None:
     routine.add_slot("in")
     routine.set_logic(lambda sd, m, ws: None)
     routine.set_activation_policy(batch_size_policy(3))
+    routine.set_error_handler(ErrorStrategy.RETRY(max_retries=1))
     flow = Flow("batchy")
     flow.add_routine(routine, "r")
     FlowRegistry.get_instance().register(flow)
-    with (
-        Runtime(backend="ray") as runtime,
-        pytest.raises(ConfigurationError, match="immediate policy"),
-    ):
+    with Runtime(backend="ray") as runtime, pytest.raises(ConfigurationError, match="RETRY"):
         runtime.exec("batchy")
     with pytest.raises(ConfigurationError, match="unknown backend"):
         Runtime(backend="processes")
+
+
+def test_batch_policy_with_timeout_and_flush(backend: str) -> None:
+    from actorflow import batch_size_policy
+
+    sizes: list[int] = []
+    batcher = Routine()
+    batcher.add_slot("in")
+    batcher.add_event("out")
+
+    def logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        ws.modify_routine_state("batcher", lambda old: [*(old or []), len(sd["in"])])
+        batcher.emit("out", n=len(sd["in"]))
+
+    batcher.set_logic(logic)
+    batcher.set_activation_policy(batch_size_policy(3, timeout=None))
+    sink = Routine()
+    sink.add_slot("in")
+    sink.set_logic(lambda sd, m, ws: None)
+    flow = Flow("batches")
+    flow.add_routine(batcher, "batcher")
+    flow.add_routine(sink, "sink")
+    flow.connect("batcher", "out", "sink", "in")
+    FlowRegistry.get_instance().register(flow)
+    runtime = Runtime(backend=backend)
+    state = runtime.exec("batches")
+    jobs = [runtime.post("batches", "batcher", "in", i)[1] for i in range(7)]
+    assert jobs[5].wait(60)  # two full batches of 3 ran
+    assert not jobs[6].done  # the 7th waits for a full batch...
+    sizes = state.get_routine_state("batcher")
+    assert runtime.shutdown(wait=True, timeout=60) is True  # ...until the flush at shutdown
+    assert sizes == [3, 3]
+    assert {job.status for job in jobs} == {JobStatus.COMPLETED}
 
 
 def test_ray_backend_refuses_settings_it_cannot_honour(local_ray: None) -> None:
@@ -224,3 +255,22 @@ def test_ray_records_dead_letters(local_ray: None) -> None:
         assert runtime.wait_until_all_jobs_finished(timeout=60)
         assert {job.status for job in jobs} == {JobStatus.COMPLETED}
         assert runtime.dead_letter_counts() == {"skipped": 3}
+
+
+def test_a_half_filled_batch_is_released_by_its_timeout(backend: str) -> None:
+    from actorflow import batch_size_policy
+
+    batcher = Routine()
+    batcher.add_slot("in")
+    batcher.set_logic(
+        lambda sd, m, ws: ws.modify_routine_state("r", lambda old: [*(old or []), sd["in"]])
+    )
+    batcher.set_activation_policy(batch_size_policy(10, timeout=0.2))
+    flow = Flow("timed_batches")
+    flow.add_routine(batcher, "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend=backend) as runtime:
+        state = runtime.exec("timed_batches")
+        jobs = [runtime.post("timed_batches", "r", "in", i)[1] for i in range(2)]
+        assert all(job.wait(60) for job in jobs)
+        assert state.get_routine_state("r") == [[0, 1]]

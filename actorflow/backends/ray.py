@@ -25,9 +25,12 @@ creates the store (SQLite or Redis) in the supervisor's own process; each change
 through before it is acknowledged, and a supervisor whose process died reads it back when Ray
 restarts it.
 
-Differences from the thread backend (each refused with a clear error where it applies): only
-the immediate activation policy, no fault plans, deterministic mode or state limits, and
-back-pressure applies at ``post`` only through Ray's own queues.
+Activation policies run inside the routine's actor, with its own timers (batch timeouts,
+intervals) and a flush before shutdown, as on threads.
+
+Differences from the thread backend (each refused with a clear error where it applies): no
+fault plans, deterministic mode or state limits; a queueing policy takes STOP, CONTINUE or SKIP
+(not RETRY); and back-pressure applies at ``post`` only through Ray's own queues.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -47,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from actorflow._envelope import Envelope
-from actorflow.activation_policies import _Immediate
+from actorflow.activation_policies import QueuedItem, Release, _Immediate
 from actorflow.errors import ConfigurationError, RuntimeClosedError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
@@ -103,6 +107,11 @@ class RoutineActor:
         self.current_job: JobContext | None = None
         self.outbox: list[tuple[str, Any]] | None = None
         self.counters = {"handled": 0, "failed": 0, "retried": 0}
+        self.immediate = isinstance(self.routine.activation_policy, _Immediate)
+        self.policy = self.routine.activation_policy.bind()
+        self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.routine._slots}
+        self.draining = False
+        self.timer_at: float | None = None
         CURRENT_ACTIVATION.set(self)
         self.routine.on_start()
 
@@ -147,10 +156,121 @@ class RoutineActor:
         outgoing: dict[Any, list[tuple[Any, ...]]] = {}
         for wire in batch:
             self._handle(wire, reports, outgoing)
+        self._send(reports, outgoing)
+
+    def _send(
+        self, reports: list[tuple[Any, ...]], outgoing: dict[Any, list[tuple[Any, ...]]]
+    ) -> None:
         if reports:  # writes reach the driver before anything downstream can finish
             self.ledger.report.remote(reports)
         for handle, envelopes in outgoing.items():
             handle.deliver.remote(envelopes)
+
+    # -- activation policies other than immediate ------------------------------------
+    def _apply(
+        self, release: Release | None, now: float, reports: list[tuple[Any, ...]],
+        outgoing: dict[Any, list[tuple[Any, ...]]],
+    ) -> None:  # fmt: skip
+        if release is not None:
+            self._release(release, now, reports, outgoing)
+        deadline = self.policy.next_deadline(self.queues, now)
+        if deadline is not None and (self.timer_at is None or deadline < self.timer_at):
+            self.timer_at = deadline
+            me = import_ray().get_runtime_context().current_actor
+            threading.Timer(max(0.0, deadline - now), lambda: me.tick.remote(deadline)).start()
+
+    def tick(self, deadline: float) -> None:
+        """A policy deadline passed (batch timeout, end of an interval)."""
+        CURRENT_ACTIVATION.set(self)
+        if self.timer_at == deadline:
+            self.timer_at = None
+        reports: list[tuple[Any, ...]] = []
+        outgoing: dict[Any, list[tuple[Any, ...]]] = {}
+        now = time.monotonic()
+        self._apply(self.policy.on_timer(self.queues, now), now, reports, outgoing)
+        self._send(reports, outgoing)
+
+    def flush(self) -> None:
+        """Release everything queued; later data runs at once (before a shutdown)."""
+        CURRENT_ACTIVATION.set(self)
+        self.draining = True
+        counts = {name: len(queue) for name, queue in self.queues.items() if queue}
+        reports: list[tuple[Any, ...]] = []
+        outgoing: dict[Any, list[tuple[Any, ...]]] = {}
+        if counts:
+            release = Release(counts, {"reason": "flush"})
+            self._release(release, time.monotonic(), reports, outgoing)
+        self._send(reports, outgoing)
+
+    def _release(
+        self, release: Release, now: float, reports: list[tuple[Any, ...]],
+        outgoing: dict[Any, list[tuple[Any, ...]]],
+    ) -> None:  # fmt: skip
+        slot_data: dict[str, list[Any]] = {name: [] for name in self.queues}
+        items: list[QueuedItem] = []
+        for name, count in release.counts.items():
+            queue = self.queues[name]
+            for _ in range(count):
+                item = queue.popleft()
+                job, envelope_id, weight = item.job
+                if job._rec.job_id in self.forgotten:
+                    dead = [(self.routine_id, name, "job ended")]
+                    reports.append(_report(job._rec, envelope_id, weight, None, dead))
+                    continue
+                slot_data[name].append(item.data)
+                items.append(item)
+        if not items:
+            return
+        self.policy.released(now)
+        newest = max(items, key=lambda item: item.arrived_at)
+        job, envelope_id, weight = newest.job
+        self.outbox = []
+        self.current_job = job
+        try:
+            self.logic(slot_data, release.message, self.state)  # type: ignore[misc]
+        except Exception as exc:
+            self.current_job = None
+            self.outbox = None
+            self.counters["failed"] += 1
+            message = f"{type(exc).__name__}: {exc}"
+            for item in items:
+                item_job, item_id, item_weight = item.job
+                record = item_job._rec
+                if self.strategy.kind in ("continue", "skip"):
+                    record.record_error(self.routine_id, exc, self.strategy.kind)
+                    reports.append(_report(record, item_id, item_weight, None, []))
+                else:
+                    tb = "".join(traceback.format_exception(exc))
+                    reports.append(_report(record, item_id, item_weight, (message, tb), []))
+            return
+        self.current_job = None
+        outbox, self.outbox = self.outbox, None
+        self.counters["handled"] += 1
+        share = self._children(job, envelope_id, weight, outbox, outgoing)
+        reports.append(_report(job._rec, envelope_id, share, None, []))
+        for item in items:
+            if item is not newest:  # handled as part of the batch: its weight comes back
+                item_job, item_id, item_weight = item.job
+                reports.append(_report(item_job._rec, item_id, item_weight, None, []))
+
+    def _children(
+        self, job: JobContext, envelope_id: str, weight: Fraction, outbox: list[tuple[str, Any]],
+        outgoing: dict[Any, list[tuple[Any, ...]]],
+    ) -> Fraction:  # fmt: skip
+        """Queue what the logic emitted; returns the share of weight the sender keeps."""
+        targets = [
+            (data, slot_, handles)
+            for event, data in outbox
+            for _target, slot_, handles in (self.routes or {}).get(event, ())
+        ]
+        share = weight / (len(targets) + 1)
+        child_blob = cloudpickle.dumps(job._child()) if targets else b""
+        for index, (data, slot_, handles) in enumerate(targets):
+            handle = handles[next(self.turn) % len(handles)]
+            child = (f"{envelope_id}.{index}", share.numerator, share.denominator, slot_, data,
+                     child_blob, 1)  # fmt: skip
+            outgoing.setdefault(handle, []).append(child)
+        return share
 
     def _handle(
         self, wire: tuple[Any, ...], reports: list[tuple[Any, ...]],
@@ -167,6 +287,11 @@ class RoutineActor:
             reports.append(_report(record, envelope_id, weight, None, dead))
             return
         payload = cloudpickle.loads(payload_blob)
+        if not self.immediate and not self.draining:
+            now = time.monotonic()
+            self.queues[slot].append(QueuedItem(payload, (job, envelope_id, weight), now))
+            self._apply(self.policy.on_message(self.queues, slot, now), now, reports, outgoing)
+            return
         self.outbox = []
         self.current_job = job
         try:
@@ -180,19 +305,7 @@ class RoutineActor:
         self.current_job = None
         outbox, self.outbox = self.outbox, None
         self.counters["handled"] += 1
-        targets = [
-            (event, data, target, slot_, handles)
-            for event, data in outbox
-            for target, slot_, handles in (self.routes or {}).get(event, ())
-        ]
-        share = weight / (len(targets) + 1)
-        child_blob = cloudpickle.dumps(job._child()) if targets else b""
-        for index, (_event, data, target, slot_, handles) in enumerate(targets):
-            handle = handles[next(self.turn) % len(handles)]
-            child = (f"{envelope_id}.{index}", share.numerator, share.denominator, slot_, data,
-                     child_blob, 1)  # fmt: skip
-            outgoing.setdefault(handle, []).append(child)
-            _ = target
+        share = self._children(job, envelope_id, weight, outbox, outgoing)
         reports.append(_report(record, envelope_id, share, None, []))
 
     def _on_error(
@@ -356,11 +469,15 @@ class RayWorker:
 
     def __init__(self, backend: RayBackend, runtime: Runtime, flow: Flow, worker_id: str) -> None:
         flow.validate()
-        for routine_id, routine in flow._routines.items():
-            if not isinstance(routine.activation_policy, _Immediate):
+        for routine_id in flow._routines:
+            routine = flow._routines[routine_id]
+            if (
+                not isinstance(routine.activation_policy, _Immediate)
+                and flow.error_strategy_for(routine_id).kind == "retry"
+            ):
                 raise ConfigurationError(
-                    f"routine {routine_id!r} uses {routine.activation_policy!r}; the Ray backend "
-                    "runs the immediate policy only (use the thread backend for this flow)"
+                    f"routine {routine_id!r} combines {routine.activation_policy!r} with RETRY; "
+                    "on the Ray backend a queueing policy takes STOP, CONTINUE or SKIP"
                 )
         self.backend = backend
         self.runtime = runtime
@@ -440,7 +557,11 @@ class RayWorker:
         return [actor for actors in self.actors.values() for actor in actors]
 
     def flush(self) -> None:
-        """Nothing queues in a Ray routine (immediate policy only)."""
+        """Ask every queueing routine actor to release what it holds (before a shutdown)."""
+        for routine_id, actors in self.actors.items():
+            if not isinstance(self.flow._routines[routine_id].activation_policy, _Immediate):
+                for actor in actors:
+                    actor.flush.remote()
 
     def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
         """Ray queues calls itself; post never finds a full mailbox here."""
