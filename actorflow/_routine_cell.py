@@ -454,11 +454,13 @@ class RoutineCell:
         if kind == "retry" and isinstance(exc, strategy.retry_on):
             if attempt <= strategy.max_retries:
                 delay = strategy.retry_delay(attempt)
-                job._rec.add_trace(
-                    self.routine_id,
-                    "retry",
-                    {"attempt": attempt, "error": f"{type(exc).__name__}: {exc}", "delay": delay},
-                )
+                details = {
+                    "attempt": attempt,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "delay": delay,
+                }
+                for record in records:  # every job whose data the try consumed
+                    record.add_trace(self.routine_id, "retry", details)
                 self.retried += 1
                 retry = Retry(slot_data, message, job, records, attempt + 1)
                 if delay <= 0:

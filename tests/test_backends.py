@@ -156,20 +156,39 @@ def test_a_killed_routine_actor_is_restarted_and_every_job_is_accounted_for(
 
 
 def test_ray_backend_refuses_what_it_cannot_run(local_ray: None) -> None:
-    from actorflow import ConfigurationError, batch_size_policy
+    from actorflow import ConfigurationError
+    from actorflow.faults import FaultPlan
 
-    routine = Routine()
-    routine.add_slot("in")
-    routine.set_logic(lambda sd, m, ws: None)
-    routine.set_activation_policy(batch_size_policy(3))
-    routine.set_error_handler(ErrorStrategy.RETRY(max_retries=1))
-    flow = Flow("batchy")
-    flow.add_routine(routine, "r")
-    FlowRegistry.get_instance().register(flow)
-    with Runtime(backend="ray") as runtime, pytest.raises(ConfigurationError, match="RETRY"):
-        runtime.exec("batchy")
     with pytest.raises(ConfigurationError, match="unknown backend"):
         Runtime(backend="processes")
+    with pytest.raises(ConfigurationError, match="thread backend"):
+        Runtime(backend="ray", faults=FaultPlan())
+
+
+def test_retry_of_a_batch(backend: str) -> None:
+    from actorflow import batch_size_policy
+
+    batcher = Routine()
+    batcher.add_slot("in")
+
+    def logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        if ws.increment("_tries", "n") == 1:
+            raise ConnectionError("first try fails")
+        ws.update_routine_state("batcher", sd["in"])
+
+    batcher.set_logic(logic)
+    batcher.set_activation_policy(batch_size_policy(2, timeout=None))
+    batcher.set_error_handler(ErrorStrategy.RETRY(max_retries=2, delay=0.01))
+    flow = Flow("retried_batches")
+    flow.add_routine(batcher, "batcher")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend=backend) as runtime:
+        state = runtime.exec("retried_batches")
+        jobs = [runtime.post("retried_batches", "batcher", "in", i)[1] for i in range(2)]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+        assert state.get_routine_state("batcher") == [0, 1]
+    assert {job.status for job in jobs} == {JobStatus.COMPLETED}
+    assert all([e["action"] for e in job.trace_log] == ["retry"] for job in jobs)
 
 
 def test_batch_policy_with_timeout_and_flush(backend: str) -> None:

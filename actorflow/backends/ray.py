@@ -29,8 +29,8 @@ Activation policies run inside the routine's actor, with its own timers (batch t
 intervals) and a flush before shutdown, as on threads.
 
 Differences from the thread backend (each refused with a clear error where it applies): no
-fault plans, deterministic mode or state limits; a queueing policy takes STOP, CONTINUE or SKIP
-(not RETRY); and back-pressure applies at ``post`` only through Ray's own queues.
+fault plans, deterministic mode or state limits, and back-pressure applies at ``post`` only
+through Ray's own queues.
 """
 
 from __future__ import annotations
@@ -222,26 +222,34 @@ class RoutineActor:
         if not items:
             return
         self.policy.released(now)
+        self._run_batch(slot_data, release.message, items, 1, reports, outgoing)
+
+    def rerun(self, blob: bytes, attempt: int) -> None:
+        """Run a batch again (error strategy RETRY), after its backoff."""
+        CURRENT_ACTIVATION.set(self)
+        slot_data, message, items = cloudpickle.loads(blob)
+        items = [item for item in items if item.job[0]._rec.job_id not in self.forgotten]
+        reports: list[tuple[Any, ...]] = []
+        outgoing: dict[Any, list[tuple[Any, ...]]] = {}
+        if items:
+            self._run_batch(slot_data, message, items, attempt, reports, outgoing)
+        self._send(reports, outgoing)
+
+    def _run_batch(
+        self, slot_data: dict[str, list[Any]], message: Any, items: list[QueuedItem],
+        attempt: int, reports: list[tuple[Any, ...]], outgoing: dict[Any, list[tuple[Any, ...]]],
+    ) -> None:  # fmt: skip
         newest = max(items, key=lambda item: item.arrived_at)
         job, envelope_id, weight = newest.job
         self.outbox = []
         self.current_job = job
         try:
-            self.logic(slot_data, release.message, self.state)  # type: ignore[misc]
+            self.logic(slot_data, message, self.state)  # type: ignore[misc]
         except Exception as exc:
             self.current_job = None
             self.outbox = None
             self.counters["failed"] += 1
-            message = f"{type(exc).__name__}: {exc}"
-            for item in items:
-                item_job, item_id, item_weight = item.job
-                record = item_job._rec
-                if self.strategy.kind in ("continue", "skip"):
-                    record.record_error(self.routine_id, exc, self.strategy.kind)
-                    reports.append(_report(record, item_id, item_weight, None, []))
-                else:
-                    tb = "".join(traceback.format_exception(exc))
-                    reports.append(_report(record, item_id, item_weight, (message, tb), []))
+            self._batch_failed(exc, slot_data, message, items, attempt, reports)
             return
         self.current_job = None
         outbox, self.outbox = self.outbox, None
@@ -252,6 +260,38 @@ class RoutineActor:
             if item is not newest:  # handled as part of the batch: its weight comes back
                 item_job, item_id, item_weight = item.job
                 reports.append(_report(item_job._rec, item_id, item_weight, None, []))
+
+    def _batch_failed(
+        self, exc: Exception, slot_data: dict[str, list[Any]], message: Any,
+        items: list[QueuedItem], attempt: int, reports: list[tuple[Any, ...]],
+    ) -> None:  # fmt: skip
+        strategy = self.strategy
+        text = f"{type(exc).__name__}: {exc}"
+        if strategy.kind == "retry" and isinstance(exc, strategy.retry_on):
+            if attempt <= strategy.max_retries:
+                self.counters["retried"] += 1
+                delay = strategy.retry_delay(attempt)
+                for item in items:
+                    record = item.job[0]._rec
+                    details = {"attempt": attempt, "error": text, "delay": delay}
+                    record.add_trace(self.routine_id, "retry", details)
+                    reports.append(
+                        _report(record, f"{item.job[1]}#{attempt}", Fraction(0), None, [])
+                    )
+                blob = cloudpickle.dumps((slot_data, message, items))
+                me = import_ray().get_runtime_context().current_actor
+                threading.Timer(delay, lambda: me.rerun.remote(blob, attempt + 1)).start()
+                return
+            text = f"{text} (after {attempt} tries)"
+        for item in items:
+            item_job, item_id, item_weight = item.job
+            record = item_job._rec
+            if strategy.kind in ("continue", "skip"):
+                record.record_error(self.routine_id, exc, strategy.kind)
+                reports.append(_report(record, item_id, item_weight, None, []))
+            else:
+                tb = "".join(traceback.format_exception(exc))
+                reports.append(_report(record, item_id, item_weight, (text, tb), []))
 
     def _children(
         self, job: JobContext, envelope_id: str, weight: Fraction, outbox: list[tuple[str, Any]],
@@ -469,16 +509,6 @@ class RayWorker:
 
     def __init__(self, backend: RayBackend, runtime: Runtime, flow: Flow, worker_id: str) -> None:
         flow.validate()
-        for routine_id in flow._routines:
-            routine = flow._routines[routine_id]
-            if (
-                not isinstance(routine.activation_policy, _Immediate)
-                and flow.error_strategy_for(routine_id).kind == "retry"
-            ):
-                raise ConfigurationError(
-                    f"routine {routine_id!r} combines {routine.activation_policy!r} with RETRY; "
-                    "on the Ray backend a queueing policy takes STOP, CONTINUE or SKIP"
-                )
         self.backend = backend
         self.runtime = runtime
         self.flow = flow
