@@ -113,7 +113,21 @@ class _BatchSize(ActivationPolicy):
         return f"batch_size_policy({self.size}, timeout={self.timeout})"
 
 
-class _BoundBatch(BoundPolicy):
+class _WaitsWithTimeout(BoundPolicy):
+    """A policy whose queued data is released once its oldest item waited ``spec.timeout``."""
+
+    __slots__ = ()
+    spec: _BatchSize | _AllSlotsReady
+
+    def next_deadline(self, queues: SlotQueues, now: float) -> float | None:
+        timeout = self.spec.timeout
+        if timeout is None:
+            return None
+        oldest = [queue[0].arrived_at for queue in queues.values() if queue]
+        return min(oldest) + timeout if oldest else None
+
+
+class _BoundBatch(_WaitsWithTimeout):
     __slots__ = ()
     spec: _BatchSize
 
@@ -136,12 +150,6 @@ class _BoundBatch(BoundPolicy):
             return None
         return Release(counts, {"reason": "timeout", "sizes": dict(counts)})
 
-    def next_deadline(self, queues: SlotQueues, now: float) -> float | None:
-        timeout = self.spec.timeout
-        if timeout is None:
-            return None
-        oldest = [queue[0].arrived_at for queue in queues.values() if queue]
-        return min(oldest) + timeout if oldest else None
 
 
 def batch_size_policy(size: int, timeout: float | None = 1.0) -> ActivationPolicy:
@@ -172,7 +180,7 @@ class _AllSlotsReady(ActivationPolicy):
         return f"all_slots_ready_policy(timeout={self.timeout})"
 
 
-class _BoundAllSlots(BoundPolicy):
+class _BoundAllSlots(_WaitsWithTimeout):
     __slots__ = ()
     spec: _AllSlotsReady
 
@@ -192,12 +200,6 @@ class _BoundAllSlots(BoundPolicy):
         missing = sorted(name for name, queue in queues.items() if not queue)
         return Release(counts, {"reason": "timeout", "missing": missing})
 
-    def next_deadline(self, queues: SlotQueues, now: float) -> float | None:
-        timeout = self.spec.timeout
-        if timeout is None:
-            return None
-        oldest = [queue[0].arrived_at for queue in queues.values() if queue]
-        return min(oldest) + timeout if oldest else None
 
 
 def all_slots_ready_policy(timeout: float | None = None) -> ActivationPolicy:
