@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["FLUSH", "Flush", "Retry", "RoutineCell"]
 
 Send = Callable[[Any], None]
-_PENDING = JobStatus.PENDING
 BUCKET_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 """Upper bounds (seconds) of the handling-time histogram buckets; one more bucket is +Inf."""
+_FIRST_BOUND = BUCKET_BOUNDS[0]
 
 
 class Flush:
@@ -93,17 +93,17 @@ class RoutineCell:
         self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.slot_names}
         self.max_queue = {name: spec.max_queue_length for name, spec in routine._slots.items()}
         self.routes: dict[str, list[tuple[str, str, Send]]] = {}
+        self.direct_events: Container[str] = frozenset()
         self.bounds = core.bounds
         self.send_self = send_self
         self.current_job: JobContext | None = None
         self.draining = False
-        self._outbox: list[tuple[str, Any]] | None = None
+        self.outbox: list[tuple[str, Any]] | None = None
         self._running: Sequence[JobRecord] = ()
         self._injector = core.injector
         self._tracing = core.tracing
         self._headers_in: dict[str, str] | None = None
         self._headers_out: dict[str, str] | None = None
-        self.handled = 0
         self.failed = 0
         self.retried = 0
         self.seconds_sum = 0.0
@@ -113,6 +113,28 @@ class RoutineCell:
         self._clock = core.clock
         self._strict = core.strict
         self._log = logger.bind(worker=core.worker_id, routine=routine_id)
+        # Events with exactly one connection, for the one-in-one-out hot path (set_routes).
+        self._single: dict[str, tuple[str, str, Send, Callable[[], int], int]] = {}
+        if (
+            self.immediate
+            and self.single_slot
+            and not self._strict
+            and self._tracing is None
+            and self._injector is None
+        ):
+            self.handle = self._handle_plain  # type: ignore[method-assign]
+
+    def set_routes(self, routes: dict[str, list[tuple[str, str, Send]]]) -> None:
+        """Where each event goes: ``event -> [(target, slot, send)]``."""
+        self.routes = routes
+        # Routine.emit appends these events to the outbox itself (strict mode encodes each)
+        self.direct_events = frozenset() if self._strict else routes
+        self._single = {}
+        for event, targets in routes.items():
+            if len(targets) == 1:
+                target, slot, send = targets[0]
+                qsize, limits = self.bounds[target]
+                self._single[event] = (target, slot, send, qsize, limits[slot])
 
     # -- lifecycle (on the actor's thread) ---------------------------------------------
     def started(self) -> None:
@@ -126,11 +148,7 @@ class RoutineCell:
     def take_over(self, previous: RoutineCell) -> None:
         """Continue where ``previous`` (a crashed or restarted actor) left its queued data."""
         self.queues = previous.queues
-        self.handled, self.failed, self.retried = (
-            previous.handled,
-            previous.failed,
-            previous.retried,
-        )
+        self.failed, self.retried = previous.failed, previous.retried
         self.seconds_sum, self.buckets = previous.seconds_sum, previous.buckets
         self.draining = previous.draining
         previous.queues = {name: deque() for name in self.slot_names}
@@ -157,6 +175,62 @@ class RoutineCell:
         self.core.replace_host(host)
 
     # -- messages ----------------------------------------------------------------------
+    def _handle_plain(self, envelope: Any) -> None:
+        """:meth:`handle` for the common routine (immediate policy, one slot, no tracing, no
+        fault plan, not strict): the same steps, inlined, with one hot path for a message
+        that causes exactly one message downstream."""
+        core = self.core
+        if core.posters_waiting:
+            core.room_made()
+        if type(envelope) is not Envelope:
+            self._control(envelope)
+            return
+        job: JobContext = envelope.job
+        rec = job._rec
+        if rec.finished:
+            core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
+            return
+        rec.started = True
+        slot_data = {envelope.slot: [envelope.payload]}
+        self.current_job = job
+        outbox: list[tuple[str, Any]] = []
+        self.outbox = outbox
+        started = perf_counter()
+        try:
+            self.logic(slot_data, None, self.state)
+        except Exception as exc:
+            self._observe(perf_counter() - started)
+            self.failed += 1
+            self.current_job = None
+            self.outbox = None
+            self._on_error(exc, slot_data, None, job, (rec,), 1)
+            return
+        elapsed = perf_counter() - started
+        self.seconds_sum += elapsed
+        if elapsed < _FIRST_BOUND:
+            self.buckets[0] += 1
+        else:
+            self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
+        self.current_job = None
+        self.outbox = None
+        if not outbox:
+            rec.message_done()
+            return
+        if len(outbox) == 1 and not self._probes:
+            event, data = outbox[0]
+            route = self._single.get(event)
+            if route is not None and not rec.finished:
+                target, slot, send, qsize, limit = route
+                if qsize() < limit:
+                    shared = job._data
+                    if shared is None:
+                        shared = dict(rec.data)
+                    job._own = False  # the child shares this view's data until one writes
+                    child = JobContext(rec, shared, False, job._depth + 1)
+                    send(Envelope(target, slot, data, child))
+                    return
+        self._deliver(outbox, job, (rec,))
+
     def handle(self, envelope: Any) -> None:
         core = self.core
         if core.posters_waiting:
@@ -172,8 +246,7 @@ class RoutineCell:
         if rec.finished:
             self.core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
             return
-        if rec.status is _PENDING:
-            rec.mark_running()
+        rec.started = True
         if self._tracing is not None:
             self._headers_in = envelope.headers
         if self.immediate or self.draining:
@@ -274,7 +347,7 @@ class RoutineCell:
         self.current_job = job
         self._running = records
         outbox: list[tuple[str, Any]] = []
-        self._outbox = outbox
+        self.outbox = outbox
         started = perf_counter()
         try:
             if self._injector is not None:
@@ -287,17 +360,20 @@ class RoutineCell:
             self._observe(perf_counter() - started)
             self.failed += 1
             self.current_job = None
-            self._outbox = None
+            self.outbox = None
             self._running = ()
             self._on_error(exc, slot_data, message, job, records, attempt)
             return
-        elapsed = perf_counter() - started
-        self.handled += 1
-        self.seconds_sum += elapsed
-        self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
+        self._observe(perf_counter() - started)
         self.current_job = None
-        self._outbox = None
+        self.outbox = None
         self._running = ()
+        self._deliver(outbox, job, records)
+
+    def _deliver(
+        self, outbox: list[tuple[str, Any]], job: JobContext, records: Sequence[JobRecord]
+    ) -> None:
+        """Send what one run of the logic emitted (all of it, or none if the job ended)."""
         if not outbox:
             for record in records:
                 record.message_done()
@@ -312,13 +388,12 @@ class RoutineCell:
             return
         single = len(records) == 1 and records[0] is rec
         if single and len(outbox) == 1 and not self._strict:
-            # the hot path: one message in, one event out
+            # one message in, one event out: the child takes the handled message's place
             event, data = outbox[0]
-            targets = self.routes.get(event, ())
-            if len(targets) == 1:
-                target, slot, send = targets[0]
-                qsize, limits = self.bounds[target]
-                if qsize() >= limits[slot] and not self._make_room(rec, target, slot, records):
+            route = self._single.get(event)
+            if route is not None:
+                target, slot, send, qsize, limit = route
+                if qsize() >= limit and not self._make_room(rec, target, slot, records):
                     return
                 shared = job._data
                 if shared is None:
@@ -408,7 +483,15 @@ class RoutineCell:
 
     def _observe(self, elapsed: float) -> None:
         self.seconds_sum += elapsed
-        self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
+        if elapsed < _FIRST_BOUND:
+            self.buckets[0] += 1
+        else:
+            self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
+
+    @property
+    def handled(self) -> int:
+        """Messages whose logic returned (every run is timed into one bucket)."""
+        return sum(self.buckets) - self.failed
 
     def metrics(self) -> dict[str, Any]:
         """This actor's counters (summed over a routine's actors by the worker)."""
@@ -489,12 +572,20 @@ class RoutineCell:
 
     def emit_for(self, routine: Routine, event: str, data: dict[str, Any]) -> None:
         """``Routine.emit`` lands here: queue ``data`` for every slot connected to ``event``."""
+        outbox = self.outbox
+        if (
+            outbox is not None
+            and routine is self.routine
+            and event in self.routes
+            and not self._strict
+        ):
+            outbox.append((event, data))
+            return
         if routine is not self.routine:
             raise RuntimeError(
                 f"{routine!r}.emit({event!r}) called from the logic of routine "
                 f"{self.routine_id!r}: a routine can only emit its own events"
             )
-        outbox = self._outbox
         if outbox is None:
             raise RuntimeError(
                 f"routine {self.routine_id!r} emitted {event!r} outside its logic "

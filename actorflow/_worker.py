@@ -125,7 +125,7 @@ class WorkerCore:
         cell = RoutineCell(
             self, routine_id, self.flow._routines[routine_id], self.mailboxes[routine_id].put
         )
-        cell.routes = self._routes.get(routine_id, {})
+        cell.set_routes(self._routes.get(routine_id, {}))
         if previous is not None:
             cell.take_over(previous)
         return cell

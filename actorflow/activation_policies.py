@@ -151,7 +151,6 @@ class _BoundBatch(_WaitsWithTimeout):
         return Release(counts, {"reason": "timeout", "sizes": dict(counts)})
 
 
-
 def batch_size_policy(size: int, timeout: float | None = 1.0) -> ActivationPolicy:
     """Run the logic with ``size`` data points as soon as one slot has that many queued.
 
@@ -199,7 +198,6 @@ class _BoundAllSlots(_WaitsWithTimeout):
         counts = {name: 1 for name, queue in queues.items() if queue}
         missing = sorted(name for name, queue in queues.items() if not queue)
         return Release(counts, {"reason": "timeout", "missing": missing})
-
 
 
 def all_slots_ready_policy(timeout: float | None = None) -> ActivationPolicy:

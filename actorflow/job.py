@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import traceback as _traceback
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Container, Generator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -51,7 +51,21 @@ _ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routin
 
 
 class _Activation(Protocol):
+    """What runs a routine's logic: a routine actor's cell (threads, deterministic, Ray).
+
+    ``Routine.emit`` appends ``(event, data)`` to ``outbox`` itself when ``routine`` is the
+    emitting routine and the event is in ``direct_events`` (connected events that need no
+    check or encoding); every other emit goes through ``emit_for``.
+    """
+
     current_job: JobContext | None
+    routine: Any
+    outbox: list[tuple[str, Any]] | None
+
+    @property
+    def direct_events(self) -> Container[str]: ...
+
+    def emit_for(self, routine: Any, event: str, data: dict[str, Any]) -> None: ...
 
 
 # The routine activation running on this thread (or asyncio task); None outside logic.
@@ -73,6 +87,7 @@ class JobRecord:
         "__weakref__",
         "_callbacks",
         "_depths",
+        "_final",
         "_inflight",
         "_lock",
         "_on_finish",
@@ -89,7 +104,7 @@ class JobRecord:
         "job_id",
         "metadata",
         "pump",
-        "status",
+        "started",
         "timeout_armed",
         "trace",
         "worker_id",
@@ -113,7 +128,8 @@ class JobRecord:
         self.clock = clock
         self.created_at = clock.wall()
         self.completed_at: float | None = None
-        self.status = JobStatus.PENDING
+        self.started = False  # a routine has begun handling one of its messages
+        self._final: JobStatus | None = None  # the status it ended with
         self.error: str | None = None
         self.errors: list[dict[str, Any]] | None = None
         self.data: dict[Any, Any] = {}
@@ -136,6 +152,14 @@ class JobRecord:
             (self.job_id, self.flow_id, self.worker_id, dict(self.metadata), self.created_at),
         )
 
+    @property
+    def status(self) -> JobStatus:
+        """pending, running, or the status the job ended with."""
+        final = self._final
+        if final is not None:
+            return final
+        return JobStatus.RUNNING if self.started else JobStatus.PENDING
+
     # -- accounting (called by routine actors) -----------------------------------------
     def add_inflight(self, count: int) -> None:
         """Count ``count`` new messages of this job (called before they are sent)."""
@@ -155,16 +179,23 @@ class JobRecord:
             self._inflight = left
             if left > 0 or self.finished:
                 return
-        self.finish(JobStatus.COMPLETED)
+            # completed: _end and _announce, inlined (this runs once per job)
+            self._final = JobStatus.COMPLETED
+            self.finished = True
+            self.completed_at = self.clock.wall()
+            waiter, callbacks = self._waiter, self._callbacks
+            self._lock = self._waiter = self._callbacks = self._depths = None
+        if self._on_finish is not None:
+            self._on_finish(self)
+        if waiter is not None:
+            waiter.set()
+        if callbacks:
+            for callback in callbacks:
+                callback()
 
     def mark_running(self) -> None:
         """Move a pending job to running (its first message is being handled)."""
-        lock = self._lock
-        if lock is None:
-            return
-        with lock:
-            if self.status is JobStatus.PENDING:
-                self.status = JobStatus.RUNNING
+        self.started = True
 
     def finish(self, status: JobStatus, error: str | None = None) -> bool:
         """End the job with ``status``; returns False if it had already ended."""
@@ -174,16 +205,26 @@ class JobRecord:
         with lock:
             if self.finished:
                 return False
-            self.finished = True
-            self.status = status
-            if error is not None:
-                self.error = error
-            self.completed_at = self.clock.wall()
-            waiter, callbacks = self._waiter, self._callbacks
-            self._lock = None
-            self._waiter = None
-            self._callbacks = None
-            self._depths = None
+            waiter, callbacks = self._end(status, error)
+        self._announce(waiter, callbacks)
+        return True
+
+    def _end(
+        self, status: JobStatus, error: str | None
+    ) -> tuple[threading.Event | None, list[Callable[[], None]] | None]:
+        """Mark the job ended (the caller holds the lock); returns who is to be told."""
+        self._final = status
+        self.finished = True
+        if error is not None:
+            self.error = error
+        self.completed_at = self.clock.wall()
+        waiter, callbacks = self._waiter, self._callbacks
+        self._lock = self._waiter = self._callbacks = self._depths = None
+        return waiter, callbacks
+
+    def _announce(
+        self, waiter: threading.Event | None, callbacks: list[Callable[[], None]] | None
+    ) -> None:
         if self._on_finish is not None:  # the runtime's books first, then whoever waits
             self._on_finish(self)
         if waiter is not None:
@@ -191,7 +232,6 @@ class JobRecord:
         if callbacks:
             for callback in callbacks:
                 callback()
-        return True
 
     def fail(
         self, exc: BaseException, routine_id: str | None, action: str = "failed", suffix: str = ""
@@ -282,7 +322,7 @@ def _detached_record(
     """Rebuild a record on the far side of a process boundary (re-attached where possible)."""
     record = JobRecord(job_id, flow_id, worker_id, metadata, Clock())
     record.created_at = created_at
-    record.status = JobStatus.RUNNING
+    record.started = True
     record.detached = True
     return record
 

@@ -203,8 +203,16 @@ class Routine:
         Only valid inside this routine's logic. Emitting an event with no connections does
         nothing; emitting an undeclared event raises ``ValueError`` (failing the job).
         """
+        activation = CURRENT_ACTIVATION.get()
         try:
-            emit = CURRENT_ACTIVATION.get().emit_for  # type: ignore[union-attr]
+            # The common case, without a call: this routine's own connected event, while its
+            # logic runs. The activation checks everything else (and raises) in emit_for.
+            if activation.routine is self and event in activation.direct_events:  # type: ignore[union-attr]
+                outbox = activation.outbox  # type: ignore[union-attr]
+                if outbox is not None:
+                    outbox.append((event, data))
+                    return
+            emit = activation.emit_for  # type: ignore[union-attr]
         except AttributeError:
             raise RuntimeError(
                 f"{self!r}.emit({event!r}) called outside routine logic: "

@@ -227,7 +227,7 @@ class Runtime:
         self._active: dict[str, JobRecord] = {}
         self._idle_waiters = 0
         self._count_lock = threading.Lock()
-        self._finished_counts: dict[tuple[str, str], int] = {}
+        self._finished_counts: dict[tuple[str, Any], int] = {}
         self._job_seq = itertools.count(1)
         self._job_prefix = f"s{self.seed}" if self.deterministic else os.urandom(4).hex()
         self._on_finish = self._job_finished
@@ -466,20 +466,24 @@ class Runtime:
             return worker
 
     def _job_finished(self, record: JobRecord) -> None:
-        if self._ray is not None and record.status is not JobStatus.COMPLETED:
+        status = record._final
+        if self._ray is not None and status is not JobStatus.COMPLETED:
             worker = self._workers.get(record.worker_id)
             if worker is not None:
                 self._ray.forget(worker, record.job_id)
+        key = (record.worker_id, status)  # a StrEnum: equal to, and hashed as, its value
+        counts = self._finished_counts
         with self._count_lock:
-            key = (record.worker_id, record.status.value)
-            self._finished_counts[key] = self._finished_counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + 1
         finished = self._finished
         finished.append(record.job_id)
-        while len(finished) > self.job_retention:
-            try:
-                self._jobs.pop(finished.popleft(), None)
-            except IndexError:
-                break
+        if len(finished) > self.job_retention:
+            jobs = self._jobs
+            while len(finished) > self.job_retention:
+                try:
+                    jobs.pop(finished.popleft(), None)
+                except IndexError:
+                    break
         self._active.pop(record.job_id, None)
         if self._idle_waiters and not self._active:
             with self._idle:
