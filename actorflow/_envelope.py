@@ -1,14 +1,18 @@
 """Envelope: one message on its way to a routine (internal).
 
-An envelope carries the target, the slot, the payload and the job's context view, so the
-receiving routine knows which job it works for without shared memory. In strict mode the
-payload and the view travel as cloudpickle bytes (``payload`` and ``blob``), exactly as they
-would between processes.
+An envelope carries the target, the slot, the payload and the job as the sending routine saw
+it: the job's record, the data dict shared copy-on-write with the sender, and the message's
+depth (hops from the post). The receiving routine knows which job it works for without shared
+memory; ``envelope.job`` builds the :class:`~actorflow.job.JobContext` view only when someone
+asks for it. In strict mode the payload and the view travel as cloudpickle bytes (``payload``
+and ``blob``, with ``rec`` left None), exactly as they would between processes.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from actorflow.job import JobContext, JobRecord
 
 __all__ = ["Envelope", "Tick"]
 
@@ -16,32 +20,53 @@ __all__ = ["Envelope", "Tick"]
 class Envelope:
     """A message for a routine actor. Internal; not part of the public API."""
 
-    __slots__ = ("blob", "headers", "job", "payload", "slot", "target")
+    __slots__ = ("blob", "data", "depth", "headers", "payload", "rec", "slot", "target")
 
     def __init__(
         self,
         target: str,
         slot: str,
         payload: Any,
-        job: Any,
+        rec: JobRecord | None,
+        data: dict[Any, Any] | None = None,
+        depth: int = 0,
         blob: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.target = target
         self.slot = slot
         self.payload = payload
-        self.job = job
+        self.rec = rec
+        self.data = data
+        self.depth = depth
         self.blob = blob
         self.headers = headers  # trace context (OpenTelemetry), when tracing is on
+
+    @property
+    def job(self) -> JobContext | None:
+        """A new view of the job as this message carries it (None for a sealed envelope)."""
+        rec = self.rec
+        if rec is None:
+            return None
+        return JobContext(rec, self.data, False, self.depth)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             Envelope,
-            (self.target, self.slot, self.payload, self.job, self.blob, self.headers),
+            (
+                self.target,
+                self.slot,
+                self.payload,
+                self.rec,
+                self.data,
+                self.depth,
+                self.blob,
+                self.headers,
+            ),
         )
 
     def __repr__(self) -> str:
-        job_id = getattr(self.job, "job_id", None)
+        job_id = getattr(self.rec, "job_id", None)
         return f"Envelope(target={self.target!r}, slot={self.slot!r}, job={job_id!r})"
 
 

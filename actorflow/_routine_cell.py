@@ -96,7 +96,8 @@ class RoutineCell:
         self.direct_events: Container[str] = frozenset()
         self.bounds = core.bounds
         self.send_self = send_self
-        self.current_job: JobContext | None = None
+        self._msg: Envelope | None = None  # the message whose logic runs (plain handler)
+        self._view: JobContext | None = None  # its job view, once made
         self.draining = False
         self.outbox: list[tuple[str, Any]] | None = None
         self._running: Sequence[JobRecord] = ()
@@ -156,8 +157,8 @@ class RoutineCell:
     def crashed(self, host: Any, exc: BaseException, message: Any) -> None:
         """This actor crashed: tell the supervisor, with the job(s) it was working for."""
         records = list(self._running)
-        if not records and type(message) is Envelope and message.job is not None:
-            records = [message.job._rec]
+        if not records and type(message) is Envelope and message.rec is not None:
+            records = [message.rec]
         try:  # best effort: release what this actor opened in on_start
             self.routine.on_stop()
         except Exception:
@@ -185,14 +186,13 @@ class RoutineCell:
         if type(envelope) is not Envelope:
             self._control(envelope)
             return
-        job: JobContext = envelope.job
-        rec = job._rec
+        rec: JobRecord = envelope.rec  # type: ignore[assignment]  # only strict mode seals
         if rec.finished:
             core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
             return
         rec.started = True
         slot_data = {envelope.slot: [envelope.payload]}
-        self.current_job = job
+        self._msg = envelope  # get_current_job() makes the view from it, if anyone asks
         outbox: list[tuple[str, Any]] = []
         self.outbox = outbox
         started = perf_counter()
@@ -201,7 +201,7 @@ class RoutineCell:
         except Exception as exc:
             self._observe(perf_counter() - started)
             self.failed += 1
-            self.current_job = None
+            job = self._take_view()
             self.outbox = None
             self._on_error(exc, slot_data, None, job, (rec,), 1)
             return
@@ -211,25 +211,50 @@ class RoutineCell:
             self.buckets[0] += 1
         else:
             self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
-        self.current_job = None
         self.outbox = None
+        view = self._view
+        if view is None:
+            self._msg = None
         if not outbox:
+            if view is not None:
+                self._msg = self._view = None
             rec.message_done()
             return
-        if len(outbox) == 1 and not self._probes:
+        if view is None and len(outbox) == 1 and not self._probes:
             event, data = outbox[0]
             route = self._single.get(event)
             if route is not None and not rec.finished:
                 target, slot, send, qsize, limit = route
-                if qsize() < limit:
-                    shared = job._data
-                    if shared is None:
-                        shared = dict(rec.data)
-                    job._own = False  # the child shares this view's data until one writes
-                    child = JobContext(rec, shared, False, job._depth + 1)
-                    send(Envelope(target, slot, data, child))
+                if qsize() < limit:  # the child shares the data dict: nobody wrote to it
+                    send(Envelope(target, slot, data, rec, envelope.data, envelope.depth + 1))
                     return
-        self._deliver(outbox, job, (rec,))
+        self._deliver(outbox, self._take_view(envelope), (rec,))
+
+    def _take_view(self, envelope: Envelope | None = None) -> JobContext:
+        """The view of the job the logic just ran for (made now if nobody asked for it)."""
+        view = self._view
+        if view is None:
+            message = envelope if envelope is not None else self._msg
+            assert message is not None and message.rec is not None
+            view = JobContext(message.rec, message.data, False, message.depth)
+        self._msg = self._view = None
+        return view
+
+    @property
+    def current_job(self) -> JobContext | None:
+        """The job of the message being handled (``get_current_job()``), else None."""
+        view = self._view
+        if view is None:
+            message = self._msg
+            if message is None:
+                return None
+            view = self._view = JobContext(message.rec, message.data, False, message.depth)  # type: ignore[arg-type]
+        return view
+
+    @current_job.setter
+    def current_job(self, job: JobContext | None) -> None:
+        self._view = job
+        self._msg = None
 
     def handle(self, envelope: Any) -> None:
         core = self.core
@@ -238,10 +263,12 @@ class RoutineCell:
         if type(envelope) is not Envelope:
             self._control(envelope)
             return
-        job = envelope.job
         payload = envelope.payload
+        job: JobContext
         if envelope.blob is not None:
             payload, job = self.core.open_sealed(envelope)
+        else:
+            job = envelope.job  # type: ignore[assignment]  # not sealed: carries its job
         rec: JobRecord = job._rec
         if rec.finished:
             self.core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
@@ -395,13 +422,7 @@ class RoutineCell:
                 target, slot, send, qsize, limit = route
                 if qsize() >= limit and not self._make_room(rec, target, slot, records):
                     return
-                shared = job._data
-                if shared is None:
-                    shared = dict(rec.data)
-                job._own = False  # the child shares this view's data until one of them writes
-                envelope = Envelope(
-                    target, slot, data, JobContext(rec, shared, False, job._depth + 1)
-                )
+                envelope = Envelope(target, slot, data, *job._child_parts())
                 if self._tracing is not None:
                     envelope.headers = self._headers_out
                 send(envelope)
@@ -516,11 +537,13 @@ class RoutineCell:
             child_blob = cloudpickle.dumps(job._child())
             for event, payload_blob in outbox:
                 for target, slot, send in self.routes.get(event, ()):
-                    envelopes.append((send, Envelope(target, slot, payload_blob, None, child_blob)))
+                    envelopes.append(
+                        (send, Envelope(target, slot, payload_blob, None, blob=child_blob))
+                    )
             return envelopes
         for event, data in outbox:
             for target, slot, send in self.routes.get(event, ()):
-                envelopes.append((send, Envelope(target, slot, data, job._child())))
+                envelopes.append((send, Envelope(target, slot, data, *job._child_parts())))
         return envelopes
 
     def _on_error(

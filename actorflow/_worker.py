@@ -27,10 +27,22 @@ from actorflow.worker import WorkerState
 if TYPE_CHECKING:
     from actorflow.runtime import Runtime
 
-__all__ = ["WorkerCore"]
+__all__ = ["WorkerCore", "post_targets"]
 
 STATE_CALL_TIMEOUT = 60.0
 Send = Callable[[Any], None]
+
+
+def post_targets(
+    mailboxes: dict[str, Any], limits: dict[str, dict[str, int]]
+) -> dict[tuple[str, str], tuple[Any, int]]:
+    """``(routine_id, slot) -> (mailbox, max_queue_length)`` for ``Runtime.post``: a post
+    looks up its target once."""
+    return {
+        (routine_id, slot): (mailboxes[routine_id], limit)
+        for routine_id, slots in limits.items()
+        for slot, limit in slots.items()
+    }
 
 
 class _ChildCrashed:
@@ -85,6 +97,7 @@ class WorkerCore:
         self.mailboxes: dict[str, Mailbox] = {
             rid: self.dispatcher.mailbox(self, rid) for rid in flow._routines
         }
+        self.post_targets = post_targets(self.mailboxes, self.max_queue)
         self.bounds = {
             rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in flow._routines
         }
@@ -193,7 +206,7 @@ class WorkerCore:
                 except queue.Empty:
                     break
                 if type(message) is Envelope:
-                    job_id = getattr(getattr(message.job, "_rec", None), "job_id", None)
+                    job_id = getattr(message.rec, "job_id", None)
                     self.dead_letter(job_id, routine_id, message.slot, reason)
         self.status = "failed" if failed else "stopped"
         self._log.debug("worker {} {}", self.worker_id, self.status)
@@ -353,8 +366,12 @@ class WorkerCore:
             if type(message) is not Envelope:
                 keep.append(message)  # control messages are never dropped
                 continue
-            job = message.job if message.blob is None else cloudpickle.loads(message.blob)
-            record = self.runtime._jobs.get(job._rec.job_id)
+            job_id = (
+                message.rec.job_id
+                if message.rec is not None
+                else cloudpickle.loads(message.blob)._rec.job_id
+            )
+            record = self.runtime._jobs.get(job_id)
             if record is not None:
                 record.fail(
                     QueueFullError(
@@ -364,7 +381,7 @@ class WorkerCore:
                     routine_id,
                     "dropped",
                 )
-            self.dead_letter(job._rec.job_id, routine_id, message.slot, "dropped (mailbox full)")
+            self.dead_letter(job_id, routine_id, message.slot, "dropped (mailbox full)")
         for message in keep:
             mailbox.put(message)
 

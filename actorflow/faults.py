@@ -243,7 +243,9 @@ class FaultInjector:
             if record is not None:
                 job._rec = record
             return job
-        return envelope.job  # type: ignore[no-any-return]
+        view = envelope.job
+        assert view is not None  # an envelope is sealed (blob) or carries its job
+        return view
 
     def _matches(
         self, rule: FaultRule, facts: Mapping[str, Any], job: Callable[[], JobContext]
@@ -429,8 +431,13 @@ _MISSING = _Missing()
 
 def _copy(envelope: Envelope) -> Envelope:
     """A second, independent delivery of the same message."""
-    if envelope.blob is not None:
-        return Envelope(envelope.target, envelope.slot, envelope.payload, None, envelope.blob)
-    job = envelope.job
-    view = JobContext(job._rec, job._data, False, job._depth)
-    return Envelope(envelope.target, envelope.slot, envelope.payload, view)
+    return Envelope(
+        envelope.target,
+        envelope.slot,
+        envelope.payload,
+        envelope.rec,
+        envelope.data,
+        envelope.depth,
+        envelope.blob,
+        envelope.headers,
+    )

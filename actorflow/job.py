@@ -48,6 +48,11 @@ FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 _EMPTY: dict[Any, Any] = {}
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 _ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routine writes
+# A record's data and trace start as these shared empty values (most jobs never write either);
+# the first write makes the record its own, under _FIRST_WRITE when no record lock covers it.
+_NO_DATA: dict[Any, Any] = {}
+_NO_TRACE: list[dict[str, Any]] = []
+_FIRST_WRITE = threading.Lock()
 
 
 class _Activation(Protocol):
@@ -85,18 +90,16 @@ class JobRecord:
 
     __slots__ = (
         "__weakref__",
-        "_callbacks",
         "_depths",
         "_final",
         "_inflight",
+        "_listeners",
         "_lock",
         "_on_finish",
-        "_waiter",
         "clock",
         "completed_at",
         "created_at",
         "data",
-        "detached",
         "error",
         "errors",
         "finished",
@@ -132,18 +135,18 @@ class JobRecord:
         self._final: JobStatus | None = None  # the status it ended with
         self.error: str | None = None
         self.errors: list[dict[str, Any]] | None = None
-        self.data: dict[Any, Any] = {}
-        self.trace: list[dict[str, Any]] = []
+        self.data: dict[Any, Any] = _NO_DATA  # never written in place: see merge
+        self.trace: list[dict[str, Any]] = _NO_TRACE  # never appended to: see add_trace
         self.finished = False
-        self.detached = False
         self._depths: dict[Any, int] | None = None
         self._lock: threading.Lock | None = threading.Lock()
         self._inflight = 1  # the posted message
-        self._waiter: threading.Event | None = None
-        self._callbacks: list[Callable[[], None]] | None = None
+        self._listeners: list[Callable[[], None]] | None = None  # called once it ends
         self._on_finish = on_finish
-        self.timeout_armed = False
-        self.pump: Callable[[Callable[[], bool], float | None], bool] | None = None
+        # Set only when used (read with getattr): a timeout was armed for the job; waiting
+        # runs the deterministic scheduler.
+        self.timeout_armed: bool
+        self.pump: Callable[[Callable[[], bool], float | None], bool]
 
     # -- crossing a process boundary -----------------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
@@ -179,19 +182,17 @@ class JobRecord:
             self._inflight = left
             if left > 0 or self.finished:
                 return
-            # completed: _end and _announce, inlined (this runs once per job)
+            # completed (finish() inlined: this runs once for nearly every job)
             self._final = JobStatus.COMPLETED
             self.finished = True
             self.completed_at = self.clock.wall()
-            waiter, callbacks = self._waiter, self._callbacks
-            self._lock = self._waiter = self._callbacks = self._depths = None
+            listeners = self._listeners
+            self._lock = self._listeners = self._depths = None
         if self._on_finish is not None:
             self._on_finish(self)
-        if waiter is not None:
-            waiter.set()
-        if callbacks:
-            for callback in callbacks:
-                callback()
+        if listeners:
+            for listener in listeners:
+                listener()
 
     def mark_running(self) -> None:
         """Move a pending job to running (its first message is being handled)."""
@@ -205,33 +206,19 @@ class JobRecord:
         with lock:
             if self.finished:
                 return False
-            waiter, callbacks = self._end(status, error)
-        self._announce(waiter, callbacks)
-        return True
-
-    def _end(
-        self, status: JobStatus, error: str | None
-    ) -> tuple[threading.Event | None, list[Callable[[], None]] | None]:
-        """Mark the job ended (the caller holds the lock); returns who is to be told."""
-        self._final = status
-        self.finished = True
-        if error is not None:
-            self.error = error
-        self.completed_at = self.clock.wall()
-        waiter, callbacks = self._waiter, self._callbacks
-        self._lock = self._waiter = self._callbacks = self._depths = None
-        return waiter, callbacks
-
-    def _announce(
-        self, waiter: threading.Event | None, callbacks: list[Callable[[], None]] | None
-    ) -> None:
+            self._final = status
+            self.finished = True
+            if error is not None:
+                self.error = error
+            self.completed_at = self.clock.wall()
+            listeners = self._listeners
+            self._lock = self._listeners = self._depths = None
         if self._on_finish is not None:  # the runtime's books first, then whoever waits
             self._on_finish(self)
-        if waiter is not None:
-            waiter.set()
-        if callbacks:
-            for callback in callbacks:
-                callback()
+        if listeners:
+            for listener in listeners:
+                listener()
+        return True
 
     def fail(
         self, exc: BaseException, routine_id: str | None, action: str = "failed", suffix: str = ""
@@ -266,7 +253,10 @@ class JobRecord:
         """Merge one write made at ``depth`` hops from the post (deeper writes win)."""
         lock = self._lock
         if lock is None:  # finished: late writes still land, in arrival order
-            self.data[key] = value
+            with _FIRST_WRITE:
+                if self.data is _NO_DATA:
+                    self.data = {}
+                self.data[key] = value
             return
         with lock:
             depths = self._depths
@@ -274,46 +264,61 @@ class JobRecord:
                 depths = self._depths = {}
             if depth >= depths.get(key, -1):
                 depths[key] = depth
+                if self.data is _NO_DATA:
+                    self.data = {}
                 self.data[key] = value
 
     def add_trace(self, routine_id: str | None, action: str, details: Any = None) -> None:
         """Append one trace entry (list.append is atomic, so no lock is needed)."""
-        self.trace.append(
-            {
-                "timestamp": iso_timestamp(self.clock.wall()),
-                "routine_id": routine_id,
-                "action": action,
-                "details": details,
-            }
+        self.extend_trace(
+            [
+                {
+                    "timestamp": iso_timestamp(self.clock.wall()),
+                    "routine_id": routine_id,
+                    "action": action,
+                    "details": details,
+                }
+            ]
         )
+
+    def extend_trace(self, entries: list[dict[str, Any]]) -> None:
+        """Append trace entries (made elsewhere, e.g. by a Ray actor), oldest first."""
+        trace = self.trace
+        if trace is _NO_TRACE:
+            with _FIRST_WRITE:
+                trace = self.trace
+                if trace is _NO_TRACE:
+                    trace = self.trace = []
+        trace.extend(entries)
 
     # -- waiting -----------------------------------------------------------------------
     def wait(self, timeout: float | None) -> bool:
         if self.finished:
             return True
-        if self.pump is not None:  # deterministic runtime: waiting runs the scheduler
-            return self.pump(lambda: self.finished, timeout)
-        lock = self._lock
-        if lock is None:
+        pump = getattr(self, "pump", None)
+        if pump is not None:  # deterministic runtime: waiting runs the scheduler
+            return pump(lambda: self.finished, timeout)  # type: ignore[no-any-return]
+        waiter = threading.Event()
+        if not self._listen(waiter.set):
             return True
-        with lock:
-            if self.finished:
-                return True
-            waiter = self._waiter
-            if waiter is None:
-                waiter = self._waiter = threading.Event()
         return waiter.wait(timeout)
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
+        if not self._listen(callback):
+            callback()
+
+    def _listen(self, listener: Callable[[], None]) -> bool:
+        """Call ``listener`` once the job ends; False (and no call) if it already has."""
         lock = self._lock
-        if lock is not None:
-            with lock:
-                if not self.finished:
-                    if self._callbacks is None:
-                        self._callbacks = []
-                    self._callbacks.append(callback)
-                    return
-        callback()
+        if lock is None:
+            return False
+        with lock:
+            if self.finished:
+                return False
+            if self._listeners is None:
+                self._listeners = []
+            self._listeners.append(listener)
+            return True
 
 
 def _detached_record(
@@ -323,7 +328,6 @@ def _detached_record(
     record = JobRecord(job_id, flow_id, worker_id, metadata, Clock())
     record.created_at = created_at
     record.started = True
-    record.detached = True
     return record
 
 
@@ -353,11 +357,17 @@ class JobContext:
 
     def _child(self) -> JobContext:
         """A view for a message sent downstream: shares this view's data until a write."""
+        record, data, depth = self._child_parts()
+        return JobContext(record, data, False, depth)
+
+    def _child_parts(self) -> tuple[JobRecord, dict[Any, Any], int]:
+        """What a message sent downstream carries: the record, this view's data (shared
+        until one side writes) and the next depth."""
         data = self._data
         if data is None:
             data = dict(self._rec.data)
         self._own = False
-        return JobContext(self._rec, data, False, self._depth + 1)
+        return self._rec, data, self._depth + 1
 
     # -- identity and status -------------------------------------------------------------
     @property

@@ -53,6 +53,19 @@ def _check_overflow(overflow: Any) -> None:
         )
 
 
+def _no_such_target(worker: Any, flow_id: str, routine_id: str, slot: str) -> Exception:
+    """The error for a post to a routine or slot the flow does not have."""
+    if routine_id not in worker.routine_ids:
+        return FlowValidationError(
+            f"flow {flow_id!r} has no routine {routine_id!r} "
+            f"(routines: {sorted(worker.routine_ids)})"
+        )
+    return FlowValidationError(
+        f"routine {routine_id!r} of flow {flow_id!r} has no slot {slot!r} "
+        f"(slots: {sorted(worker.slots[routine_id]) or 'none'})"
+    )
+
+
 def _check_worker_running(worker: WorkerCore) -> None:
     if worker.status == "failed":
         raise WorkerFailedError(worker.failure or f"worker {worker.worker_id!r} failed")
@@ -231,6 +244,8 @@ class Runtime:
         self._job_seq = itertools.count(1)
         self._job_prefix = f"s{self.seed}" if self.deterministic else os.urandom(4).hex()
         self._on_finish = self._job_finished
+        # a post that needs no virtual clock, pickling or trace context (the common case)
+        self._plain = not (self.deterministic or self.strict or self._tracing is not None)
         self._log = logger.bind(runtime=self._job_prefix)
 
     # -- context manager ---------------------------------------------------------------
@@ -373,16 +388,9 @@ class Runtime:
         worker = None if worker_id is not None else self._default_worker.get(flow_id)
         if worker is None or worker.status != "running" or self._closed:
             worker = self._worker_for(flow_id, worker_id)
-        if routine_id not in worker.routine_ids:
-            raise FlowValidationError(
-                f"flow {flow_id!r} has no routine {routine_id!r} "
-                f"(routines: {sorted(worker.routine_ids)})"
-            )
-        if slot not in worker.slots[routine_id]:
-            raise FlowValidationError(
-                f"routine {routine_id!r} of flow {flow_id!r} has no slot {slot!r} "
-                f"(slots: {sorted(worker.slots[routine_id]) or 'none'})"
-            )
+        target = worker.post_targets.get((routine_id, slot))
+        if target is None:
+            raise _no_such_target(worker, flow_id, routine_id, slot)
         if job_id is None:
             job_id = f"job-{self._job_prefix}-{next(self._job_seq)}"
         elif not isinstance(job_id, str) or not job_id:
@@ -392,22 +400,11 @@ class Runtime:
         record = JobRecord(
             job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
         )
-        if self.deterministic:
-            record.pump = self._pump
-        view = JobContext(record, _EMPTY, False, 1)
-        if self.strict:
-            try:
-                payload_blob = cloudpickle.dumps(data)
-            except Exception as exc:
-                raise SerializationError(
-                    f"post to {routine_id}.{slot}: the data cannot cross a process boundary "
-                    f"({type(exc).__name__}: {exc})"
-                ) from exc
-            envelope = Envelope(routine_id, slot, payload_blob, None, cloudpickle.dumps(view))
+        mailbox, limit = target
+        if self._plain:
+            envelope = Envelope(routine_id, slot, data, record, _EMPTY, 1)
         else:
-            envelope = Envelope(routine_id, slot, data, view)
-        mailbox = worker.mailboxes[routine_id]
-        limit = worker.max_queue[routine_id][slot]
+            envelope = self._special_envelope(record, routine_id, slot, data)
         if mailbox.qsize() >= limit:
             worker.make_room(routine_id, limit, self.post_timeout)
         self._jobs[job_id] = record
@@ -419,13 +416,33 @@ class Runtime:
             timeout = worker.flow.job_timeout
         if timeout is not None:
             self._arm_timeout(record, timeout)
-        if self._tracing is not None:
-            envelope.headers = self._tracing.inject()
         if self._injector is not None:
             self._injector.send(worker, None, None, routine_id, slot, envelope, mailbox.put)
         else:
             mailbox.put(envelope)
         return worker.handle, JobContext(record)
+
+    def _special_envelope(
+        self, record: JobRecord, routine_id: str, slot: str, data: Any
+    ) -> Envelope:
+        """The first envelope of a job when the runtime is deterministic, strict or traced."""
+        if self.deterministic:
+            record.pump = self._pump
+        if self.strict:
+            try:
+                payload_blob = cloudpickle.dumps(data)
+            except Exception as exc:
+                raise SerializationError(
+                    f"post to {routine_id}.{slot}: the data cannot cross a process boundary "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+            view = JobContext(record, _EMPTY, False, 1)
+            envelope = Envelope(routine_id, slot, payload_blob, None, blob=cloudpickle.dumps(view))
+        else:
+            envelope = Envelope(routine_id, slot, data, record, _EMPTY, 1)
+        if self._tracing is not None:
+            envelope.headers = self._tracing.inject()
+        return envelope
 
     def _arm_timeout(self, record: JobRecord, seconds: float) -> None:
         record.timeout_armed = True

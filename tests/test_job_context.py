@@ -12,7 +12,7 @@ from flows import pipeline
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
 from actorflow._clock import Clock
 from actorflow._envelope import Envelope
-from actorflow.job import JobContext, JobRecord
+from actorflow.job import JobRecord
 
 
 def make(
@@ -185,15 +185,16 @@ def test_envelope_round_trips_through_cloudpickle(runtime: Runtime) -> None:
     pipeline("pipe", 1)
     _, job = runtime.post("pipe", "r0", "in", {"value": 1}, metadata={"m": 1})
     assert job.wait(10)
-    view = JobContext(job._rec, {"a": [1, 2]}, False, 2)
-    envelope = Envelope("r0", "in", {"payload": (1, 2)}, view)
+    envelope = Envelope("r0", "in", {"payload": (1, 2)}, job._rec, {"a": [1, 2]}, 2)
     copy = cloudpickle.loads(cloudpickle.dumps(envelope))
     assert (copy.target, copy.slot, copy.payload) == ("r0", "in", {"payload": (1, 2)})
-    assert copy.job.job_id == job.job_id
-    assert dict(copy.job.metadata) == {"m": 1}
-    assert copy.job.get_data("a") == [1, 2]
-    copy.job.set_data("b", 3)  # a detached view keeps working on the far side
-    assert copy.job.get_data("b") == 3
+    view = copy.job
+    assert view is not None and view.job_id == job.job_id
+    assert dict(view.metadata) == {"m": 1}
+    assert view.get_data("a") == [1, 2]
+    view.set_data("b", 3)  # a detached view keeps working on the far side
+    assert view.get_data("b") == 3
+    assert copy.job.get_data("b") is None  # ... in its own copy: the message is unchanged
 
 
 def test_strict_mode_names_routine_event_and_slot_of_unpicklable_payload() -> None:

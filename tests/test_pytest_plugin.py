@@ -73,4 +73,6 @@ def test_runtime_factory_takes_options_and_reports_its_seed(pytester: pytest.Pyt
     pytester.makepyfile(test_factory=FACTORY_TEST)
     result = pytester.runpytest("-q", "--actorflow-seed=77")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*deterministic_runtime seed: 77 (replay with --actorflow-seed=77)*"])
+    result.stdout.fnmatch_lines(
+        ["*deterministic_runtime seed: 77 (replay with --actorflow-seed=77)*"]
+    )

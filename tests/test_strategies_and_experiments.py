@@ -53,7 +53,9 @@ def test_shrinking_finds_the_smallest_failing_flow() -> None:
         targets = Counter(c.target for c in flow.connections)
         return any(count > 1 for count in targets.values())
 
-    smallest = find(flows(), has_fan_in, settings=settings(max_examples=500, database=None, derandomize=True))
+    smallest = find(
+        flows(), has_fan_in, settings=settings(max_examples=500, database=None, derandomize=True)
+    )
     assert len(smallest.routines) == 3  # the fewest routines a fan-in needs
     assert len(smallest.connections) <= 3
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from actorflow._envelope import Envelope
+from actorflow._worker import post_targets
 from actorflow.activation_policies import QueuedItem, Release, _Immediate
 from actorflow.errors import ConfigurationError, RuntimeClosedError
 from actorflow.flow import Flow, StateGrant
@@ -525,6 +526,7 @@ class RayWorker:
         self.max_queue = flow.slot_limits()
         self.slots = {rid: frozenset(limits) for rid, limits in self.max_queue.items()}
         self.mailboxes = {rid: _RaySender(backend, self, rid) for rid in flow._routines}
+        self.post_targets = post_targets(self.mailboxes, self.max_queue)
         self.actors: dict[str, list[Any]] = {}
         self.supervisor: Any = None
         self.handle = WorkerState(self)  # type: ignore[arg-type]
@@ -714,7 +716,7 @@ class RayBackend:
         else:
             payload_blob = cloudpickle.dumps(envelope.payload)
             view_blob = cloudpickle.dumps(envelope.job)
-            job_id = envelope.job._rec.job_id
+            job_id = envelope.rec.job_id  # type: ignore[union-attr]
         return (f"{job_id}:0", 1, 1, envelope.slot, payload_blob, view_blob, 1)
 
     def forget(self, worker: RayWorker, job_id: str) -> None:
@@ -749,7 +751,7 @@ class RayBackend:
             record.mark_running()
         for key, value, depth in merges:
             record.merge(key, value, depth)
-        record.trace.extend(trace)
+        record.extend_trace(trace)
         for entry in errors:
             if record.errors is None:
                 record.errors = []

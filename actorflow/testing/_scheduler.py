@@ -151,12 +151,12 @@ class DeterministicDispatcher:
         host = next((h for h in worker.hosts.get(routine_id, ()) if h.alive()), None)
         if host is None:
             if type(message) is Envelope:
-                job_id = None if message.job is None else message.job._rec.job_id
+                job_id = None if message.rec is None else message.rec.job_id
                 worker.dead_letter(job_id, routine_id, message.slot, f"worker {worker.status}")
             return True
         if self.record and type(message) is Envelope:
-            job = message.job
-            job_id = job._rec.job_id if job is not None else _sealed_job_id(message)
+            rec = message.rec
+            job_id = rec.job_id if rec is not None else _sealed_job_id(message)
             self.deliveries.append((worker.worker_id, routine_id, message.slot, job_id))
         if host.ensure_started():
             host.deliver(message)
