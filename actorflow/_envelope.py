@@ -14,7 +14,7 @@ from typing import Any
 
 from actorflow.job import JobContext, JobRecord
 
-__all__ = ["Envelope", "Tick"]
+__all__ = ["Envelope", "Tick", "new_envelope"]
 
 
 class Envelope:
@@ -22,25 +22,15 @@ class Envelope:
 
     __slots__ = ("blob", "data", "depth", "headers", "payload", "rec", "slot", "target")
 
-    def __init__(
-        self,
-        target: str,
-        slot: str,
-        payload: Any,
-        rec: JobRecord | None,
-        data: dict[Any, Any] | None = None,
-        depth: int = 0,
-        blob: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.target = target
-        self.slot = slot
-        self.payload = payload
-        self.rec = rec
-        self.data = data
-        self.depth = depth
-        self.blob = blob
-        self.headers = headers  # trace context (OpenTelemetry), when tracing is on
+    # Made by new_envelope() (no __init__: see actorflow.job.new_record for why).
+    target: str
+    slot: str
+    payload: Any
+    rec: JobRecord | None
+    data: dict[Any, Any] | None
+    depth: int
+    blob: bytes | None
+    headers: dict[str, str] | None  # trace context (OpenTelemetry), when tracing is on
 
     @property
     def job(self) -> JobContext | None:
@@ -48,11 +38,11 @@ class Envelope:
         rec = self.rec
         if rec is None:
             return None
-        return JobContext(rec, self.data, False, self.depth)
+        return JobContext._view(rec, self.data, self.depth)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
-            Envelope,
+            new_envelope,
             (
                 self.target,
                 self.slot,
@@ -68,6 +58,30 @@ class Envelope:
     def __repr__(self) -> str:
         job_id = getattr(self.rec, "job_id", None)
         return f"Envelope(target={self.target!r}, slot={self.slot!r}, job={job_id!r})"
+
+
+def new_envelope(
+    target: str,
+    slot: str,
+    payload: Any,
+    rec: JobRecord | None,
+    data: dict[Any, Any] | None = None,
+    depth: int = 0,
+    blob: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Envelope:
+    """An envelope for ``target.slot`` carrying ``payload`` and the job (``rec``, ``data``
+    shared with the sender, ``depth`` hops from the post), or sealed bytes (``blob``)."""
+    envelope = Envelope()
+    envelope.target = target
+    envelope.slot = slot
+    envelope.payload = payload
+    envelope.rec = rec
+    envelope.data = data
+    envelope.depth = depth
+    envelope.blob = blob
+    envelope.headers = headers
+    return envelope
 
 
 class Tick:

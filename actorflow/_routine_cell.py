@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 from loguru import logger
 
-from actorflow._envelope import Envelope, Tick
+from actorflow._envelope import Envelope, Tick, new_envelope
 from actorflow.activation_policies import QueuedItem, Release, _Immediate
 from actorflow.error_handling import ErrorStrategy
 from actorflow.errors import QueueFullError, SerializationError
@@ -226,7 +226,7 @@ class RoutineCell:
             if route is not None and not rec.finished:
                 target, slot, send, qsize, limit = route
                 if qsize() < limit:  # the child shares the data dict: nobody wrote to it
-                    send(Envelope(target, slot, data, rec, envelope.data, envelope.depth + 1))
+                    send(new_envelope(target, slot, data, rec, envelope.data, envelope.depth + 1))
                     return
         self._deliver(outbox, self._take_view(envelope), (rec,))
 
@@ -236,7 +236,7 @@ class RoutineCell:
         if view is None:
             message = envelope if envelope is not None else self._msg
             assert message is not None and message.rec is not None
-            view = JobContext(message.rec, message.data, False, message.depth)
+            view = JobContext._view(message.rec, message.data, message.depth)
         self._msg = self._view = None
         return view
 
@@ -248,7 +248,7 @@ class RoutineCell:
             message = self._msg
             if message is None:
                 return None
-            view = self._view = JobContext(message.rec, message.data, False, message.depth)  # type: ignore[arg-type]
+            view = self._view = JobContext._view(message.rec, message.data, message.depth)  # type: ignore[arg-type]
         return view
 
     @current_job.setter
@@ -422,7 +422,7 @@ class RoutineCell:
                 target, slot, send, qsize, limit = route
                 if qsize() >= limit and not self._make_room(rec, target, slot, records):
                     return
-                envelope = Envelope(target, slot, data, *job._child_parts())
+                envelope = new_envelope(target, slot, data, *job._child_parts())
                 if self._tracing is not None:
                     envelope.headers = self._headers_out
                 send(envelope)
@@ -538,12 +538,12 @@ class RoutineCell:
             for event, payload_blob in outbox:
                 for target, slot, send in self.routes.get(event, ()):
                     envelopes.append(
-                        (send, Envelope(target, slot, payload_blob, None, blob=child_blob))
+                        (send, new_envelope(target, slot, payload_blob, None, blob=child_blob))
                     )
             return envelopes
         for event, data in outbox:
             for target, slot, send in self.routes.get(event, ()):
-                envelopes.append((send, Envelope(target, slot, data, *job._child_parts())))
+                envelopes.append((send, new_envelope(target, slot, data, *job._child_parts())))
         return envelopes
 
     def _on_error(

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from actorflow._envelope import Envelope
+from actorflow._envelope import Envelope, new_envelope
 from actorflow.errors import ActorCrash, ConfigurationError
 from actorflow.job import JobContext
 
@@ -431,7 +431,7 @@ _MISSING = _Missing()
 
 def _copy(envelope: Envelope) -> Envelope:
     """A second, independent delivery of the same message."""
-    return Envelope(
+    return new_envelope(
         envelope.target,
         envelope.slot,
         envelope.payload,

@@ -33,6 +33,8 @@ from actorflow._clock import Clock, iso_timestamp
 
 __all__ = ["JobContext", "JobStatus", "get_current_job"]
 
+_new_object = object.__new__
+
 
 class JobStatus(StrEnum):
     """The life cycle of a job. Values compare equal to their lower-case names."""
@@ -113,40 +115,31 @@ class JobRecord:
         "worker_id",
     )
 
-    def __init__(
-        self,
-        job_id: str,
-        flow_id: str,
-        worker_id: str,
-        metadata: Mapping[str, Any] | None,
-        clock: Clock,
-        on_finish: Callable[[JobRecord], None] | None = None,
-    ) -> None:
-        self.job_id = job_id
-        self.flow_id = flow_id
-        self.worker_id = worker_id
-        self.metadata: Mapping[str, Any] = (
-            MappingProxyType(dict(metadata)) if metadata else _NO_METADATA
-        )
-        self.clock = clock
-        self.created_at = clock.wall()
-        self.completed_at: float | None = None
-        self.started = False  # a routine has begun handling one of its messages
-        self._final: JobStatus | None = None  # the status it ended with
-        self.error: str | None = None
-        self.errors: list[dict[str, Any]] | None = None
-        self.data: dict[Any, Any] = _NO_DATA  # never written in place: see merge
-        self.trace: list[dict[str, Any]] = _NO_TRACE  # never appended to: see add_trace
-        self.finished = False
-        self._depths: dict[Any, int] | None = None
-        self._lock: threading.Lock | None = threading.Lock()
-        self._inflight = 1  # the posted message
-        self._listeners: list[Callable[[], None]] | None = None  # called once it ends
-        self._on_finish = on_finish
-        # Set only when used (read with getattr): a timeout was armed for the job; waiting
-        # runs the deterministic scheduler.
-        self.timeout_armed: bool
-        self.pump: Callable[[Callable[[], bool], float | None], bool]
+    # Made by new_record() (no __init__: calling a class with a Python __init__ costs twice
+    # as much as making the instance and setting its slots, and one record is made per job).
+    job_id: str
+    flow_id: str
+    worker_id: str
+    metadata: Mapping[str, Any]
+    clock: Clock
+    created_at: float
+    completed_at: float | None
+    started: bool  # a routine has begun handling one of its messages
+    _final: JobStatus | None  # the status it ended with
+    error: str | None
+    errors: list[dict[str, Any]] | None
+    data: dict[Any, Any]  # starts as _NO_DATA, never written in place: see merge
+    trace: list[dict[str, Any]]  # starts as _NO_TRACE, never appended to: see extend_trace
+    finished: bool
+    _depths: dict[Any, int] | None
+    _lock: threading.Lock | None
+    _inflight: int
+    _listeners: list[Callable[[], None]] | None  # called once it ends
+    _on_finish: Callable[[JobRecord], None] | None
+    # Set only when used (read with getattr): a timeout was armed for the job; waiting runs
+    # the deterministic scheduler.
+    timeout_armed: bool
+    pump: Callable[[Callable[[], bool], float | None], bool]
 
     # -- crossing a process boundary -----------------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
@@ -321,11 +314,43 @@ class JobRecord:
             return True
 
 
+def new_record(
+    job_id: str,
+    flow_id: str,
+    worker_id: str,
+    metadata: Mapping[str, Any] | None,
+    clock: Clock,
+    on_finish: Callable[[JobRecord], None] | None = None,
+) -> JobRecord:
+    """A new pending job with one message (the posted one) in flight."""
+    record = JobRecord()
+    record.job_id = job_id
+    record.flow_id = flow_id
+    record.worker_id = worker_id
+    record.metadata = MappingProxyType(dict(metadata)) if metadata else _NO_METADATA
+    record.clock = clock
+    record.created_at = clock.wall()
+    record.completed_at = None
+    record.started = False
+    record._final = None
+    record.error = None
+    record.errors = None
+    record.data = _NO_DATA
+    record.trace = _NO_TRACE
+    record.finished = False
+    record._depths = None
+    record._lock = threading.Lock()
+    record._inflight = 1
+    record._listeners = None
+    record._on_finish = on_finish
+    return record
+
+
 def _detached_record(
     job_id: str, flow_id: str, worker_id: str, metadata: dict[str, Any], created_at: float
 ) -> JobRecord:
     """Rebuild a record on the far side of a process boundary (re-attached where possible)."""
-    record = JobRecord(job_id, flow_id, worker_id, metadata, Clock())
+    record = new_record(job_id, flow_id, worker_id, metadata, Clock())
     record.created_at = created_at
     record.started = True
     return record
@@ -355,10 +380,19 @@ class JobContext:
         self._own = own
         self._depth = depth
 
+    @staticmethod
+    def _view(record: JobRecord, data: dict[Any, Any] | None, depth: int) -> JobContext:
+        """A view not yet owning ``data`` (skips ``__init__``: made once or more per job)."""
+        view: JobContext = _new_object(JobContext)
+        view._rec = record
+        view._data = data
+        view._own = False
+        view._depth = depth
+        return view
+
     def _child(self) -> JobContext:
         """A view for a message sent downstream: shares this view's data until a write."""
-        record, data, depth = self._child_parts()
-        return JobContext(record, data, False, depth)
+        return JobContext._view(*self._child_parts())
 
     def _child_parts(self) -> tuple[JobRecord, dict[Any, Any], int]:
         """What a message sent downstream carries: the record, this view's data (shared

@@ -17,7 +17,7 @@ from loguru import logger
 
 from actorflow._clock import Clock, SystemClock
 from actorflow._dead_letters import DeadLetters
-from actorflow._envelope import Envelope
+from actorflow._envelope import Envelope, new_envelope
 from actorflow._timers import TimerService
 from actorflow._worker import WorkerCore
 from actorflow.errors import (
@@ -29,7 +29,7 @@ from actorflow.errors import (
     WorkerFailedError,
 )
 from actorflow.faults import FaultInjector, FaultPlan
-from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus
+from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus, new_record
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
@@ -397,12 +397,12 @@ class Runtime:
             raise TypeError("job_id must be a non-empty str")
         elif job_id in self._jobs:
             raise ValueError(f"a job {job_id!r} already exists")
-        record = JobRecord(
+        record = new_record(
             job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
         )
         mailbox, limit = target
         if self._plain:
-            envelope = Envelope(routine_id, slot, data, record, _EMPTY, 1)
+            envelope = new_envelope(routine_id, slot, data, record, _EMPTY, 1)
         else:
             envelope = self._special_envelope(record, routine_id, slot, data)
         if mailbox.qsize() >= limit:
@@ -420,7 +420,7 @@ class Runtime:
             self._injector.send(worker, None, None, routine_id, slot, envelope, mailbox.put)
         else:
             mailbox.put(envelope)
-        return worker.handle, JobContext(record)
+        return worker.handle, JobContext._view(record, None, 0)
 
     def _special_envelope(
         self, record: JobRecord, routine_id: str, slot: str, data: Any
@@ -437,9 +437,11 @@ class Runtime:
                     f"({type(exc).__name__}: {exc})"
                 ) from exc
             view = JobContext(record, _EMPTY, False, 1)
-            envelope = Envelope(routine_id, slot, payload_blob, None, blob=cloudpickle.dumps(view))
+            envelope = new_envelope(
+                routine_id, slot, payload_blob, None, blob=cloudpickle.dumps(view)
+            )
         else:
-            envelope = Envelope(routine_id, slot, data, record, _EMPTY, 1)
+            envelope = new_envelope(routine_id, slot, data, record, _EMPTY, 1)
         if self._tracing is not None:
             envelope.headers = self._tracing.inject()
         return envelope

@@ -11,8 +11,8 @@ from flows import pipeline
 
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
 from actorflow._clock import Clock
-from actorflow._envelope import Envelope
-from actorflow.job import JobRecord
+from actorflow._envelope import new_envelope
+from actorflow.job import new_record
 
 
 def make(
@@ -122,7 +122,7 @@ def test_downstream_write_wins_and_merge_order_survives_late_arrivals(runtime: R
     assert job.status == JobStatus.COMPLETED
     assert job.get_data("k") == "downstream"
     # changes that arrive out of order (as from another process) still merge causally
-    record = JobRecord("j", "f", "w", None, Clock())
+    record = new_record("j", "f", "w", None, Clock())
     record.merge("late", "deep", 3)
     record.merge("late", "shallow", 1)
     assert record.data["late"] == "deep"
@@ -185,7 +185,7 @@ def test_envelope_round_trips_through_cloudpickle(runtime: Runtime) -> None:
     pipeline("pipe", 1)
     _, job = runtime.post("pipe", "r0", "in", {"value": 1}, metadata={"m": 1})
     assert job.wait(10)
-    envelope = Envelope("r0", "in", {"payload": (1, 2)}, job._rec, {"a": [1, 2]}, 2)
+    envelope = new_envelope("r0", "in", {"payload": (1, 2)}, job._rec, {"a": [1, 2]}, 2)
     copy = cloudpickle.loads(cloudpickle.dumps(envelope))
     assert (copy.target, copy.slot, copy.payload) == ("r0", "in", {"payload": (1, 2)})
     view = copy.job
