@@ -395,6 +395,53 @@ def test_overflow_drop_oldest_fails_the_dropped_job() -> None:
         assert runtime.dead_letter_counts() == {"dropped (mailbox full)": 1}
 
 
+def test_post_yields_to_the_actors_once_post_pacing_messages_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import actorflow.runtime as runtime_module
+
+    yields: list[int] = []
+    monkeypatch.setattr(runtime_module, "_yield_interpreter", lambda: yields.append(1))
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(sd: Any, m: Any, ws: Any) -> None:
+        started.set()
+        gate.wait(10)
+
+    routine = Routine()
+    routine.add_slot("in")
+    routine.set_logic(hold)
+    one("paced", routine)
+    with Runtime(post_pacing=3) as runtime:
+        runtime.post("paced", "r", "in", 0)
+        assert started.wait(10)  # the actor holds message 0: the mailbox is empty
+        for i in range(1, 4):  # found 0, 1 and 2 messages waiting: no yield
+            runtime.post("paced", "r", "in", i)
+        assert yields == []
+        runtime.post("paced", "r", "in", 4)  # found 3 waiting
+        runtime.post("paced", "r", "in", 5)  # found 4 waiting
+        assert yields == [1, 1]
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+        assert runtime.metrics()["jobs"]["completed"] == 6
+    with Runtime(post_pacing=None) as runtime:
+        gate.clear()
+        started.clear()
+        runtime.post("paced", "r", "in", 0)
+        assert started.wait(10)
+        for i in range(1, 20):
+            runtime.post("paced", "r", "in", i)
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+    assert yields == [1, 1]  # pacing off: never yields
+
+
+@pytest.mark.parametrize("pacing", [0, -1, True, 2.5, "256"])
+def test_bad_post_pacing_is_refused(pacing: Any) -> None:
+    with pytest.raises(ConfigurationError, match="post_pacing"):
+        Runtime(post_pacing=pacing)
+
+
 def test_unknown_overflow_policy_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         Runtime(overflow="sometimes")
