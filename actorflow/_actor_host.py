@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import pykka
 from pykka._envelope import Envelope as PykkaEnvelope
 
+from actorflow._envelope import Envelope
+
 __all__ = ["STOP", "WAKE", "ActorHost", "Cell", "new_mailbox", "start_host"]
 
 _thread_ids = itertools.count(1)
@@ -93,10 +95,23 @@ class ActorHost(pykka.ThreadingActor):
         # messages still queued stay in the mailbox for the restarted actor.
         inbox = self.actor_inbox
         handle = self.cell.handle
+        batch = getattr(self.cell, "batch", None)
         if self.actor_stopped.is_set():  # on_start crashed
             return
         while True:  # every way out (stop, crash, restart) returns
             message: Any = inbox.get()
+            if batch is not None and type(message) is Envelope:
+                # a plain routine handles this envelope and those queued after it
+                try:
+                    message = batch(message, inbox, self)
+                except BaseException as exc:  # a crash of this actor
+                    self.crashed(exc, message)
+                    return
+                if self.restart_requested:
+                    self._hand_over()
+                    return
+                if message is None:
+                    continue
             if message is STOP:
                 self._stop()
                 return

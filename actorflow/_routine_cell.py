@@ -17,6 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Container, Sequence
+from queue import Empty
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,8 @@ class RoutineCell:
         self._clock = core.clock
         self._strict = core.strict
         self._log = logger.bind(worker=core.worker_id, routine=routine_id)
+        # A plain routine's host feeds it runs of envelopes (run_plain) instead of one by one.
+        self.batch: Callable[[Envelope, Any, Any], Any] | None = None
         # Events with exactly one connection, for the one-in-one-out hot path (set_routes).
         self._single: dict[str, tuple[str, str, Send, Callable[[], int], int]] = {}
         if (
@@ -124,6 +127,7 @@ class RoutineCell:
             and self._injector is None
         ):
             self.handle = self._handle_plain  # type: ignore[method-assign]
+            self.batch = self.run_plain
 
     def set_routes(self, routes: dict[str, list[tuple[str, str, Send]]]) -> None:
         """Where each event goes: ``event -> [(target, slot, send)]``."""
@@ -157,6 +161,8 @@ class RoutineCell:
     def crashed(self, host: Any, exc: BaseException, message: Any) -> None:
         """This actor crashed: tell the supervisor, with the job(s) it was working for."""
         records = list(self._running)
+        if self._msg is not None:  # a plain routine crashed in this message's logic
+            message = self._msg
         if not records and type(message) is Envelope and message.rec is not None:
             records = [message.rec]
         try:  # best effort: release what this actor opened in on_start
@@ -177,58 +183,104 @@ class RoutineCell:
 
     # -- messages ----------------------------------------------------------------------
     def _handle_plain(self, envelope: Any) -> None:
-        """:meth:`handle` for the common routine (immediate policy, one slot, no tracing, no
-        fault plan, not strict): the same steps, inlined, with one hot path for a message
-        that causes exactly one message downstream."""
-        core = self.core
-        if core.posters_waiting:
-            core.room_made()
+        """:meth:`handle` for a plain routine: see :meth:`run_plain`."""
         if type(envelope) is not Envelope:
+            core = self.core
+            if core.posters_waiting:
+                core.room_made()
             self._control(envelope)
             return
-        rec: JobRecord = envelope.rec  # type: ignore[assignment]  # only strict mode seals
-        if rec.finished:
-            core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
-            return
-        rec.started = True
-        slot_data = {envelope.slot: [envelope.payload]}
-        self._msg = envelope  # get_current_job() makes the view from it, if anyone asks
-        outbox: list[tuple[str, Any]] = []
-        self.outbox = outbox
-        started = perf_counter()
-        try:
-            self.logic(slot_data, None, self.state)
-        except Exception as exc:
-            self._observe(perf_counter() - started)
-            self.failed += 1
-            job = self._take_view()
-            self.outbox = None
-            self._on_error(exc, slot_data, None, job, (rec,), 1)
-            return
-        elapsed = perf_counter() - started
-        self.seconds_sum += elapsed
-        if elapsed < _FIRST_BOUND:
-            self.buckets[0] += 1
-        else:
-            self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
-        self.outbox = None
-        view = self._view
-        if view is None:
-            self._msg = None
-        if not outbox:
-            if view is not None:
-                self._msg = self._view = None
-            rec.message_done()
-            return
-        if view is None and len(outbox) == 1 and not self._probes:
-            event, data = outbox[0]
-            route = self._single.get(event)
-            if route is not None and not rec.finished:
-                target, slot, send, qsize, limit = route
-                if qsize() < limit:  # the child shares the data dict: nobody wrote to it
-                    send(new_envelope(target, slot, data, rec, envelope.data, envelope.depth + 1))
-                    return
-        self._deliver(outbox, self._take_view(envelope), (rec,))
+        self.run_plain(envelope)
+
+    def run_plain(self, envelope: Envelope, mailbox: Any = None, host: Any = None) -> Any:
+        """Handle ``envelope`` for a plain routine (immediate policy, one slot, no tracing, no
+        fault plan, not strict): the steps of :meth:`handle`, inlined, with one hot path for
+        a message that causes exactly one message downstream.
+
+        Given its ``mailbox`` (and ``host``), go on with the envelopes after it while there
+        are any and no restart is requested; return the first other message taken from the
+        mailbox, or None. A crash (an exception that is not an ``Exception``) propagates to
+        the host, with ``self._msg`` naming the message it happened in.
+        """
+        core = self.core
+        logic = self.logic
+        state = self.state
+        single = self._single
+        probes = self._probes
+        buckets = self.buckets
+        routine_id = self.routine_id
+        if mailbox is not None:
+            take = mailbox.get_nowait
+            waiting = mailbox.qsize
+        while True:
+            if core.posters_waiting:
+                core.room_made()
+            rec: JobRecord = envelope.rec  # type: ignore[assignment]  # only strict mode seals
+            if rec.finished:
+                core.dead_letter(rec.job_id, routine_id, envelope.slot, f"job {rec.status}")
+            else:
+                rec.started = True
+                slot_data = {envelope.slot: [envelope.payload]}
+                self._msg = envelope  # get_current_job() makes the view from it, if asked
+                outbox: list[tuple[str, Any]] = []
+                self.outbox = outbox
+                started = perf_counter()
+                try:
+                    logic(slot_data, None, state)
+                except Exception as exc:
+                    self._observe(perf_counter() - started)
+                    self.failed += 1
+                    job = self._take_view()
+                    self.outbox = None
+                    self._on_error(exc, slot_data, None, job, (rec,), 1)
+                else:
+                    elapsed = perf_counter() - started
+                    self.seconds_sum += elapsed
+                    if elapsed < _FIRST_BOUND:
+                        buckets[0] += 1
+                    else:
+                        buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
+                    self.outbox = None
+                    view = self._view
+                    if view is None:
+                        self._msg = None
+                    if not outbox:
+                        if view is not None:
+                            self._msg = self._view = None
+                        rec.message_done()
+                    elif not self._send_one(outbox, view, envelope, rec, single, probes):
+                        self._deliver(outbox, self._take_view(envelope), (rec,))
+            if mailbox is None or host.restart_requested or not waiting():
+                return None
+            try:
+                envelope = take()
+            except Empty:  # another actor of the routine took it
+                return None
+            if type(envelope) is not Envelope:
+                return envelope
+
+    @staticmethod
+    def _send_one(
+        outbox: list[tuple[str, Any]],
+        view: JobContext | None,
+        envelope: Envelope,
+        rec: JobRecord,
+        single: dict[str, tuple[str, str, Send, Callable[[], int], int]],
+        probes: dict[Any, Any],
+    ) -> bool:
+        """The hot path: one event emitted, one connection, room downstream, no data written
+        and nobody probing: the child shares the data dict. False if it does not apply."""
+        if view is not None or len(outbox) != 1 or probes:
+            return False
+        event, data = outbox[0]
+        route = single.get(event)
+        if route is None or rec.finished:
+            return False
+        target, slot, send, qsize, limit = route
+        if qsize() >= limit:
+            return False
+        send(new_envelope(target, slot, data, rec, envelope.data, envelope.depth + 1))
+        return True
 
     def _take_view(self, envelope: Envelope | None = None) -> JobContext:
         """The view of the job the logic just ran for (made now if nobody asked for it)."""
