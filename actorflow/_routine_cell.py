@@ -248,7 +248,20 @@ class RoutineCell:
                         if view is not None:
                             self._msg = self._view = None
                         rec.message_done()
-                    elif not self._send_one(outbox, view, envelope, rec, single, probes):
+                    elif view is None and len(outbox) == 1 and not probes:
+                        # the hot path: one event, one connection, room downstream, no data
+                        # written: the child shares the data dict
+                        event, data = outbox[0]
+                        route = single.get(event)
+                        if route is not None and not rec.finished and route[3]() < route[4]:
+                            route[2](
+                                new_envelope(
+                                    route[0], route[1], data, rec, envelope.data, envelope.depth + 1
+                                )
+                            )
+                        else:
+                            self._deliver(outbox, self._take_view(envelope), (rec,))
+                    else:
                         self._deliver(outbox, self._take_view(envelope), (rec,))
             if mailbox is None or host.restart_requested or not waiting():
                 return None
@@ -258,29 +271,6 @@ class RoutineCell:
                 return None
             if type(envelope) is not Envelope:
                 return envelope
-
-    @staticmethod
-    def _send_one(
-        outbox: list[tuple[str, Any]],
-        view: JobContext | None,
-        envelope: Envelope,
-        rec: JobRecord,
-        single: dict[str, tuple[str, str, Send, Callable[[], int], int]],
-        probes: dict[Any, Any],
-    ) -> bool:
-        """The hot path: one event emitted, one connection, room downstream, no data written
-        and nobody probing: the child shares the data dict. False if it does not apply."""
-        if view is not None or len(outbox) != 1 or probes:
-            return False
-        event, data = outbox[0]
-        route = single.get(event)
-        if route is None or rec.finished:
-            return False
-        target, slot, send, qsize, limit = route
-        if qsize() >= limit:
-            return False
-        send(new_envelope(target, slot, data, rec, envelope.data, envelope.depth + 1))
-        return True
 
     def _take_view(self, envelope: Envelope | None = None) -> JobContext:
         """The view of the job the logic just ran for (made now if nobody asked for it)."""

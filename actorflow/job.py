@@ -46,6 +46,7 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+_COMPLETED = JobStatus.COMPLETED
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 _EMPTY: dict[Any, Any] = {}
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
@@ -176,7 +177,7 @@ class JobRecord:
             if left > 0 or self.finished:
                 return
             # completed (finish() inlined: this runs once for nearly every job)
-            self._final = JobStatus.COMPLETED
+            self._final = _COMPLETED
             self.finished = True
             self.completed_at = self.clock.wall()
             listeners = self._listeners

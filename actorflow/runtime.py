@@ -432,8 +432,15 @@ class Runtime:
             job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
         )
         mailbox, limit = target
-        if self._plain:
-            envelope = new_envelope(routine_id, slot, data, record, _EMPTY, 1)
+        if self._plain:  # new_envelope(routine_id, slot, data, record, _EMPTY, 1), inlined
+            envelope = Envelope()
+            envelope.target = routine_id
+            envelope.slot = slot
+            envelope.payload = data
+            envelope.rec = record
+            envelope.data = _EMPTY
+            envelope.depth = 1
+            envelope.blob = envelope.headers = None
         else:
             envelope = self._special_envelope(record, routine_id, slot, data)
         waiting = mailbox.qsize()
