@@ -48,6 +48,16 @@ _NEVER = sys.maxsize
 _sched_yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # not on Windows
 
 
+_COMPLETED = JobStatus.COMPLETED
+_new_object = object.__new__
+
+
+def _count_of(counter: itertools.count[int]) -> int:
+    """How many times ``next`` was called on ``itertools.count()`` (its repr is "count(N)";
+    reading it does not advance it)."""
+    return int(repr(counter)[6:-1])
+
+
 def _yield_interpreter() -> None:
     """Release the GIL once, so a routine actor waiting for it runs (its batch) first.
 
@@ -267,7 +277,8 @@ class Runtime:
         self._active: dict[str, JobRecord] = {}
         self._idle_waiters = 0
         self._count_lock = threading.Lock()
-        self._finished_counts: dict[tuple[str, Any], int] = {}
+        self._finished_counts: dict[tuple[str, Any], int] = {}  # failed and cancelled
+        self._completed: dict[str, itertools.count[int]] = {}  # by worker
         self._job_seq = itertools.count(1)
         self._job_prefix = f"s{self.seed}" if self.deterministic else os.urandom(4).hex()
         self._on_finish = self._job_finished
@@ -461,7 +472,12 @@ class Runtime:
             mailbox.put(envelope)
         if waiting >= self._pacing:
             _yield_interpreter()  # let the routine actors take (at least) a turn
-        return worker.handle, JobContext._view(record, None, 0)
+        context = _new_object(JobContext)  # JobContext(record), without calling __init__
+        context._rec = record
+        context._data = None
+        context._own = False
+        context._depth = 0
+        return worker.handle, context
 
     def _special_envelope(
         self, record: JobRecord, routine_id: str, slot: str, data: Any
@@ -527,14 +543,22 @@ class Runtime:
 
     def _job_finished(self, record: JobRecord) -> None:
         status = record._final
-        if self._ray is not None and status is not JobStatus.COMPLETED:
-            worker = self._workers.get(record.worker_id)
-            if worker is not None:
-                self._ray.forget(worker, record.job_id)
-        key = (record.worker_id, status)  # a StrEnum: equal to, and hashed as, its value
-        counts = self._finished_counts
-        with self._count_lock:
-            counts[key] = counts.get(key, 0) + 1
+        if status is _COMPLETED:
+            # next() on an itertools.count is atomic under the GIL: no lock per completed job
+            counter = self._completed.get(record.worker_id)
+            if counter is None:
+                with self._count_lock:
+                    counter = self._completed.setdefault(record.worker_id, itertools.count())
+            next(counter)
+        else:
+            if self._ray is not None:
+                worker = self._workers.get(record.worker_id)
+                if worker is not None:
+                    self._ray.forget(worker, record.job_id)
+            key = (record.worker_id, status)  # a StrEnum: equal to, and hashed as, its value
+            counts = self._finished_counts
+            with self._count_lock:
+                counts[key] = counts.get(key, 0) + 1
         finished = self._finished
         finished.append(record.job_id)
         if len(finished) > self.job_retention:
@@ -669,6 +693,8 @@ class Runtime:
 
         with self._count_lock:
             finished = dict(self._finished_counts)
+            for worker_id, counter in self._completed.items():
+                finished[(worker_id, _COMPLETED)] = _count_of(counter)
         totals = {"completed": 0, "failed": 0, "cancelled": 0}
         workers: dict[str, Any] = {}
         routines: dict[str, Any] = {}

@@ -52,3 +52,23 @@ def test_metrics_after_a_known_workload() -> None:
     assert list(pk["handling_seconds"]["buckets"])[-1] == "+Inf"
     assert pk["mailbox_depth"] == 0
     assert metrics["dead_letters"] == {"total": 0, "by_reason": {}}
+
+
+def test_completed_counts_stay_exact_when_many_threads_finish_jobs() -> None:
+    sink = Routine()
+    sink.add_slot("in")
+    sink.set_concurrency(4)  # four actor threads finish jobs at the same time
+    sink.set_logic(lambda sd, m, ws: None)
+    flow = Flow("many_finishers")
+    flow.add_routine(sink, "sink")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime() as runtime:
+        runtime.exec("many_finishers", worker_id="a")
+        runtime.exec("many_finishers", worker_id="b")
+        for n in range(3000):
+            runtime.post("many_finishers", "sink", "in", n, worker_id="a" if n % 3 else "b")
+        assert runtime.wait_until_all_jobs_finished(30)
+        metrics = runtime.metrics()
+    assert metrics["jobs"]["completed"] == 3000
+    assert metrics["workers"]["a"]["jobs"]["completed"] == 2000
+    assert metrics["workers"]["b"]["jobs"]["completed"] == 1000
