@@ -1,13 +1,18 @@
 """The worker's supervisor: the one owner of its WorkerState (internal).
 
 Every read and write of a worker's state is a message handled here, one at a time, so a
-read-modify-write can never interleave with another. Values are stored encoded, so a reader
+read-modify-write can never interleave with another. "One at a time" is the supervisor's
+*turn* (a lock): its actor thread holds it for each message, and a routine actor whose call
+finds the supervisor idle takes the turn and applies its call itself (:meth:`call_inline`),
+which saves two thread hand-offs per call and changes nothing else: the call still runs alone,
+on the supervisor's state, with the supervisor's code. Values are stored encoded, so a reader
 always gets a fresh copy and no caller can mutate the stored state behind its back. With a
 durable store, each change is written through to the store before it is acknowledged.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +23,10 @@ from actorflow._state_codec import StateCodec
 from actorflow.errors import ConfigurationError, StateLimitError
 from actorflow.state_limits import StateLimits
 
-__all__ = ["StateCall", "SupervisorCore"]
+__all__ = ["BUSY", "StateCall", "SupervisorCore"]
+
+BUSY: Any = object()
+"""What :meth:`SupervisorCore.call_inline` returns when the supervisor is not idle."""
 
 
 class StateCall:
@@ -26,7 +34,7 @@ class StateCall:
 
     __slots__ = ("arg", "extra", "key", "op", "reply")
 
-    def __init__(self, op: str, key: Any, arg: Any, extra: Any, reply: Reply) -> None:
+    def __init__(self, op: str, key: Any, arg: Any, extra: Any, reply: Reply | None) -> None:
         self.op = op
         self.key = key
         self.arg = arg
@@ -50,6 +58,7 @@ class SupervisorCore:
         self._encode = codec.encode
         self._decode = codec.decode
         self.control_handler: Callable[[Any], None] | None = None  # crashes and restarts
+        self.turn = threading.Lock()  # held while a message or an inline call is applied
         self._limits = limits or StateLimits()
         self._store = store  # a Store scoped to this worker, or None
         self._monotonic = monotonic
@@ -96,16 +105,30 @@ class SupervisorCore:
         """Nothing to release (the store belongs to the runtime's owner)."""
 
     def handle(self, call: Any) -> None:
-        if type(call) is not StateCall:
-            if self.control_handler is not None:
-                self.control_handler(call)
-            return
+        """Apply one message from the mailbox (on the supervisor's actor thread)."""
+        with self.turn:
+            if type(call) is not StateCall:
+                if self.control_handler is not None:
+                    self.control_handler(call)
+                return
+            reply = call.reply
+            assert reply is not None  # only inline calls come without one
+            try:
+                result = self._ops[call.op](call)
+            except Exception as exc:
+                reply.set_error(exc)
+            else:
+                reply.set(result)
+
+    def call_inline(self, call: StateCall) -> Any:
+        """Apply ``call`` on the calling thread if the supervisor is idle; its result (an
+        error raises), or :data:`BUSY` (nothing done) if the turn is taken."""
+        if not self.turn.acquire(blocking=False):
+            return BUSY
         try:
-            result = self._ops[call.op](call)
-        except Exception as exc:
-            call.reply.set_error(exc)
-        else:
-            call.reply.set(result)
+            return self._ops[call.op](call)
+        finally:
+            self.turn.release()
 
     # -- storing -----------------------------------------------------------------------
     def _store_blob(self, key: str, blob: bytes) -> None:

@@ -16,7 +16,7 @@ from actorflow._dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow._envelope import Envelope
 from actorflow._reply import Reply
 from actorflow._routine_cell import FLUSH, RoutineCell
-from actorflow._supervisor import StateCall, SupervisorCore
+from actorflow._supervisor import BUSY, StateCall, SupervisorCore
 from actorflow._timers import TimerService
 from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
 from actorflow.flow import Flow, StateGrant
@@ -400,6 +400,10 @@ class WorkerCore:
             raise RuntimeClosedError(
                 f"worker {self.worker_id!r} is {self.status}; its state can no longer be used"
             )
+        if not self.dispatcher.inline:  # an idle supervisor lends its turn: no hand-off
+            result = self.supervisor_core.call_inline(StateCall(op, key, arg, extra, None))
+            if result is not BUSY:
+                return result
         reply = Reply()
         self.to_supervisor(StateCall(op, key, arg, extra, reply))
         try:
