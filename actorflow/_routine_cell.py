@@ -95,6 +95,7 @@ class RoutineCell:
         self.max_queue = {name: spec.max_queue_length for name, spec in routine._slots.items()}
         self.routes: dict[str, list[tuple[str, str, Send]]] = {}
         self.direct_events: Container[str] = frozenset()
+        self.silent_events: Container[str] = frozenset()
         self.bounds = core.bounds
         self.send_self = send_self
         self._msg: Envelope | None = None  # the message whose logic runs (plain handler)
@@ -110,7 +111,7 @@ class RoutineCell:
         self.retried = 0
         self.seconds_sum = 0.0
         self.buckets = [0] * (len(BUCKET_BOUNDS) + 1)
-        self._probes = core.runtime._probes
+        self._probes = self.probes = core.runtime._probes
         self._timer_at: float | None = None
         self._clock = core.clock
         self._strict = core.strict
@@ -134,6 +135,7 @@ class RoutineCell:
         self.routes = routes
         # Routine.emit appends these events to the outbox itself (strict mode encodes each)
         self.direct_events = frozenset() if self._strict else routes
+        self.silent_events = frozenset(self.events - routes.keys())
         self._single = {}
         for event, targets in routes.items():
             if len(targets) == 1:

@@ -63,7 +63,8 @@ class _Activation(Protocol):
 
     ``Routine.emit`` appends ``(event, data)`` to ``outbox`` itself when ``routine`` is the
     emitting routine and the event is in ``direct_events`` (connected events that need no
-    check or encoding); every other emit goes through ``emit_for``.
+    check or encoding), and drops it when the event is in ``silent_events`` (declared but
+    connected nowhere) while ``probes`` is empty; every other emit goes through ``emit_for``.
     """
 
     current_job: JobContext | None
@@ -72,6 +73,12 @@ class _Activation(Protocol):
 
     @property
     def direct_events(self) -> Container[str]: ...
+
+    @property
+    def silent_events(self) -> Container[str]: ...
+
+    @property
+    def probes(self) -> Mapping[Any, Any]: ...
 
     def emit_for(self, routine: Any, event: str, data: dict[str, Any]) -> None: ...
 

@@ -207,11 +207,14 @@ class Routine:
         try:
             # The common case, without a call: this routine's own connected event, while its
             # logic runs. The activation checks everything else (and raises) in emit_for.
-            if activation.routine is self and event in activation.direct_events:  # type: ignore[union-attr]
+            if activation.routine is self:  # type: ignore[union-attr]
                 outbox = activation.outbox  # type: ignore[union-attr]
                 if outbox is not None:
-                    outbox.append((event, data))
-                    return
+                    if event in activation.direct_events:  # type: ignore[union-attr]
+                        outbox.append((event, data))
+                        return
+                    if event in activation.silent_events and not activation.probes:  # type: ignore[union-attr]
+                        return  # declared, connected nowhere, and nobody is watching
             emit = activation.emit_for  # type: ignore[union-attr]
         except AttributeError:
             raise RuntimeError(

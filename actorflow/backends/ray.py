@@ -108,6 +108,8 @@ class RoutineActor:
         self.current_job: JobContext | None = None
         self.outbox: list[tuple[str, Any]] | None = None
         self.direct_events: frozenset[str] = frozenset()  # every emit is pickled: emit_for
+        self.silent_events: frozenset[str] = frozenset()
+        self.probes: dict[Any, Any] = {}
         self.counters = {"handled": 0, "failed": 0, "retried": 0}
         self.immediate = isinstance(self.routine.activation_policy, _Immediate)
         self.policy = self.routine.activation_policy.bind()
