@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Runtime"]
 
 DEFAULT_JOB_RETENTION = 10_000
-DEFAULT_POST_PACING = 256
+DEFAULT_POST_PACING = 128
 _NEVER = sys.maxsize
 _sched_yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # not on Windows
 
