@@ -2,12 +2,14 @@
 
 Every read and write of a worker's state is a message handled here, one at a time, so a
 read-modify-write can never interleave with another. "One at a time" is the supervisor's
-*turn* (a lock): its actor thread holds it for each message, and a routine actor whose call
-finds the supervisor idle takes the turn and applies its call itself (:meth:`call_inline`),
-which saves two thread hand-offs per call and changes nothing else: the call still runs alone,
-on the supervisor's state, with the supervisor's code. Values are stored encoded, so a reader
-always gets a fresh copy and no caller can mutate the stored state behind its back. With a
-durable store, each change is written through to the store before it is acknowledged.
+*turn* (a lock): its actor thread holds it for each state call it takes from the mailbox, and
+a routine actor whose call finds the supervisor idle takes the turn and applies its call
+itself (:meth:`call_inline`), which saves two thread hand-offs per call and changes nothing
+else: the call still runs alone, on the supervisor's state, with the supervisor's code.
+
+Values are stored encoded, so a reader always gets a fresh copy and no caller can mutate the
+stored state behind its back. With a durable store, each change is written through to the store
+before it is acknowledged.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class SupervisorCore:
         self._encode = codec.encode
         self._decode = codec.decode
         self.control_handler: Callable[[Any], None] | None = None  # crashes and restarts
-        self.turn = threading.Lock()  # held while a message or an inline call is applied
+        self.turn = threading.Lock()  # held while a state call is applied
         self._limits = limits or StateLimits()
         self._store = store  # a Store scoped to this worker, or None
         self._monotonic = monotonic
@@ -106,11 +108,11 @@ class SupervisorCore:
 
     def handle(self, call: Any) -> None:
         """Apply one message from the mailbox (on the supervisor's actor thread)."""
+        if type(call) is not StateCall:  # crashes and restarts: the hosts, not the state
+            if self.control_handler is not None:
+                self.control_handler(call)
+            return
         with self.turn:
-            if type(call) is not StateCall:
-                if self.control_handler is not None:
-                    self.control_handler(call)
-                return
             reply = call.reply
             assert reply is not None  # only inline calls come without one
             try:

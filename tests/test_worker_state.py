@@ -301,3 +301,20 @@ def test_cache_is_bounded_lru_and_expires_on_read() -> None:
             timed.put("bad", threading.Lock())
         with pytest.raises(ConfigurationError):
             state.cache("bad", max_entries=0)
+
+
+def test_a_call_that_finds_the_supervisor_busy_waits_for_its_turn(runtime: Runtime) -> None:
+    flow = Flow("turns")
+    flow.add_routine(routine(lambda sd, m, ws: ws.increment("_shared", "n")), "count")
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("turns", worker_id="w")
+    state.increment("_shared", "n")  # the supervisor is idle: applied on this thread
+    turn = runtime._workers["w"].supervisor_core.turn
+    turn.acquire()  # as if the supervisor were applying a long call
+    try:
+        _, job = runtime.post("turns", "count", "in", 1)
+        assert not job.wait(0.2)  # the routine's call waits in the supervisor's mailbox
+    finally:
+        turn.release()
+    assert job.wait(10) and job.status == "completed"
+    assert state.get_routine_state("_shared") == {"n": 2}
