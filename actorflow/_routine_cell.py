@@ -256,11 +256,15 @@ class RoutineCell:
                         event, data = outbox[0]
                         route = single.get(event)
                         if route is not None and not rec.finished and route[3]() < route[4]:
-                            route[2](
-                                new_envelope(
-                                    route[0], route[1], data, rec, envelope.data, envelope.depth + 1
-                                )
-                            )
+                            child = Envelope()  # new_envelope(...), inlined
+                            child.target = route[0]
+                            child.slot = route[1]
+                            child.payload = data
+                            child.rec = rec
+                            child.data = envelope.data
+                            child.depth = envelope.depth + 1
+                            child.blob = child.headers = None
+                            route[2](child)
                         else:
                             self._deliver(outbox, self._take_view(envelope), (rec,))
                     else:
