@@ -20,6 +20,7 @@ Two objects cooperate:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import traceback as _traceback
 from collections.abc import Callable, Container, Generator, Mapping
@@ -56,6 +57,12 @@ _ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routin
 _NO_DATA: dict[Any, Any] = {}
 _NO_TRACE: list[dict[str, Any]] = []
 _FIRST_WRITE = threading.Lock()
+# Records share a ring of locks instead of making one each (a lock is a GC-tracked object, and
+# a job's lock lives as long as the job runs). A record holds its lock only for a few field
+# updates and never takes another record's lock meanwhile, so sharing cannot deadlock; two jobs
+# on one lock wait for each other only if a thread switch lands inside those few updates.
+_RECORD_LOCKS = tuple(threading.Lock() for _ in range(64))
+_next_lock = itertools.count()
 
 
 class _Activation(Protocol):
@@ -347,7 +354,7 @@ def new_record(
     record.trace = _NO_TRACE
     record.finished = False
     record._depths = None
-    record._lock = threading.Lock()
+    record._lock = _RECORD_LOCKS[next(_next_lock) & 63]
     record._inflight = 1
     record._listeners = None
     record._on_finish = on_finish
