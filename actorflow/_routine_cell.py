@@ -213,7 +213,6 @@ class RoutineCell:
         routine_id = self.routine_id
         if mailbox is not None:
             take = mailbox.get_nowait
-            waiting = mailbox.qsize
         while True:
             if core.posters_waiting:
                 core.room_made()
@@ -221,7 +220,8 @@ class RoutineCell:
             if rec.finished:
                 core.dead_letter(rec.job_id, routine_id, envelope.slot, f"job {rec.status}")
             else:
-                rec.started = True
+                if not rec.started:  # written once: later hops only read the record's line
+                    rec.started = True
                 slot_data = {envelope.slot: [envelope.payload]}
                 self._msg = envelope  # get_current_job() makes the view from it, if asked
                 outbox: list[tuple[str, Any]] = []
@@ -269,11 +269,11 @@ class RoutineCell:
                             self._deliver(outbox, self._take_view(envelope), (rec,))
                     else:
                         self._deliver(outbox, self._take_view(envelope), (rec,))
-            if mailbox is None or host.restart_requested or not waiting():
+            if mailbox is None or host.restart_requested:
                 return None
             try:
                 envelope = take()
-            except Empty:  # another actor of the routine took it
+            except Empty:  # nothing left (or another actor of the routine took it)
                 return None
             if type(envelope) is not Envelope:
                 return envelope
