@@ -256,15 +256,14 @@ class RoutineCell:
                         event, data = outbox[0]
                         route = single.get(event)
                         if route is not None and not rec.finished and route[3]() < route[4]:
-                            child = Envelope()  # new_envelope(...), inlined
-                            child.target = route[0]
-                            child.slot = route[1]
-                            child.payload = data
-                            child.rec = rec
-                            child.data = envelope.data
-                            child.depth = envelope.depth + 1
-                            child.blob = child.headers = None
-                            route[2](child)
+                            # the handled envelope becomes the child: same job, same data,
+                            # one hop deeper (nothing else holds it: no view, probe, fault
+                            # plan or tracing on this path)
+                            envelope.target = route[0]
+                            envelope.slot = route[1]
+                            envelope.payload = data
+                            envelope.depth += 1
+                            route[2](envelope)
                         else:
                             self._deliver(outbox, self._take_view(envelope), (rec,))
                     else:
