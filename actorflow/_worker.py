@@ -35,13 +35,12 @@ Send = Callable[[Any], None]
 
 def post_targets(
     mailboxes: dict[str, Any], limits: dict[str, dict[str, int]]
-) -> dict[tuple[str, str], tuple[Any, int]]:
-    """``(routine_id, slot) -> (mailbox, max_queue_length)`` for ``Runtime.post``: a post
-    looks up its target once."""
+) -> dict[str, dict[str, tuple[Any, int]]]:
+    """``routine_id -> slot -> (mailbox, max_queue_length)`` for ``Runtime.post``: a post
+    looks up its target once (two str lookups cost less than hashing a tuple key)."""
     return {
-        (routine_id, slot): (mailboxes[routine_id], limit)
+        routine_id: {slot: (mailboxes[routine_id], limit) for slot, limit in slots.items()}
         for routine_id, slots in limits.items()
-        for slot, limit in slots.items()
     }
 
 

@@ -431,7 +431,8 @@ class Runtime:
         worker = None if worker_id is not None else self._default_worker.get(flow_id)
         if worker is None or worker.status != "running" or self._closed:
             worker = self._worker_for(flow_id, worker_id)
-        target = worker.post_targets.get((routine_id, slot))
+        slots = worker.post_targets.get(routine_id)
+        target = None if slots is None else slots.get(slot)
         if target is None:
             raise _no_such_target(worker, flow_id, routine_id, slot)
         if job_id is None:
