@@ -14,7 +14,10 @@
   same in every process); every read filters expired rows, and they are deleted
   by the next operation or by the reaper thread;
 * ``max_entries`` evicts by a ``used`` counter column (``put``, ``get`` and
-  ``update`` count as use; with ``max_entries`` set, ``get`` therefore writes).
+  ``update`` count as use). A ``get`` never writes: it notes its use in memory,
+  and the next write of this store (or ``close``) stores the noted uses before it
+  evicts anything, so eviction in this process sees every read. Another process
+  sees them once this one has written or closed; a crash loses only the order.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class SqliteBackend(Backend):
         self.max_entries = max_entries_option(max_entries)
         self._clock: Clock = callable_option(clock, "clock") or time.time
         self._events: list[Event] = []
+        self._touched: dict[str, int] = {}  # key -> use count of reads not stored yet
         self._counts = dict.fromkeys(
             ("hits", "misses", "puts", "deletes", "evicted_capacity", "evicted_expired"), 0
         )
@@ -191,10 +195,21 @@ class SqliteBackend(Backend):
         self._record(rows, "expired")
         self._due = self._earliest_expiry()
 
+    def _store_touches(self) -> None:
+        """Store the uses that reads noted (inside the caller's transaction)."""
+        touched = self._touched
+        if touched:
+            self._db.executemany(
+                f"UPDATE {_TABLE} SET used = ? WHERE key = ?",
+                [(used, key) for key, used in touched.items()],
+            )
+            touched.clear()
+
     def _evict(self) -> None:
         """Enforce ``max_entries`` (inside the caller's transaction)."""
         if self.max_entries is None:
             return
+        self._store_touches()
         (entries,) = self._db.execute(
             f"SELECT value FROM {_META} WHERE name = 'entries'"
         ).fetchone()
@@ -239,6 +254,7 @@ class SqliteBackend(Backend):
 
     def _write(self, key: str, data: bytes, ttl: float | None, now: float) -> None:
         expires_at = None if ttl is None else now + ttl
+        self._touched.pop(key, None)  # this write is a newer use than a noted read
         self._db.execute(_UPSERT, (key, data, expires_at, self._tick()))
         self._counts["puts"] += 1
         self._evict()
@@ -247,16 +263,14 @@ class SqliteBackend(Backend):
             self._reaper.schedule(expires_at)
 
     def _read(self, key: str, now: float) -> bytes | None:
-        if self.max_entries is None:
-            row = self._db.execute(
-                f"SELECT value FROM {_TABLE} WHERE key = ? AND {_LIVE}", (key, now)
-            ).fetchone()
-        else:
-            row = self._db.execute(
-                f"UPDATE {_TABLE} SET used = ? WHERE key = ? AND {_LIVE} RETURNING value",
-                (self._tick(), key, now),
-            ).fetchone()
-        return None if row is None else bytes(row[0])
+        row = self._db.execute(
+            f"SELECT value FROM {_TABLE} WHERE key = ? AND {_LIVE}", (key, now)
+        ).fetchone()
+        if row is None:
+            return None
+        if self.max_entries is not None:
+            self._touched[key] = self._tick()  # stored by the next write (_store_touches)
+        return bytes(row[0])
 
     # ------------------------------------------------------------------ verbs
 
@@ -265,7 +279,7 @@ class SqliteBackend(Backend):
             self._write(key, data, ttl, now)
 
     def get(self, key: str) -> bytes | None:
-        with self._operation(write=self.max_entries is not None) as now:
+        with self._operation(write=False) as now:
             data = self._read(key, now)
             self._counts["misses" if data is None else "hits"] += 1
             return data
@@ -345,7 +359,14 @@ class SqliteBackend(Backend):
             self.closed = True
         self._reaper.stop()
         with self.lock:
-            self._db.close()
+            try:
+                if self._touched:
+                    with self._transaction():
+                        self._store_touches()
+            except sqlite3.OperationalError:  # the file is locked by another process: only
+                pass  # the eviction order of the last reads is lost, never a value
+            finally:
+                self._db.close()
 
 
 class SqliteStore(Store):

@@ -322,6 +322,23 @@ def test_max_entries_evicts_least_recently_used(harness: Harness) -> None:
     assert s.get_stats()["evicted_capacity"] == 3
 
 
+def test_a_write_after_a_read_is_the_newest_use(harness: Harness) -> None:
+    if not harness.bounded:
+        pytest.skip("the redis store has no max_entries")
+    events: list[tuple[str, Any, str]] = []
+    s = harness.make(max_entries=3, on_evict=lambda k, v, r: events.append((k, v, r)))
+    s.put("a", 1)
+    s.put("b", 2)
+    s.put("c", 3)
+    assert s.get("a") == 1
+    assert s.get("b") == 2
+    s.put("a", 10)  # newer than the read of b: b is now the least recently used
+    assert s.get("c") == 3
+    s.put("d", 4)
+    assert events == [("b", 2, "capacity")]
+    assert s.keys() == ["a", "c", "d"]
+
+
 def test_on_evict_reports_capacity_expired_and_deleted(harness: Harness) -> None:
     if not harness.bounded:
         with pytest.raises(ConfigurationError, match="on_evict"):
