@@ -61,10 +61,15 @@ def interleave(
     for _ in range(rounds):
         for name, case in cases.items():
             samples[name].append(case())
-    return {
-        name: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
-        for name, runs in samples.items()
-    }
+    return {name: medians(runs) for name, runs in samples.items()}
+
+
+def medians(runs: list[dict[str, float]], digits: int | None = None) -> dict[str, float]:
+    """The median of each figure over ``runs`` (rounded to ``digits`` if given; {} if none)."""
+    if not runs:
+        return {}
+    result = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    return result if digits is None else {k: round(v, digits) for k, v in result.items()}
 
 
 def percentile(values: list[float], pct: float) -> float:

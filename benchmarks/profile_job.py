@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, machine
+from _common import emit, machine, medians
 from _flows import register_pipeline
 
 import actorflow._worker as worker_module
@@ -140,17 +139,14 @@ def main() -> None:
             samples["threads"].append(threaded(args.threaded_jobs))
             samples["one_core"].append(threaded(args.threaded_jobs, one_core=True))
 
-    def medians(runs: list[dict[str, float]]) -> dict[str, float]:
-        return {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]} if runs else {}
-
     emit(
         {
             "benchmark": "profile_job",
             "jobs": args.jobs,
             "rounds": args.rounds,
-            "one_thread_us": medians(samples["one"]),
-            "threads_us": medians(samples["threads"]),
-            "threads_one_core_us": medians(samples["one_core"]),
+            "one_thread_us": medians(samples["one"], 2),
+            "threads_us": medians(samples["threads"], 2),
+            "threads_one_core_us": medians(samples["one_core"], 2),
             "machine": machine(),
         }
     )
