@@ -7,6 +7,7 @@ __all__ = [
     "ActorflowError",
     "ConfigurationError",
     "FlowValidationError",
+    "InvalidDurationError",
     "JobFailedError",
     "JobTimeoutError",
     "QueueFullError",
@@ -26,6 +27,15 @@ class ActorflowError(Exception):
 
 class ConfigurationError(ActorflowError, ValueError):
     """A bad argument or option given when configuring a routine, flow, runtime or store."""
+
+
+class InvalidDurationError(ConfigurationError):
+    """A duration or TTL is not a finite number of seconds in the allowed range.
+
+    The message names the argument, the allowed range and the value given. ``nan``, ``inf``,
+    negative values and values longer than the platform can wait are refused where they are
+    passed, so they never reach a timer.
+    """
 
 
 class FlowValidationError(ActorflowError, ValueError):
