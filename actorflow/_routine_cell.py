@@ -25,9 +25,9 @@ import cloudpickle
 from loguru import logger
 
 from actorflow._envelope import Envelope, Tick, new_envelope
-from actorflow.activation_policies import QueuedItem, Release, _Immediate
+from actorflow.activation_policies import QueuedItem, Release, _Immediate, take_released
 from actorflow.error_handling import ErrorStrategy
-from actorflow.errors import QueueFullError, SerializationError
+from actorflow.errors import IncompleteJoinError, QueueFullError, SerializationError
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
 
@@ -35,12 +35,13 @@ if TYPE_CHECKING:
     from actorflow._worker import WorkerCore
     from actorflow.routine import Routine
 
-__all__ = ["FLUSH", "Flush", "Retry", "RoutineCell"]
+__all__ = ["FLUSH", "Flush", "JoinCheck", "Retry", "RoutineCell"]
 
 Send = Callable[[Any], None]
 BUCKET_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 """Upper bounds (seconds) of the handling-time histogram buckets; one more bucket is +Inf."""
 _FIRST_BOUND = BUCKET_BOUNDS[0]
+_INCOMPLETE = frozenset({"incomplete", "timeout", "flush"})
 
 
 class Flush:
@@ -50,6 +51,15 @@ class Flush:
 
 
 FLUSH = Flush()
+
+
+class JoinCheck:
+    """A job whose data waits in this routine's join ended, or has nothing else in flight."""
+
+    __slots__ = ("rec",)
+
+    def __init__(self, rec: JobRecord) -> None:
+        self.rec = rec
 
 
 class Retry:
@@ -90,6 +100,7 @@ class RoutineCell:
         self.single_slot = len(self.slot_names) == 1
         self.immediate = isinstance(routine.activation_policy, _Immediate)
         self.policy = routine.activation_policy.bind()
+        self.parks = self.policy.parks  # a job's join: its data waits for its own job only
         self.strategy: ErrorStrategy = core.flow.error_strategy_for(routine_id)
         self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.slot_names}
         self.max_queue = {name: spec.max_queue_length for name, spec in routine._slots.items()}
@@ -109,6 +120,7 @@ class RoutineCell:
         self._headers_out: dict[str, str] | None = None
         self.failed = 0
         self.retried = 0
+        self.incomplete = 0  # joins released incomplete (stalled, timed out, flushed)
         self.seconds_sum = 0.0
         self.buckets = [0] * (len(BUCKET_BOUNDS) + 1)
         self._probes = self.probes = core.runtime._probes
@@ -156,6 +168,7 @@ class RoutineCell:
         """Continue where ``previous`` (a crashed or restarted actor) left its queued data."""
         self.queues = previous.queues
         self.failed, self.retried = previous.failed, previous.retried
+        self.incomplete = previous.incomplete
         self.seconds_sum, self.buckets = previous.seconds_sum, previous.buckets
         self.draining = previous.draining
         previous.queues = {name: deque() for name in self.slot_names}
@@ -335,14 +348,35 @@ class RoutineCell:
         queue = self.queues[envelope.slot]
         if len(queue) >= self.max_queue[envelope.slot] and not self._overflow(queue, rec, envelope):
             return
-        queue.append(QueuedItem(payload, job, now))
+        policy = self.policy
         try:
-            release = self.policy.on_message(self.queues, envelope.slot, now)
-        except Exception as exc:  # a custom policy failed: the data's job fails
-            self.queues[envelope.slot].pop()
+            key = policy.key_of(payload, rec.job_id)
+        except Exception as exc:  # a join's key function failed: the data's job fails
             rec.fail(exc, self.routine_id, "policy failed")
             return
+        queue.append(QueuedItem(payload, job, now, key))
+        stalled = False
+        if self.parks:
+            parked = rec.park(self._job_changed)
+            if parked is None:  # the job ended meanwhile
+                queue.pop()
+                status = f"job {rec.status}"
+                self.core.dead_letter(rec.job_id, self.routine_id, envelope.slot, status)
+                return
+            stalled = parked
+        try:
+            release = policy.on_message(self.queues, envelope.slot, now)
+        except Exception as exc:  # a custom policy failed: the data's job fails
+            queue.pop()
+            rec.fail(exc, self.routine_id, "policy failed")
+            return
+        if release is None and stalled:  # nothing else of the job can come to complete it
+            release = policy.on_stalled(self.queues, key)
         self._apply(release, now)
+
+    def _job_changed(self, rec: JobRecord) -> None:
+        """A job whose data waits in this join ended or stalled (called on any thread)."""
+        self.send_self(JoinCheck(rec))
 
     def _overflow(self, queue: deque[QueuedItem], rec: JobRecord, envelope: Envelope) -> bool:
         """A slot queue is full: drop its oldest data (drop_oldest) or refuse this message.
@@ -367,47 +401,114 @@ class RoutineCell:
             live = [r for r in message.records if not r.finished]
             if live:
                 self._run(message.slot_data, message.message, message.job, live, message.attempt)
+        elif kind is JoinCheck:
+            self._check_join(message.rec)
         elif kind is Tick:
             if self._timer_at == message.deadline:
                 self._timer_at = None
             now = self._clock.monotonic()
-            self._apply(self.policy.on_timer(self.queues, now), now)
+            self._apply(self.policy.on_timer(self.queues, now), now, self.policy.on_timer)
         elif kind is Flush:
-            self.draining = True
-            counts = {name: len(q) for name, q in self.queues.items() if q}
-            if counts:
-                self._release(Release(counts, {"reason": "flush"}), self._clock.monotonic())
+            policy = self.policy
+            self.draining = policy.drains
+            now = self._clock.monotonic()
+            release = policy.on_flush(self.queues)
+            while release is not None and self._release(release, now):
+                release = policy.on_flush(self.queues)
 
-    def _apply(self, release: Release | None, now: float) -> None:
-        if release is not None:
-            self._release(release, now)
+    def _check_join(self, rec: JobRecord) -> None:
+        """Release the join's data of ``rec``'s job if the job ended or stalled."""
+        job_id = rec.job_id
+        if rec.finished:  # its data leaves the join as dead letters
+            for name, queue in self.queues.items():
+                if any(item.key == job_id for item in queue):
+                    kept = deque(item for item in queue if item.key != job_id)
+                    for _ in range(len(queue) - len(kept)):
+                        self.core.dead_letter(job_id, self.routine_id, name, f"job {rec.status}")
+                    self.queues[name] = kept
+            return
+        if rec.stalled:
+            self._apply(self.policy.on_stalled(self.queues, job_id), self._clock.monotonic())
+
+    def _apply(
+        self,
+        release: Release | None,
+        now: float,
+        again: Callable[[Any, float], Release | None] | None = None,
+    ) -> None:
+        """Run ``release``; with ``again`` (a timer), ask it for more while it releases."""
+        if release is not None and self._release(release, now) and again is not None:
+            while (release := again(self.queues, now)) is not None:
+                if not self._release(release, now):
+                    break
         deadline = self.policy.next_deadline(self.queues, now)
         if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
             self._timer_at = deadline
             send_self = self.send_self
             self.core.timers.call_at(deadline, lambda: send_self(Tick(deadline)))
 
-    def _release(self, release: Release, now: float) -> None:
+    def _release(self, release: Release, now: float) -> bool:
+        """Take the released data out of the queues and run the logic with it (or fail its
+        jobs, for an incomplete join that fails); False if nothing was taken."""
+        taken = take_released(self.queues, release)
+        if not any(taken.values()):
+            return False
+        if self.parks:
+            for items in taken.values():
+                for item in items:
+                    item.job._rec.unpark()
+        if release.fail:
+            self._fail_incomplete(taken, release.message)
+            return True
         slot_data: dict[str, list[Any]] = {name: [] for name in self.slot_names}
         records: list[JobRecord] = []
-        newest: QueuedItem | None = None
-        for name, count in release.counts.items():
-            queue = self.queues[name]
-            taken = slot_data[name]
-            for _ in range(count):
-                item = queue.popleft()
+        live: list[QueuedItem] = []
+        for name, items in taken.items():
+            data = slot_data[name]
+            for item in items:
                 rec = item.job._rec
                 if rec.finished:
                     self.core.dead_letter(rec.job_id, self.routine_id, name, f"job {rec.status}")
                     continue
-                taken.append(item.data)
+                data.append(item.data)
                 records.append(rec)
-                if newest is None or item.arrived_at >= newest.arrived_at:
-                    newest = item
-        if newest is None:
-            return
+                live.append(item)
+        if not live:
+            return True
+        message = release.message
+        if release.picks is not None and message.get("reason") in _INCOMPLETE:
+            self.incomplete += 1  # a join's partial data runs (on_incomplete="run")
         self.policy.released(now)
-        self._run(slot_data, release.message, newest.job, records, 1)
+        if self.parks:  # one job: the view joins what each branch carried
+            job = JobContext._joined([item.job for item in live])
+        else:
+            job = max(live, key=lambda item: item.arrived_at).job
+        self._run(slot_data, release.message, job, records, 1)
+        return True
+
+    def _fail_incomplete(self, taken: dict[str, list[QueuedItem]], message: Any) -> None:
+        """An incomplete join that fails: dead letters, and each job fails with the reason."""
+        self.incomplete += 1
+        reason = message.get("reason")
+        missing = ", ".join(message.get("missing", ())) or "none"
+        why = {
+            "incomplete": "can no longer arrive (nothing else of the job is in flight)",
+            "timeout": f"did not arrive within {getattr(self.policy.spec, 'timeout', None)} s",
+            "flush": "had not arrived when the runtime shut down",
+        }.get(reason, "did not arrive")
+        failed: set[str] = set()
+        for name, items in taken.items():
+            for item in items:
+                rec = item.job._rec
+                self.core.dead_letter(rec.job_id, self.routine_id, name, "join incomplete")
+                if rec.job_id in failed or rec.finished:
+                    continue
+                failed.add(rec.job_id)
+                error = IncompleteJoinError(
+                    f"routine {self.routine_id!r} holds data of job {rec.job_id} in slot "
+                    f"{name!r}, but slot(s) {missing} {why}"
+                )
+                rec.fail(error, self.routine_id, "join incomplete")
 
     # -- running the logic -------------------------------------------------------------
     def _run(
@@ -459,6 +560,9 @@ class RoutineCell:
             for event, _ in outbox:
                 for target, slot, _send in self.routes.get(event, ()):
                     self.core.dead_letter(rec.job_id, target, slot, f"job {rec.status}")
+            for record in records:  # the other jobs of a batch: their data was handled
+                if record is not rec:
+                    record.message_done()
             return
         single = len(records) == 1 and records[0] is rec
         if single and len(outbox) == 1 and not self._strict:
@@ -567,6 +671,8 @@ class RoutineCell:
             "handled": self.handled,
             "failed": self.failed,
             "retried": self.retried,
+            "queued": sum(len(queue) for queue in self.queues.values()),
+            "incomplete_joins": self.incomplete,
             "seconds_sum": self.seconds_sum,
             "buckets": list(self.buckets),
         }

@@ -217,7 +217,7 @@ class WorkerCore:
             groups = {rid: list(hosts) for rid, hosts in self.hosts.items()}
         labels = [str(bound) for bound in bounds] + ["+Inf"]
         for routine_id in self.order:
-            handled = failed = retried = 0
+            handled = failed = retried = queued = incomplete = 0
             seconds = 0.0
             buckets = [0] * len(labels)
             for host in groups.get(routine_id, ()):
@@ -225,12 +225,16 @@ class WorkerCore:
                 handled += cell.handled
                 failed += cell.failed
                 retried += cell.retried
+                queued += sum(len(queue) for queue in list(cell.queues.values()))
+                incomplete += cell.incomplete
                 seconds += cell.seconds_sum
                 buckets = [a + b for a, b in zip(buckets, cell.buckets, strict=True)]
             result[routine_id] = {
                 "handled": handled,
                 "failed": failed,
                 "retried": retried,
+                "queued": queued,
+                "incomplete_joins": incomplete,
                 "mailbox_depth": self.mailboxes[routine_id].qsize(),
                 "handling_seconds": {
                     "count": handled + failed,

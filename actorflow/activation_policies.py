@@ -4,20 +4,26 @@ Each routine has, per worker, one queue per slot. A message appends to its slot'
 policy then decides whether to *release* data to the logic. ``slot_data`` maps every slot name
 to the list of data points released from it (an empty list for a slot that released nothing).
 
-Jobs and batches: when one activation releases data that several jobs posted, the job of the
-newest released data point (the one whose arrival triggered the activation, or the newest when a
-timer fires) is the current job (``get_current_job()`` and the job ``emit`` carries). The other
-jobs count their data as handled once the logic returns; if the logic fails, every job whose
-data it consumed fails. Data never waits forever: a partly filled batch is released after the
-batch timeout, an interval policy releases at the end of its interval, and whatever is still
-queued at shutdown ends its job as cancelled.
+Joins keep jobs apart: ``all_slots_ready_policy()`` runs the logic when every slot holds data
+*of the same job*, and that job is the current job. A join's data never waits forever: when
+nothing else of its job is in flight (the other branch failed, was skipped or emitted nothing),
+or when the job ends, the data leaves the join at once; a timeout bounds the wait as well.
+
+Jobs and batches: when one activation releases data that several jobs posted (a batch, an
+interval, a custom policy, a join correlated by ``key=``), the job of the newest released data
+point (the one whose arrival triggered the activation, or the newest when a timer fires) is the
+current job (``get_current_job()`` and the job ``emit`` carries). The other jobs count their
+data as handled once the logic returns; if the logic fails, every job whose data it consumed
+fails. Data never waits forever: a partly filled batch is released after the batch timeout, an
+interval policy releases at the end of its interval, and whatever is still queued at shutdown
+ends its job as cancelled.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 
 from actorflow.errors import ConfigurationError
 
@@ -36,15 +42,24 @@ class QueuedItem(NamedTuple):
     """One data point waiting in a slot queue (internal)."""
 
     data: Any
-    job: Any  # JobContext
+    job: Any  # what the host needs to account for the data's job (a JobContext on threads)
     arrived_at: float
+    key: Any = None  # the correlation key of a join (BoundPolicy.key_of)
 
 
 class Release(NamedTuple):
-    """What a policy releases: slot name -> number of oldest items to take, and a message."""
+    """What a policy releases (internal).
+
+    ``counts``: slot name -> number of oldest items to take; or, when ``picks`` is given,
+    slot name -> positions (in the slot's queue) of the items to take. ``message`` is the
+    ``policy_message`` given to the logic. With ``fail`` set, the logic does not run: the
+    released data leaves an incomplete join and its jobs fail (``message`` says why).
+    """
 
     counts: Mapping[str, int]
     message: Any = None
+    picks: Mapping[str, Sequence[int]] | None = None
+    fail: bool = False
 
 
 SlotQueues = Mapping[str, "deque[QueuedItem]"]
@@ -64,12 +79,23 @@ class ActivationPolicy:
 
 
 class BoundPolicy:
-    """Per-worker state of a policy (internal); the default releases on every message."""
+    """Per-worker state of a policy (internal); the default releases on every message.
+
+    ``parks``: data waits for more data of its own job (a job-correlated join); the host
+    tells the job so, and calls :meth:`on_stalled` when nothing else of the job is in flight.
+    ``drains``: after a shutdown flush, later arrivals run at once (False: they keep waiting).
+    """
 
     __slots__ = ("spec",)
+    parks = False
+    drains = True
 
     def __init__(self, spec: ActivationPolicy) -> None:
         self.spec = spec
+
+    def key_of(self, data: Any, job_id: str) -> Any:
+        """The correlation key of a data point (stored in its :class:`QueuedItem`)."""
+        return None
 
     def on_message(self, queues: SlotQueues, slot: str, now: float) -> Release | None:
         """A data point arrived in ``slot``: release something, or nothing yet."""
@@ -85,6 +111,15 @@ class BoundPolicy:
 
     def released(self, now: float) -> None:
         """Called after an activation ran."""
+
+    def on_stalled(self, queues: SlotQueues, key: Any) -> Release | None:
+        """Nothing else of the job whose key is ``key`` is in flight (parking policies)."""
+        return None
+
+    def on_flush(self, queues: SlotQueues) -> Release | None:
+        """Shutdown: what to release now (called until it returns None)."""
+        counts = {name: len(queue) for name, queue in queues.items() if queue}
+        return Release(counts, {"reason": "flush"}) if counts else None
 
 
 class _Immediate(ActivationPolicy):
@@ -166,48 +201,147 @@ def batch_size_policy(size: int, timeout: float | None = 1.0) -> ActivationPolic
     return _BatchSize(size, timeout)
 
 
+IncompleteOutcome = Literal["fail", "run"]
+_INCOMPLETE_OUTCOMES = ("fail", "run")
+
+
 class _AllSlotsReady(ActivationPolicy):
     name = "all_slots_ready"
 
-    def __init__(self, timeout: float | None) -> None:
+    def __init__(
+        self,
+        timeout: float | None,
+        key: Callable[[Any], Hashable] | None,
+        on_incomplete: IncompleteOutcome,
+    ) -> None:
         self.timeout = timeout
+        self.key = key
+        self.on_incomplete = on_incomplete
 
     def bind(self) -> BoundPolicy:
         return _BoundAllSlots(self)
 
     def __repr__(self) -> str:
-        return f"all_slots_ready_policy(timeout={self.timeout})"
+        key = "" if self.key is None else f", key={getattr(self.key, '__name__', self.key)!r}"
+        return (
+            f"all_slots_ready_policy(timeout={self.timeout}{key}, "
+            f"on_incomplete={self.on_incomplete!r})"
+        )
+
+
+def _first(queue: deque[QueuedItem], key: Any) -> int | None:
+    """Position of the oldest item of ``queue`` whose key is ``key``."""
+    for index, item in enumerate(queue):
+        if item.key == key:
+            return index
+    return None
 
 
 class _BoundAllSlots(_WaitsWithTimeout):
     __slots__ = ()
     spec: _AllSlotsReady
 
+    @property
+    def parks(self) -> bool:  # type: ignore[override]
+        return self.spec.key is None
+
+    @property
+    def drains(self) -> bool:  # type: ignore[override]
+        return False
+
+    def key_of(self, data: Any, job_id: str) -> Any:
+        key = self.spec.key
+        return job_id if key is None else key(data)
+
     def on_message(self, queues: SlotQueues, slot: str, now: float) -> Release | None:
-        if all(queues.values()):
-            return Release(dict.fromkeys(queues, 1), {"reason": "all_slots_ready"})
-        return None
+        queue = queues[slot]
+        key = queue[-1].key
+        picks: dict[str, list[int]] = {}
+        for name, other in queues.items():
+            if name == slot:
+                continue
+            position = _first(other, key)
+            if position is None:
+                return None
+            picks[name] = [position]
+        mine = _first(queue, key)  # an older data point of the key in this slot goes first
+        assert mine is not None
+        picks[slot] = [mine]
+        return Release({}, {"reason": "all_slots_ready"}, picks)
+
+    def _incomplete(self, queues: SlotQueues, key: Any, reason: str, every: bool) -> Release:
+        """Release the waiting data of ``key`` (the oldest per slot, or ``every`` item)."""
+        picks: dict[str, list[int]] = {}
+        missing = []
+        for name, queue in queues.items():
+            positions = [i for i, item in enumerate(queue) if item.key == key]
+            if not positions:
+                missing.append(name)
+            else:
+                picks[name] = positions if every else positions[:1]
+        message = {"reason": reason, "missing": sorted(missing)}
+        return Release({}, message, picks, self.spec.on_incomplete == "fail")
 
     def on_timer(self, queues: SlotQueues, now: float) -> Release | None:
         timeout = self.spec.timeout
         if timeout is None:
             return None
-        oldest = [queue[0].arrived_at for queue in queues.values() if queue]
-        if not oldest or now - min(oldest) < timeout:
+        heads = [queue[0] for queue in queues.values() if queue]
+        if not heads:
             return None
-        counts = {name: 1 for name, queue in queues.items() if queue}
-        missing = sorted(name for name, queue in queues.items() if not queue)
-        return Release(counts, {"reason": "timeout", "missing": missing})
+        oldest = min(heads, key=lambda item: item.arrived_at)
+        if now - oldest.arrived_at < timeout:
+            return None
+        return self._incomplete(queues, oldest.key, "timeout", every=False)
+
+    def on_stalled(self, queues: SlotQueues, key: Any) -> Release | None:
+        if not any(item.key == key for queue in queues.values() for item in queue):
+            return None
+        return self._incomplete(queues, key, "incomplete", every=True)
+
+    def on_flush(self, queues: SlotQueues) -> Release | None:
+        if self.spec.key is None:
+            return None  # a job's join ends with its job: nothing to hurry at shutdown
+        heads = [queue[0] for queue in queues.values() if queue]
+        if not heads:
+            return None
+        oldest = min(heads, key=lambda item: item.arrived_at)
+        return self._incomplete(queues, oldest.key, "flush", every=False)
 
 
-def all_slots_ready_policy(timeout: float | None = None) -> ActivationPolicy:
-    """Run the logic with one data point from every slot once each slot has one.
+def all_slots_ready_policy(
+    timeout: float | None = None,
+    *,
+    key: Callable[[Any], Hashable] | None = None,
+    on_incomplete: IncompleteOutcome = "fail",
+) -> ActivationPolicy:
+    """Run the logic with one data point from every slot once each slot holds one of the
+    same job (a join); that job is the current job.
 
-    With ``timeout`` set, data that waited that long is released with whatever the other
-    slots hold (the missing slots' lists are empty; the policy message names them).
+    A join's data never waits forever. When no other message of its job is in flight (the
+    other branch failed, was skipped, or emitted nothing), when ``timeout`` seconds pass, or
+    at shutdown, the data leaves the join incomplete: with ``on_incomplete="fail"`` (the
+    default) the logic does not run and the job fails with ``IncompleteJoinError`` naming the
+    missing slots; with ``on_incomplete="run"`` the logic runs with what arrived (the missing
+    slots' lists are empty, and ``policy_message`` is
+    ``{"reason": "incomplete" | "timeout" | "flush", "missing": [...]}``). When the job ends
+    otherwise (failed, cancelled, timed out), its waiting data leaves the join as a dead
+    letter.
+
+    ``key``: correlate data points across jobs instead: ``key(data)`` of one data point per
+    slot must be equal (``key=lambda data: data["order_id"]``; ``lambda data: None`` pairs the
+    oldest of each slot whatever their job). The current job is then the job of the data point
+    that completed the join; the other jobs count their data as handled when the logic returns,
+    and fail if it raises. Only ``timeout`` and shutdown end such a wait.
     """
     _check_seconds("all_slots_ready_policy", "timeout", timeout, allow_none=True)
-    return _AllSlotsReady(timeout)
+    if key is not None and not callable(key):
+        raise TypeError(f"all_slots_ready_policy: key must be a callable, got {key!r}")
+    if on_incomplete not in _INCOMPLETE_OUTCOMES:
+        raise ConfigurationError(
+            f"all_slots_ready_policy: on_incomplete must be 'fail' or 'run', got {on_incomplete!r}"
+        )
+    return _AllSlotsReady(timeout, key, on_incomplete)
 
 
 class _TimeInterval(ActivationPolicy):
@@ -325,6 +459,26 @@ def custom_policy(fn: PolicyFunction) -> ActivationPolicy:
     if not callable(fn):
         raise TypeError(f"custom_policy needs a callable, got {type(fn).__name__}")
     return _Custom(fn)
+
+
+def take_released(queues: SlotQueues, release: Release) -> dict[str, list[QueuedItem]]:
+    """Remove what ``release`` names from ``queues``: slot -> items, oldest first (internal,
+    shared by every host of a routine)."""
+    taken: dict[str, list[QueuedItem]] = {}
+    if release.picks is None:
+        for name, count in release.counts.items():
+            queue = queues[name]
+            taken[name] = [queue.popleft() for _ in range(count)]
+        return taken
+    for name, positions in release.picks.items():
+        queue = queues[name]
+        items = []
+        for position in sorted(positions, reverse=True):
+            items.append(queue[position])
+            del queue[position]
+        items.reverse()
+        taken[name] = items
+    return taken
 
 
 def _check_seconds(where: str, name: str, value: Any, *, allow_none: bool) -> None:

@@ -7,6 +7,7 @@ __all__ = [
     "ActorflowError",
     "ConfigurationError",
     "FlowValidationError",
+    "IncompleteJoinError",
     "InvalidDurationError",
     "JobFailedError",
     "JobTimeoutError",
@@ -72,6 +73,11 @@ class QueueFullError(ActorflowError, RuntimeError):
 
 class JobFailedError(ActorflowError, RuntimeError):
     """Raised by helpers that wait for a job's result when the job failed."""
+
+
+class IncompleteJoinError(ActorflowError, RuntimeError):
+    """A join's data waited for a slot whose data can no longer come (or stopped waiting at
+    its timeout or at shutdown), with ``all_slots_ready_policy(on_incomplete="fail")``."""
 
 
 class JobTimeoutError(ActorflowError, TimeoutError):

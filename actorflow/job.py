@@ -112,6 +112,8 @@ class JobRecord:
         "_listeners",
         "_lock",
         "_on_finish",
+        "_parked",
+        "_watchers",
         "clock",
         "completed_at",
         "created_at",
@@ -149,6 +151,8 @@ class JobRecord:
     _lock: threading.Lock | None
     _inflight: int
     _listeners: list[Callable[[], None]] | None  # called once it ends
+    _parked: int  # of _inflight, messages waiting in a join for the rest of the job's data
+    _watchers: list[Callable[[JobRecord], None]] | None  # told when only parked ones are left
     _on_finish: Callable[[JobRecord], None] | None
     # Set only when used (read with getattr): a timeout was armed for the job; waiting runs
     # the deterministic scheduler.
@@ -188,21 +192,75 @@ class JobRecord:
         try:
             left = self._inflight - count
             self._inflight = left
-            if left > 0 or self.finished:
+            if left > 0:
+                if left != self._parked or self.finished:
+                    return
+                # every message left waits in a join for data that can no longer come
+                stalled = list(self._watchers or ())
+            elif self.finished:
                 return
-            # completed (finish() inlined: this runs once for nearly every job)
-            self._final = _COMPLETED
-            self.finished = True
-            self.completed_at = self.clock.wall()
-            listeners = self._listeners
-            self._lock = self._listeners = self._depths = None
+            else:
+                stalled = None
+                # completed (finish() inlined: this runs once for nearly every job)
+                self._final = _COMPLETED
+                self.finished = True
+                self.completed_at = self.clock.wall()
+                listeners = self._listeners
+                self._lock = self._listeners = self._depths = None
         finally:
             lock.release()
+        if stalled is not None:
+            for watcher in stalled:
+                watcher(self)
+            return
         if self._on_finish is not None:
             self._on_finish(self)
         if listeners:
             for listener in listeners:
                 listener()
+
+    # -- joins (called by the routine actor whose join holds the message) -----------------
+    def park(self, watcher: Callable[[JobRecord], None]) -> bool | None:
+        """One in-flight message of this job now waits in a join for the rest of the job's
+        data. ``watcher(record)`` is called (on any thread) when the job ends, and whenever
+        every message still in flight is parked, i.e. the data awaited can no longer come.
+
+        Returns True if that is already so, False if not, and None if the job has ended
+        (nothing is parked then).
+        """
+        lock = self._lock
+        if lock is None:
+            return None
+        with lock:
+            if self.finished:
+                return None
+            self._parked += 1
+            watchers = self._watchers
+            if watchers is None:
+                watchers = self._watchers = []
+            if watcher not in watchers:
+                watchers.append(watcher)
+                if self._listeners is None:
+                    self._listeners = []
+                self._listeners.append(lambda: watcher(self))
+            return self._inflight == self._parked
+
+    def unpark(self, count: int = 1) -> None:
+        """``count`` parked messages left their join (to run, or to be dropped)."""
+        lock = self._lock
+        if lock is None:
+            return
+        with lock:
+            self._parked -= count
+
+    @property
+    def stalled(self) -> bool:
+        """The job has not ended and every message it has in flight waits in a join."""
+        lock = self._lock
+        if lock is None:
+            return False
+        with lock:
+            return not self.finished and 0 < self._inflight == self._parked
 
     def mark_running(self) -> None:
         """Move a pending job to running (its first message is being handled)."""
@@ -359,6 +417,8 @@ def new_record(
     record._lock = _RECORD_LOCKS[hash(job_id) & 63]
     record._inflight = 1
     record._listeners = None
+    record._parked = 0
+    record._watchers = None
     record._on_finish = on_finish
     return record
 
@@ -406,6 +466,19 @@ class JobContext:
         view._own = False
         view._depth = depth
         return view
+
+    @staticmethod
+    def _joined(views: list[JobContext]) -> JobContext:
+        """The view for a join of several messages of one job: the data each branch carried,
+        merged as the record merges it (the deeper write wins; at equal depth, the later
+        message), at the depth of the deepest branch."""
+        if len(views) == 1:
+            return views[0]
+        ordered = sorted(views, key=lambda view: view._depth)  # stable: arrival order at ties
+        data: dict[Any, Any] = {}
+        for view in ordered:
+            data.update(view._rec.data if view._data is None else view._data)
+        return JobContext._view(ordered[0]._rec, data, ordered[-1]._depth)
 
     def _child(self) -> JobContext:
         """A view for a message sent downstream: shares this view's data until a write."""

@@ -97,27 +97,32 @@ def test_batch_failure_fails_every_job_whose_data_it_consumed(runtime: Runtime) 
     assert [job.status for job in jobs] == [JobStatus.FAILED, JobStatus.FAILED]
 
 
-def test_all_slots_ready_waits_for_every_slot(runtime: Runtime) -> None:
-    rec = Recorder(all_slots_ready_policy(), slots=("a", "b"))
+def test_all_slots_ready_with_a_constant_key_pairs_the_oldest_of_each_slot(
+    runtime: Runtime,
+) -> None:
+    rec = Recorder(all_slots_ready_policy(key=lambda data: None), slots=("a", "b"))
     register(rec)
     _, j1 = runtime.post("policy", "rec", "a", 1)
     _, j2 = runtime.post("policy", "rec", "a", 2)
     _, j3 = runtime.post("policy", "rec", "b", 3)
     assert j3.wait(10) and j1.wait(10)
     assert rec.calls[0][0] == {"a": [1], "b": [3]}
+    assert rec.calls[0][2] == j3.job_id  # the data point that completed the join
     assert not j2.done
     _, j4 = runtime.post("policy", "rec", "b", 4)
     assert j4.wait(10) and j2.wait(10)
     assert rec.calls[1][0] == {"a": [2], "b": [4]}
 
 
-def test_all_slots_ready_timeout_releases_partial_data(runtime: Runtime) -> None:
-    rec = Recorder(all_slots_ready_policy(timeout=0.05), slots=("a", "b"))
+def test_all_slots_ready_timeout_runs_partial_data_when_asked(runtime: Runtime) -> None:
+    policy = all_slots_ready_policy(timeout=0.05, key=lambda data: None, on_incomplete="run")
+    rec = Recorder(policy, slots=("a", "b"))
     register(rec)
     _, job = runtime.post("policy", "rec", "a", 1)
     assert job.wait(10)
     assert rec.calls[0][0] == {"a": [1], "b": []}
     assert rec.calls[0][1] == {"reason": "timeout", "missing": ["b"]}
+    assert job.status == JobStatus.COMPLETED
 
 
 def test_time_interval_runs_first_at_once_then_batches_the_rest(runtime: Runtime) -> None:
