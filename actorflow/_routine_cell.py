@@ -25,9 +25,15 @@ import cloudpickle
 from loguru import logger
 
 from actorflow._envelope import Envelope, Tick, new_envelope
-from actorflow.activation_policies import QueuedItem, Release, _Immediate, take_released
+from actorflow.activation_policies import (
+    QueuedItem,
+    Release,
+    _Immediate,
+    incomplete_join_error,
+    take_released,
+)
 from actorflow.error_handling import ErrorStrategy
-from actorflow.errors import IncompleteJoinError, QueueFullError, SerializationError
+from actorflow.errors import QueueFullError, SerializationError
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
 
@@ -489,26 +495,16 @@ class RoutineCell:
     def _fail_incomplete(self, taken: dict[str, list[QueuedItem]], message: Any) -> None:
         """An incomplete join that fails: dead letters, and each job fails with the reason."""
         self.incomplete += 1
-        reason = message.get("reason")
-        missing = ", ".join(message.get("missing", ())) or "none"
-        why = {
-            "incomplete": "can no longer arrive (nothing else of the job is in flight)",
-            "timeout": f"did not arrive within {getattr(self.policy.spec, 'timeout', None)} s",
-            "flush": "had not arrived when the runtime shut down",
-        }.get(reason, "did not arrive")
-        failed: set[str] = set()
+        timeout = getattr(self.policy.spec, "timeout", None)
         for name, items in taken.items():
             for item in items:
                 rec = item.job._rec
                 self.core.dead_letter(rec.job_id, self.routine_id, name, "join incomplete")
-                if rec.job_id in failed or rec.finished:
-                    continue
-                failed.add(rec.job_id)
-                error = IncompleteJoinError(
-                    f"routine {self.routine_id!r} holds data of job {rec.job_id} in slot "
-                    f"{name!r}, but slot(s) {missing} {why}"
-                )
-                rec.fail(error, self.routine_id, "join incomplete")
+                if not rec.finished:
+                    error = incomplete_join_error(
+                        self.routine_id, rec.job_id, name, message, timeout
+                    )
+                    rec.fail(error, self.routine_id, "join incomplete")
 
     # -- running the logic -------------------------------------------------------------
     def _run(

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-from actorflow.errors import ConfigurationError
+from actorflow.errors import ConfigurationError, IncompleteJoinError
 
 __all__ = [
     "ActivationPolicy",
@@ -459,6 +459,22 @@ def custom_policy(fn: PolicyFunction) -> ActivationPolicy:
     if not callable(fn):
         raise TypeError(f"custom_policy needs a callable, got {type(fn).__name__}")
     return _Custom(fn)
+
+
+def incomplete_join_error(
+    routine_id: str, job_id: str, slot: str, message: Mapping[str, Any], timeout: float | None
+) -> IncompleteJoinError:
+    """The error an incomplete join fails its job with (internal, shared by every host)."""
+    missing = ", ".join(message.get("missing", ())) or "none"
+    why = {
+        "incomplete": "can no longer arrive (nothing else of the job is in flight)",
+        "timeout": f"did not arrive within {timeout} s",
+        "flush": "had not arrived when the runtime shut down",
+    }.get(message.get("reason", ""), "did not arrive")
+    return IncompleteJoinError(
+        f"routine {routine_id!r} holds data of job {job_id} in slot {slot!r}, but slot(s) "
+        f"{missing} {why}"
+    )
 
 
 def take_released(queues: SlotQueues, release: Release) -> dict[str, list[QueuedItem]]:

@@ -52,7 +52,13 @@ import cloudpickle
 
 from actorflow._envelope import Envelope
 from actorflow._worker import post_targets
-from actorflow.activation_policies import QueuedItem, Release, _Immediate
+from actorflow.activation_policies import (
+    QueuedItem,
+    Release,
+    _Immediate,
+    incomplete_join_error,
+    take_released,
+)
 from actorflow.errors import ConfigurationError, RuntimeClosedError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
@@ -110,7 +116,7 @@ class RoutineActor:
         self.direct_events: frozenset[str] = frozenset()  # every emit is pickled: emit_for
         self.silent_events: frozenset[str] = frozenset()
         self.probes: dict[Any, Any] = {}
-        self.counters = {"handled": 0, "failed": 0, "retried": 0}
+        self.counters = {"handled": 0, "failed": 0, "retried": 0, "incomplete_joins": 0}
         self.immediate = isinstance(self.routine.activation_policy, _Immediate)
         self.policy = self.routine.activation_policy.bind()
         self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.routine._slots}
@@ -123,10 +129,38 @@ class RoutineActor:
         self.routes = routes
 
     def forget(self, job_ids: list[str]) -> None:
+        """These jobs ended early: skip their later messages; data of theirs waiting in a
+        join leaves it (a dead letter, its weight back to the driver)."""
         self.forgotten.update(job_ids)
+        if not self.policy.parks:
+            return
+        ended = set(job_ids)
+        reports: list[tuple[Any, ...]] = []
+        for name, waiting in self.queues.items():
+            kept: deque[QueuedItem] = deque()
+            for item in waiting:
+                job, envelope_id, weight = item.job
+                if item.key in ended:
+                    dead = [(self.routine_id, name, "job ended")]
+                    reports.append(_report(job._rec, envelope_id, weight, None, dead))
+                else:
+                    kept.append(item)
+            self.queues[name] = kept
+        self._send(reports, {})
+
+    def join_check(self, job_id: str) -> None:
+        """The driver saw nothing of the job in flight but data parked in joins."""
+        CURRENT_ACTIVATION.set(self)
+        reports: list[tuple[Any, ...]] = []
+        outgoing: dict[Any, list[tuple[Any, ...]]] = {}
+        release = self.policy.on_stalled(self.queues, job_id)
+        if release is not None:
+            self._apply(release, time.monotonic(), reports, outgoing)
+        self._send(reports, outgoing)
 
     def metrics(self) -> dict[str, int]:
-        return dict(self.counters)
+        queued = sum(len(queue) for queue in self.queues.values())
+        return {**self.counters, "queued": queued}
 
     def stop(self) -> None:
         self.routine.on_stop()
@@ -174,9 +208,16 @@ class RoutineActor:
     def _apply(
         self, release: Release | None, now: float, reports: list[tuple[Any, ...]],
         outgoing: dict[Any, list[tuple[Any, ...]]],
+        again: Callable[[Any, float], Release | None] | None = None,
     ) -> None:  # fmt: skip
-        if release is not None:
-            self._release(release, now, reports, outgoing)
+        if (
+            release is not None
+            and self._release(release, now, reports, outgoing)
+            and again is not None
+        ):
+            while (release := again(self.queues, now)) is not None:
+                if not self._release(release, now, reports, outgoing):
+                    break
         deadline = self.policy.next_deadline(self.queues, now)
         if deadline is not None and (self.timer_at is None or deadline < self.timer_at):
             self.timer_at = deadline
@@ -191,31 +232,49 @@ class RoutineActor:
         reports: list[tuple[Any, ...]] = []
         outgoing: dict[Any, list[tuple[Any, ...]]] = {}
         now = time.monotonic()
-        self._apply(self.policy.on_timer(self.queues, now), now, reports, outgoing)
+        on_timer = self.policy.on_timer
+        self._apply(on_timer(self.queues, now), now, reports, outgoing, on_timer)
         self._send(reports, outgoing)
 
     def flush(self) -> None:
-        """Release everything queued; later data runs at once (before a shutdown)."""
+        """Release what the policy lets go at shutdown; later data runs at once unless the
+        policy keeps waiting (a job's join)."""
         CURRENT_ACTIVATION.set(self)
-        self.draining = True
-        counts = {name: len(queue) for name, queue in self.queues.items() if queue}
+        policy = self.policy
+        self.draining = policy.drains
         reports: list[tuple[Any, ...]] = []
         outgoing: dict[Any, list[tuple[Any, ...]]] = {}
-        if counts:
-            release = Release(counts, {"reason": "flush"})
-            self._release(release, time.monotonic(), reports, outgoing)
+        now = time.monotonic()
+        release = policy.on_flush(self.queues)
+        while release is not None and self._release(release, now, reports, outgoing):
+            release = policy.on_flush(self.queues)
         self._send(reports, outgoing)
 
     def _release(
         self, release: Release, now: float, reports: list[tuple[Any, ...]],
         outgoing: dict[Any, list[tuple[Any, ...]]],
-    ) -> None:  # fmt: skip
+    ) -> bool:  # fmt: skip
+        taken = take_released(self.queues, release)
+        if not any(taken.values()):
+            return False
+        if release.fail:
+            self.counters["incomplete_joins"] += 1
+            timeout = getattr(self.policy.spec, "timeout", None)
+            for name, taken_items in taken.items():
+                for item in taken_items:
+                    job, envelope_id, weight = item.job
+                    record = job._rec
+                    dead = [(self.routine_id, name, "join incomplete")]
+                    error = incomplete_join_error(
+                        self.routine_id, record.job_id, name, release.message, timeout
+                    )
+                    failure = (f"{type(error).__name__}: {error}", "")
+                    reports.append(_report(record, envelope_id, weight, failure, dead))
+            return True
         slot_data: dict[str, list[Any]] = {name: [] for name in self.queues}
         items: list[QueuedItem] = []
-        for name, count in release.counts.items():
-            queue = self.queues[name]
-            for _ in range(count):
-                item = queue.popleft()
+        for name, taken_items in taken.items():
+            for item in taken_items:
                 job, envelope_id, weight = item.job
                 if job._rec.job_id in self.forgotten:
                     dead = [(self.routine_id, name, "job ended")]
@@ -224,9 +283,13 @@ class RoutineActor:
                 slot_data[name].append(item.data)
                 items.append(item)
         if not items:
-            return
+            return True
+        message = release.message
+        if release.picks is not None and message.get("reason") in _INCOMPLETE:
+            self.counters["incomplete_joins"] += 1
         self.policy.released(now)
-        self._run_batch(slot_data, release.message, items, 1, reports, outgoing)
+        self._run_batch(slot_data, message, items, 1, reports, outgoing)
+        return True
 
     def rerun(self, blob: bytes, attempt: int) -> None:
         """Run a batch again (error strategy RETRY), after its backoff."""
@@ -245,6 +308,8 @@ class RoutineActor:
     ) -> None:  # fmt: skip
         newest = max(items, key=lambda item: item.arrived_at)
         job, envelope_id, weight = newest.job
+        if self.policy.parks:  # one job: the view joins what each branch carried
+            job = JobContext._joined([item.job[0] for item in items])
         self.outbox = []
         self.current_job = job
         try:
@@ -333,8 +398,18 @@ class RoutineActor:
         payload = cloudpickle.loads(payload_blob)
         if not self.immediate and not self.draining:
             now = time.monotonic()
-            self.queues[slot].append(QueuedItem(payload, (job, envelope_id, weight), now))
-            self._apply(self.policy.on_message(self.queues, slot, now), now, reports, outgoing)
+            policy = self.policy
+            try:
+                key = policy.key_of(payload, record.job_id)
+            except Exception as exc:  # a join's key function failed: the data's job fails
+                failure = (f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
+                reports.append(_report(record, envelope_id, weight, failure, []))
+                return
+            self.queues[slot].append(QueuedItem(payload, (job, envelope_id, weight), now, key))
+            if policy.parks:  # the driver learns that this weight waits in the join
+                me = import_ray().get_runtime_context().current_actor
+                reports.append(_park(record.job_id, envelope_id, weight, me))
+            self._apply(policy.on_message(self.queues, slot, now), now, reports, outgoing)
             return
         self.outbox = []
         self.current_job = job
@@ -460,6 +535,11 @@ def _remote_classes(ray: Any) -> tuple[Any, Any, Any]:
     )
 
 
+_INCOMPLETE = frozenset({"incomplete", "timeout", "flush"})
+_DONE = "done"
+_PARK = "park"
+
+
 def _report(
     record: JobRecord, envelope_id: str, weight: Fraction, failure: tuple[str, str] | None,
     extra: list[Any],
@@ -469,9 +549,14 @@ def _report(
     depths = record._depths or {}
     merges = [(key, value, depths.get(key, 0)) for key, value in record.data.items()]
     return (
-        record.job_id, envelope_id, weight.numerator, weight.denominator, merges,
+        _DONE, record.job_id, envelope_id, weight.numerator, weight.denominator, merges,
         list(record.trace), list(record.errors or ()), failure, extra,
     )  # fmt: skip
+
+
+def _park(job_id: str, envelope_id: str, weight: Fraction, actor: Any) -> tuple[Any, ...]:
+    """A message's weight waits in ``actor``'s join (its return comes later, as a report)."""
+    return (_PARK, job_id, envelope_id, weight.numerator, weight.denominator, actor)
 
 
 class _RemoteStateCore:
@@ -628,7 +713,7 @@ class RayWorker:
         ray = self.backend.ray
         result: dict[str, Any] = {}
         for routine_id, actors in self.actors.items():
-            totals = {"handled": 0, "failed": 0, "retried": 0}
+            totals = {"handled": 0, "failed": 0, "retried": 0, "queued": 0, "incomplete_joins": 0}
             for counters in ray.get([actor.metrics.remote() for actor in actors]):
                 for name in totals:
                     totals[name] += counters[name]
@@ -666,6 +751,8 @@ class RayBackend:
         self.ledger = self.classes[2].remote()
         self.outbound: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.weights: dict[str, tuple[Fraction, set[str]]] = {}
+        # job id -> envelope id -> (weight, actor): weight waiting in a join of that actor
+        self.parked: dict[str, dict[str, tuple[Fraction, Any]]] = {}
         self._lock = threading.Lock()
         self._sender = threading.Thread(
             target=self._send_loop, name="actorflow-ray-sender", daemon=True
@@ -735,11 +822,48 @@ class RayBackend:
                 return
             if reports is None:
                 return
+            touched: set[str] = set()
             for report in reports:
-                self._apply(report)
+                if report[0] == _PARK:
+                    self._parked(report)
+                else:
+                    self._apply(report)
+                touched.add(report[1])
+            self._check_stalls(touched)
+
+    def _parked(self, report: tuple[Any, ...]) -> None:
+        _, job_id, envelope_id, num, den, actor = report
+        record = self.runtime._jobs.get(job_id)
+        if record is None or record.finished:
+            return
+        seen = self.weights.get(job_id)
+        if seen is not None and envelope_id in seen[1]:
+            return  # already released and reported
+        self.parked.setdefault(job_id, {})[envelope_id] = (Fraction(num, den), actor)
+
+    def _check_stalls(self, job_ids: set[str]) -> None:
+        """A job whose returned weight and parked weight make the whole has nothing else in
+        flight: the joins holding its data cannot complete; ask them to let it go."""
+        for job_id in job_ids:
+            parked = self.parked.get(job_id)
+            if not parked:
+                continue
+            record = self.runtime._jobs.get(job_id)
+            if record is None or record.finished:
+                self.parked.pop(job_id, None)
+                continue
+            returned = self.weights.get(job_id, (Fraction(0), set()))[0]
+            if returned + sum(weight for weight, _ in parked.values()) != 1:
+                continue
+            actors = {id(actor): actor for _, actor in parked.values()}
+            for actor in actors.values():
+                actor.join_check.remote(job_id)
 
     def _apply(self, report: tuple[Any, ...]) -> None:
-        job_id, envelope_id, num, den, merges, trace, errors, failure, dead = report
+        _, job_id, envelope_id, num, den, merges, trace, errors, failure, dead = report
+        parked = self.parked.get(job_id)
+        if parked is not None:
+            parked.pop(envelope_id, None)
         record = self.runtime._jobs.get(job_id)
         if record is None:
             return
@@ -768,6 +892,7 @@ class RayBackend:
             record.finish(JobStatus.COMPLETED)
         if record.finished:
             self.weights.pop(job_id, None)
+            self.parked.pop(job_id, None)
 
     def close(self) -> None:
         self.outbound.put(None)

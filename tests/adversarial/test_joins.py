@@ -371,3 +371,20 @@ def test_a_batch_whose_current_job_ends_while_it_runs_still_ends_the_other_jobs(
         release.set()
         assert all(job.wait(10) for job in jobs)
     assert [job.status.value for job in jobs] == ["completed", "completed", "cancelled"]
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_a_join_on_ray_whose_other_branch_emits_nothing_fails_its_job(local_ray: None) -> None:
+    _join_flow(skip_right_when=lambda tag: tag % 2 == 1)
+    with Runtime(backend="ray") as runtime:
+        jobs = _post_all(runtime, 10)
+        assert runtime.wait_until_all_jobs_finished(120)
+        metrics = runtime.metrics()
+        dead = runtime.dead_letter_counts()
+    assert [job.status.value for job in jobs] == ["completed", "failed"] * 5
+    assert all("slot(s) right can no longer arrive" in job.error for job in jobs[1::2])
+    assert [job.get_data("pair") for job in jobs[::2]] == [[[t], [t]] for t in range(0, 10, 2)]
+    join = next(iter(metrics["routines"].values()))["join"]
+    assert (join["queued"], join["incomplete_joins"]) == (0, 5)
+    assert dead.get("join incomplete") == 5
