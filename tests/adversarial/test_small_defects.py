@@ -3,10 +3,12 @@
 * ``emit`` with a field its event does not declare is refused (when the event declares its
   fields), on every path an emit can take: the non-strict fast path, strict mode, an event
   connected nowhere, the deterministic runtime and Ray.
+* A strict-mode post whose job metadata cannot be pickled raises ``SerializationError``.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from actorflow import (
     JobStatus,
     Routine,
     Runtime,
+    SerializationError,
 )
 from actorflow.testing import DeterministicRuntime
 
@@ -126,3 +129,17 @@ def test_an_undeclared_field_goes_through_the_routines_error_strategy() -> None:
         f"field(s) ['nme'] {DECLARED}"
     ]
     assert issubclass(FlowValidationError, ValueError)
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["threads", "deterministic"])
+def test_strict_post_with_metadata_that_cannot_be_pickled_raises_serialization_error(
+    deterministic: bool,
+) -> None:
+    emitting_flow()
+    with Runtime(strict=True, deterministic=deterministic) as runtime:
+        with pytest.raises(SerializationError, match=r"emit\.in: the job's metadata cannot") as e:
+            runtime.post("emits", "emit", "in", ("free", {}), metadata={"lock": threading.Lock()})
+        assert isinstance(e.value.__cause__, TypeError)
+        assert runtime.list_jobs() == []  # the refused post left no job behind
+        (job,) = run_emits(runtime, ("free", {}))
+        assert job.status == JobStatus.COMPLETED
