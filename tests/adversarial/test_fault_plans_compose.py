@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from actorflow import Flow, FlowRegistry, JobStatus, Routine
+from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime
 from actorflow.faults import FaultPlan
 from actorflow.testing import DeterministicRuntime
 
@@ -259,3 +259,34 @@ def test_the_same_seed_gives_the_same_fault_log_for_a_composed_plan(strict: bool
 
     assert faults(4) == faults(4)
     assert faults(4) != faults(5)
+
+
+@pytest.mark.timeout(30)
+def test_a_composed_plan_keeps_job_accounting_exact_on_the_thread_runtime() -> None:
+    """Copies, delays, reorder groups and drops on actor threads and the timer thread: a job
+    completes exactly when none of its copies was dropped, else fails by its timeout."""
+    handled: list[tuple[Any, float]] = []
+    clock: list[Any] = []
+    two_step(handled, clock)
+    plan = (
+        FaultPlan(seed=2, lost_message_timeout=0.5)
+        .duplicate(routine="b")
+        .delay(0.01, jitter=0.01, p=0.5, routine="b")
+        .reorder(window=3, hold=0.05, routine="b")
+        .drop(p=0.3, routine="b")
+    )
+    with Runtime(faults=plan) as runtime:
+        clock.append(runtime)
+        jobs = [runtime.post("faulty", "a", "in", value)[1] for value in range(60)]
+        assert runtime.wait_until_all_jobs_finished(20)
+        log = runtime.fault_log()
+    faults = Counter(entry["fault"] for entry in log)
+    assert faults["duplicate"] == 60 and faults["reorder"] == 120 and 0 < faults["drop"] < 120
+    dropped = {entry["job_id"] for entry in log if entry["fault"] == "drop"}
+    times_handled = Counter(value for value, _ in handled)
+    for value, job in enumerate(jobs):
+        if job.job_id in dropped:
+            assert job.status == JobStatus.FAILED and "JobTimeoutError" in (job.error or "")
+        else:
+            assert job.status == JobStatus.COMPLETED, job.error
+            assert times_handled[value] == 2  # the message and its copy
