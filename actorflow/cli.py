@@ -25,6 +25,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -42,6 +43,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from actorflow import __version__
 from actorflow.errors import ActorflowError
@@ -686,12 +688,39 @@ def _fetch(url: str, timeout: float) -> Any:
         raise ValueError(f"the answer is not JSON ({exc})") from None
 
 
-def _cell(value: Any) -> str:
+# C0 and C1 controls, DEL, and the bidirectional formatting characters: a remote service could
+# use them to move the cursor, clear the screen, set the window title, add hyperlinks or make
+# text read backwards.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED_CONTROLS.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _printable(value: Any) -> str:
+    """``value`` as text with every control character shown as an escape (``\\x1b``)."""
+    text = value if isinstance(value, str) else str(value)
+    return _CONTROL.sub(_escape_control, text)
+
+
+def _text(value: Any) -> Text:
+    """Text from outside, for Rich: printed as it is (never read as markup), escaped."""
+    return Text(_printable(value))
+
+
+def _cell(value: Any) -> Text:
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return Text(f"{value:.6g}")
     if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    return "-" if value is None else str(value)
+        return Text(json.dumps(value, sort_keys=True))  # ensure_ascii: controls become \u escapes
+    return Text("-") if value is None else _text(value)
 
 
 def _flatten(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -723,9 +752,9 @@ def _print_records(console: Console, title: str, rows: list[dict[str, Any]]) -> 
     columns: list[str] = []
     for row in rows:
         columns.extend(key for key in row if key not in columns)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_text(title), title_justify="left")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(_text(column), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
     console.print(table)
@@ -741,24 +770,25 @@ def _print_payload(console: Console, title: str, payload: Any, depth: int = 0) -
         payload = _flatten(payload)
         scalars = {k: v for k, v in payload.items() if not isinstance(v, dict | list) or depth >= 2}
         if scalars:
-            table = Table(title=title, title_justify="left", show_header=False)
+            table = Table(title=_text(title), title_justify="left", show_header=False)
             table.add_column("")
             table.add_column("", overflow="fold")
             for key, value in scalars.items():
-                table.add_row(str(key), _cell(value))
+                table.add_row(_text(key), _cell(value))
             console.print(table)
         for key, value in payload.items():
             if key not in scalars:
                 _print_payload(console, f"{title} / {key}", value, depth + 1)
         return
     if isinstance(payload, list) and payload:
-        table = Table(title=title, title_justify="left", show_header=False)
+        table = Table(title=_text(title), title_justify="left", show_header=False)
         table.add_column("", overflow="fold")
         for item in payload:
             table.add_row(_cell(item))
         console.print(table)
         return
-    click.echo(f"{title}: {_cell(payload) if payload not in ({}, []) else 'none'}")
+    shown = _cell(payload).plain if payload not in ({}, []) else "none"
+    click.echo(f"{_printable(title)}: {shown}")
 
 
 def _is_flat(rows: list[dict[str, Any]]) -> bool:
@@ -801,14 +831,14 @@ def _print_metrics(console: Console, metrics: Any) -> None:
             count = int(histogram.get("count") or 0)
             mean = "-" if not count else f"{float(histogram.get('sum', 0)) / count * 1000:.3f}"
             table.add_row(
-                str(worker_id),
-                str(routine_id),
+                _text(worker_id),
+                _text(routine_id),
                 _cell(figures.get("handled")),
                 _cell(figures.get("failed")),
                 _cell(figures.get("retried")),
                 _cell(figures.get("mailbox_depth")),
-                mean,
-                _histogram_ms(histogram, 0.99),
+                Text(mean),
+                Text(_histogram_ms(histogram, 0.99)),
             )
     console.print(table)
 
@@ -825,7 +855,8 @@ def inspect_command(ctx: click.Context, url: str, timeout: float, as_json: bool)
     """Show a running service's workers, jobs, metrics and dead letters.
 
     URL is the service's monitoring address; its JSON is read from URL/api/workers,
-    URL/api/jobs, URL/api/metrics and URL/api/dead-letters.
+    URL/api/jobs, URL/api/metrics and URL/api/dead-letters. What it answers is printed as
+    plain text, with control characters shown as escapes (\\x1b).
     """
     base = _base_url(url)
     answers: dict[str, Any] = {}
@@ -836,11 +867,11 @@ def inspect_command(ctx: click.Context, url: str, timeout: float, as_json: bool)
             answers[endpoint] = _fetch(address, timeout)
         except _Unreachable as exc:
             raise click.ClickException(
-                f"cannot reach {address}: {exc} (is the service running, with its monitoring "
-                "endpoint at this address?)"
+                f"cannot reach {_printable(address)}: {_printable(exc)} (is the service running, "
+                "with its monitoring endpoint at this address?)"
             ) from None
-        except ValueError as exc:
-            problems[endpoint] = f"{address}: {exc}"
+        except ValueError as exc:  # its text holds what the service answered: escaped
+            problems[endpoint] = _printable(f"{address}: {exc}")
     if as_json:
         click.echo(json.dumps({**answers, "errors": problems}, indent=2, sort_keys=True))
     else:

@@ -17,9 +17,17 @@ routine; None for ``post``), ``slot``, ``event``, ``metadata`` (a dict the job's
 contain) and ``ordinal`` (the n-th message to the receiving routine in its worker: an int, a
 container or a predicate). Logic rules (``raise_in``, ``crash``) match on their routine, the
 activation number, ``flow`` and ``metadata``. Every fault injected is recorded in
-``runtime.fault_log()``. Random choices come from one ``random.Random`` per rule seeded from the
-plan's seed, made anew for every runtime: in a deterministic runtime the same seed injects the
-same faults, even when one plan object is reused.
+``runtime.fault_log()``.
+
+Message rules apply in the order they were added, one after the other: each rule sees what
+the rules before it let through, when they let it through. A delayed message meets the next
+rule once its delay is over, a reordered one once its group is released, and each copy a
+duplicate makes meets every later rule on its own. A logic rule acts when the routine runs,
+after every message rule; on one activation the first logic rule that fires raises.
+
+Random choices come from one ``random.Random`` per rule seeded from the plan's seed, made anew
+for every runtime: in a deterministic runtime the same seed injects the same faults, even when
+one plan object is reused.
 
 Job accounting stays exact: a dropped message leaves its job unfinished, so the job is given
 ``lost_message_timeout`` (unless it has a timeout already) and ends failed by it; a duplicated
@@ -33,7 +41,7 @@ import random
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import cloudpickle
 
@@ -46,6 +54,9 @@ if TYPE_CHECKING:
     from actorflow.runtime import Runtime
 
 __all__ = ["FaultInjector", "FaultPlan", "FaultRule"]
+
+_Ready: TypeAlias = "list[tuple[Envelope, Callable[[Any], None]]]"  # passed every rule
+_Group: TypeAlias = "list[tuple[_Passage, Envelope, int]]"  # held by a reorder
 
 _MATCH_KEYS = frozenset({"flow", "routine", "source", "slot", "event", "metadata", "ordinal"})
 
@@ -221,7 +232,7 @@ class FaultInjector:
         self._log: list[dict[str, Any]] = []
         self._ordinals: dict[tuple[str, str], int] = {}
         self._activations: dict[tuple[str, str, str], int] = {}
-        self._held: dict[tuple[int, str, str], list[tuple[Any, Callable[[Any], None]]]] = {}
+        self._held: dict[tuple[int, str, str], _Group] = {}
         rules = plan.fresh_rules()
         self.message_rules = [r for r in rules if r.kind not in ("raise", "crash")]
         self.logic_rules = [r for r in rules if r.kind in ("raise", "crash")]
@@ -285,78 +296,90 @@ class FaultInjector:
         self, worker: WorkerCore, source: str | None, event: str | None, target: str, slot: str,
         envelope: Any, put: Callable[[Any], None],
     ) -> None:  # fmt: skip
+        """Pass one envelope through the message rules, in the order they were added."""
         if type(envelope) is not Envelope or not self.message_rules:
             put(envelope)
             return
+        ready: _Ready = []
         with self._lock:
             key = (worker.worker_id, target)
             ordinal = self._ordinals.get(key, 0) + 1
             self._ordinals[key] = ordinal
-            facts = {
-                "flow": worker.flow_id, "routine": target, "source": source, "slot": slot,
-                "event": event, "ordinal": ordinal,
-            }  # fmt: skip
-            cache: list[JobContext] = []
+            passage = _Passage(self, worker, source, event, target, slot, ordinal, envelope, put)
+            self._advance(passage, envelope, 0, ready)
+        for item, deliver in ready:
+            deliver(item)
 
-            def job() -> JobContext:
-                if not cache:
-                    cache.append(self._job_of(envelope))
-                return cache[0]
+    def _advance(self, passage: _Passage, envelope: Envelope, start: int, ready: _Ready) -> None:
+        """Take ``envelope`` through the message rules from position ``start`` on (lock held).
 
-            where = {"worker": worker.worker_id, "routine": target, "slot": slot,
-                     "source": source, "ordinal": ordinal}  # fmt: skip
-            now = self.runtime.now
-            deliveries: list[tuple[float, Any]] = [(0.0, envelope)]
-            for rule in self.message_rules:
-                if rule.kind == "partition":
-                    assert rule.groups is not None and rule.between is not None
-                    a, b = rule.groups
-                    t0, t1 = rule.between
-                    crosses = (source in a and target in b) or (source in b and target in a)
-                    if crosses and t0 <= now < t1:
-                        self._lose(rule, worker, job(), where)
-                        return
-                    continue
-                if not self._matches(rule, facts, job):
-                    continue
-                if rule.p is not None and rule.p < 1.0 and rule.rng.random() >= rule.p:
-                    continue
-                if rule.kind == "drop":
-                    self._lose(rule, worker, job(), where)
+        A rule that lets it through hands it to the next rule; a delay or a reorder hands it
+        on later (from a timer or when its group is released), a duplicate hands on the
+        original then its copy. What passes the last rule is appended to ``ready``.
+        """
+        rules = self.message_rules
+        for position in range(start, len(rules)):
+            rule = rules[position]
+            kind = rule.kind
+            if kind == "partition":
+                assert rule.groups is not None and rule.between is not None
+                a, b = rule.groups
+                t0, t1 = rule.between
+                source, target = passage.source, passage.target
+                crosses = (source in a and target in b) or (source in b and target in a)
+                if crosses and t0 <= self.runtime.now < t1:
+                    self._lose(rule, passage)
                     return
-                if rule.kind == "delay":
-                    extra = rule.rng.uniform(0, rule.jitter) if rule.jitter else 0.0
-                    deliveries = [(d + rule.seconds + extra, e) for d, e in deliveries]
-                    self._record(rule, job()._rec.job_id, **where, seconds=rule.seconds + extra)
-                elif rule.kind == "duplicate":
-                    rec = job()._rec
-                    rec.add_inflight(1)
-                    rec.add_trace(
-                        target, "duplicated", {"slot": slot, "source": source, "fault": rule.name}
-                    )
-                    self._record(rule, rec.job_id, **where)
-                    deliveries.append((deliveries[0][0], _copy(envelope)))
-                elif rule.kind == "reorder":
-                    self._record(rule, job()._rec.job_id, **where)
-                    for delay, item in deliveries:
-                        self._hold(rule, worker, target, item, put, delay)
+                continue
+            if not self._matches(rule, passage.facts, passage.job):
+                continue
+            if rule.p is not None and rule.p < 1.0 and rule.rng.random() >= rule.p:
+                continue
+            if kind == "drop":
+                self._lose(rule, passage)
+                return
+            if kind == "delay":
+                seconds = rule.seconds + (rule.rng.uniform(0, rule.jitter) if rule.jitter else 0.0)
+                self._record(rule, passage.job_id(), **passage.where, seconds=seconds)
+                if seconds > 0:
+                    self._later(seconds, passage, envelope, position + 1)
                     return
-        for delay, item in deliveries:
-            self._deliver(item, put, delay)
+            elif kind == "duplicate":
+                rec = passage.job()._rec
+                rec.add_inflight(1)
+                rec.add_trace(
+                    passage.target,
+                    "duplicated",
+                    {"slot": passage.slot, "source": passage.source, "fault": rule.name},
+                )
+                self._record(rule, rec.job_id, **passage.where)
+                self._advance(passage, envelope, position + 1, ready)  # the original first,
+                envelope = _copy(envelope)  # then the copy, through the same rules
+            elif kind == "reorder":
+                self._record(rule, passage.job_id(), **passage.where)
+                self._hold(rule, passage, envelope, position + 1, ready)
+                return
+        ready.append((envelope, passage.put))
 
-    def _deliver(self, envelope: Any, put: Callable[[Any], None], delay: float) -> None:
-        if delay <= 0:
-            put(envelope)
-            return
-        timers = self.runtime._timers
-        timers.call_at(self.runtime._clock.monotonic() + delay, lambda: put(envelope))
+    def _resume(self, passage: _Passage, envelope: Envelope, start: int) -> None:
+        """Take a held envelope on through the rules from ``start``, then deliver it."""
+        ready: _Ready = []
+        with self._lock:
+            self._advance(passage, envelope, start, ready)
+        for item, deliver in ready:
+            deliver(item)
 
-    def _lose(
-        self, rule: FaultRule, worker: WorkerCore, job: JobContext, where: dict[str, Any]
-    ) -> None:
-        record = self.runtime._jobs.get(job._rec.job_id)
-        self._record(rule, job._rec.job_id, **where)
-        worker.dead_letter(job._rec.job_id, where["routine"], where["slot"], f"lost ({rule.kind})")
+    def _later(self, seconds: float, passage: _Passage, envelope: Envelope, start: int) -> None:
+        resume = self._resume
+        self.runtime._timers.call_at(
+            self.runtime._clock.monotonic() + seconds, lambda: resume(passage, envelope, start)
+        )
+
+    def _lose(self, rule: FaultRule, passage: _Passage) -> None:
+        job_id = passage.job_id()
+        record = self.runtime._jobs.get(job_id)
+        self._record(rule, job_id, **passage.where)
+        passage.worker.dead_letter(job_id, passage.target, passage.slot, f"lost ({rule.kind})")
         if (
             record is not None
             and not record.finished
@@ -365,26 +388,38 @@ class FaultInjector:
             self.runtime._arm_timeout(record, self.plan.lost_message_timeout)
 
     def _hold(
-        self, rule: FaultRule, worker: WorkerCore, target: str, envelope: Any,
-        put: Callable[[Any], None], delay: float,
-    ) -> None:  # fmt: skip
-        key = (rule.index, worker.worker_id, target)
-        held = self._held.setdefault(key, [])
-        held.append((envelope, put))
-        if len(held) >= rule.window:
-            self._release(rule, key)
-        elif len(held) == 1:
-            release = self._release
+        self, rule: FaultRule, passage: _Passage, envelope: Envelope, start: int, ready: _Ready
+    ) -> None:
+        """Add ``envelope`` to its reorder group; a full group is released at once, a group
+        still short ``rule.seconds`` after it opened is released by its timer."""
+        key = (rule.index, passage.worker.worker_id, passage.target)
+        group = self._held.get(key)
+        if group is None:
+            group = self._held[key] = []
+            expire, opened = self._expire, group
             self.runtime._timers.call_at(
-                self.runtime._clock.monotonic() + rule.seconds, lambda: release(rule, key)
+                self.runtime._clock.monotonic() + rule.seconds, lambda: expire(rule, key, opened)
             )
+        group.append((passage, envelope, start))
+        if len(group) >= rule.window:
+            del self._held[key]
+            self._release(rule, group, ready)
 
-    def _release(self, rule: FaultRule, key: tuple[int, str, str]) -> None:
+    def _release(self, rule: FaultRule, group: _Group, ready: _Ready) -> None:
+        rule.rng.shuffle(group)
+        for passage, envelope, start in group:
+            self._advance(passage, envelope, start, ready)
+
+    def _expire(self, rule: FaultRule, key: tuple[int, str, str], group: _Group) -> None:
+        """The hold time of ``group`` is over: release it, unless it filled up already."""
+        ready: _Ready = []
         with self._lock:
-            held = self._held.pop(key, [])
-            rule.rng.shuffle(held)
-        for envelope, put in held:
-            put(envelope)
+            if self._held.get(key) is not group:
+                return  # released when it filled up; a newer group has a timer of its own
+            del self._held[key]
+            self._release(rule, group, ready)
+        for item, deliver in ready:
+            deliver(item)
 
     # -- logic faults ------------------------------------------------------------------
     def before_logic(self, worker: WorkerCore, routine_id: str, job: JobContext | None) -> None:
@@ -427,6 +462,46 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+class _Passage:
+    """One message on its way through the message rules, with its copies (internal).
+
+    What the rules match on is fixed when the message is sent; every copy a duplicate makes,
+    and every release from a delay or a reorder, is matched on the same facts.
+    """
+
+    __slots__ = ("_injector", "_job", "envelope", "facts", "put", "slot", "source", "target",
+                 "where", "worker")  # fmt: skip
+
+    def __init__(
+        self, injector: FaultInjector, worker: WorkerCore, source: str | None,
+        event: str | None, target: str, slot: str, ordinal: int, envelope: Envelope,
+        put: Callable[[Any], None],
+    ) -> None:  # fmt: skip
+        self._injector = injector
+        self._job: JobContext | None = None
+        self.worker = worker
+        self.source = source
+        self.target = target
+        self.slot = slot
+        self.envelope = envelope
+        self.put = put
+        self.facts = {
+            "flow": worker.flow_id, "routine": target, "source": source, "slot": slot,
+            "event": event, "ordinal": ordinal,
+        }  # fmt: skip
+        self.where = {"worker": worker.worker_id, "routine": target, "slot": slot,
+                      "source": source, "ordinal": ordinal}  # fmt: skip
+
+    def job(self) -> JobContext:
+        """The message's job (opened once, only when a rule needs it)."""
+        if self._job is None:
+            self._job = self._injector._job_of(self.envelope)
+        return self._job
+
+    def job_id(self) -> str:
+        return self.job()._rec.job_id
 
 
 def _copy(envelope: Envelope) -> Envelope:

@@ -8,7 +8,7 @@ from typing import Any
 
 from actorflow.activation_policies import ActivationPolicy, immediate_policy
 from actorflow.error_handling import ErrorStrategy, as_error_strategy
-from actorflow.errors import ConfigurationError
+from actorflow.errors import ConfigurationError, FlowValidationError
 from actorflow.job import CURRENT_ACTIVATION
 
 __all__ = ["EventSpec", "Logic", "Routine", "SlotSpec"]
@@ -59,6 +59,7 @@ class Routine:
     def __init__(self) -> None:
         self._slots: dict[str, SlotSpec] = {}
         self._events: dict[str, EventSpec] = {}
+        self._fields: dict[str, frozenset[str]] = {}  # events that declare their fields
         self._logic: Logic | None = None
         self._policy: ActivationPolicy = immediate_policy()
         self._config: dict[str, Any] = {}
@@ -83,7 +84,11 @@ class Routine:
     def add_event(
         self, name: str, output_params: list[str] | tuple[str, ...] | None = None
     ) -> EventSpec:
-        """Declare an output event; ``output_params`` documents the keys it emits."""
+        """Declare an output event; ``output_params`` names the fields it emits.
+
+        An event declared with fields refuses, at :meth:`emit`, a field it does not declare;
+        an event declared without any accepts every field.
+        """
         _check_name("event", name)
         if name in self._events:
             raise ValueError(f"event {name!r} is already declared on {self!r}")
@@ -93,6 +98,8 @@ class Routine:
                 raise TypeError(f"output_params of event {name!r} must be str, got {param!r}")
         spec = EventSpec(name, params)
         self._events[name] = spec
+        if params:
+            self._fields[name] = frozenset(params)
         return spec
 
     @property
@@ -201,8 +208,17 @@ class Routine:
         """Send ``data`` to every slot connected to ``event``, as part of the current job.
 
         Only valid inside this routine's logic. Emitting an event with no connections does
-        nothing; emitting an undeclared event raises ``ValueError`` (failing the job).
+        nothing; emitting an undeclared event raises ``ValueError``, and a field the event
+        does not declare (when it declares its fields) raises ``FlowValidationError``. Either
+        goes through the routine's error strategy like any exception of its logic.
         """
+        fields = self._fields.get(event)
+        if fields is not None and not fields.issuperset(data):
+            undeclared = sorted(set(data) - fields)
+            raise FlowValidationError(
+                f"{self!r} emitted {event!r} with undeclared field(s) {undeclared} "
+                f"(declared: {sorted(fields)})"
+            )
         activation = CURRENT_ACTIVATION.get()
         try:
             # The common case, without a call: this routine's own connected event, while its

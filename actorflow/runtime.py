@@ -496,9 +496,14 @@ class Runtime:
                     f"({type(exc).__name__}: {exc})"
                 ) from exc
             view = JobContext(record, _EMPTY, False, 1)
-            envelope = new_envelope(
-                routine_id, slot, payload_blob, None, blob=cloudpickle.dumps(view)
-            )
+            try:
+                view_blob = cloudpickle.dumps(view)
+            except Exception as exc:
+                raise SerializationError(
+                    f"post to {routine_id}.{slot}: the job's metadata cannot cross a process "
+                    f"boundary ({type(exc).__name__}: {exc})"
+                ) from exc
+            envelope = new_envelope(routine_id, slot, payload_blob, None, blob=view_blob)
         else:
             envelope = new_envelope(routine_id, slot, data, record, _EMPTY, 1)
         if self._tracing is not None:
