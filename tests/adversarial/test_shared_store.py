@@ -291,6 +291,32 @@ def test_a_renewal_finds_the_lost_lease_without_a_write(tmp_path: Path) -> None:
         wait_for(refused, 10, "the old owner's next renewal to find the lease taken")
 
 
+def test_a_running_worker_renews_its_lease(tmp_path: Path) -> None:
+    counter_flow()
+    path = str(tmp_path / "state.sqlite3")
+    with (
+        create_store("sqlite", path=path) as first_store,
+        create_store("sqlite", path=path) as second_store,
+        Runtime(state_store=first_store, lease_seconds=0.3) as first,
+        Runtime(state_store=second_store) as second,
+    ):
+        first.exec("count", worker_id="w")
+        taken = second_store.get("worker:w")
+        assert taken["owner"] == first.lease_owner
+
+        def renewed_lease() -> Any:
+            lease = second_store.get("worker:w")
+            return lease if lease["expires_at"] > taken["expires_at"] + 1 else None
+
+        renewed = wait_for(renewed_lease, 10, "the lease to be renewed beyond 3 durations")
+        assert renewed["owner"] == first.lease_owner
+        with pytest.raises(WorkerLeaseHeldError):
+            second.exec("count", worker_id="w")
+        first.shutdown()
+        assert not second_store.exists("worker:w")  # released when the worker stopped
+        assert second.exec("count", worker_id="w").snapshot() == {}
+
+
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), 1e300])
 def test_lease_seconds_is_checked(bad: float) -> None:
     with pytest.raises(InvalidDurationError, match="lease_seconds"):
