@@ -27,6 +27,9 @@ from actorflow.errors import (
     StateSerializationError,
     UnknownFlowError,
     WorkerFailedError,
+    WorkerLeaseHeldError,
+    WorkerLeaseLostError,
+    WorkerStateExistsError,
 )
 from actorflow.flow import Connection, Flow
 from actorflow.job import JobContext, JobStatus, get_current_job
@@ -69,7 +72,10 @@ __all__ = [
     "Supervision",
     "UnknownFlowError",
     "WorkerFailedError",
+    "WorkerLeaseHeldError",
+    "WorkerLeaseLostError",
     "WorkerState",
+    "WorkerStateExistsError",
     "__version__",
     "all_slots_ready_policy",
     "batch_size_policy",

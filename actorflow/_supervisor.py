@@ -9,17 +9,20 @@ else: the call still runs alone, on the supervisor's state, with the supervisor'
 
 Values are stored encoded, so a reader always gets a fresh copy and no caller can mutate the
 stored state behind its back. With a durable store, each change is written through to the store
-before it is acknowledged.
+before it is acknowledged, and only while this runtime holds the worker's lease (see
+``actorflow._lease``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from cachetools import Cache, LRUCache, TTLCache
 
+from actorflow._lease import WorkerStore
 from actorflow._reply import Reply
 from actorflow._state_codec import StateCodec
 from actorflow.errors import ConfigurationError, StateLimitError
@@ -51,7 +54,7 @@ class SupervisorCore:
         self,
         worker_id: str,
         limits: StateLimits | None = None,
-        store: Any = None,
+        store: WorkerStore | None = None,
         monotonic: Callable[[], float] | None = None,
         serializer: Any = "json",
     ) -> None:
@@ -62,7 +65,7 @@ class SupervisorCore:
         self.control_handler: Callable[[Any], None] | None = None  # crashes and restarts
         self.turn = threading.Lock()  # held while a state call is applied
         self._limits = limits or StateLimits()
-        self._store = store  # a Store scoped to this worker, or None
+        self._store = store  # the worker's keys in the runtime's state store, or None
         self._monotonic = monotonic
         self._blobs: dict[str, bytes] = {}
         self._total = 0
@@ -81,23 +84,56 @@ class SupervisorCore:
             "cache_len": self._cache_len,
         }
 
-    def forget_stored(self) -> None:
-        """A fresh (not restored) worker starts empty: drop what an earlier one left."""
-        if self._store is None:
-            return
-        for key in self._store.keys():  # noqa: SIM118 (a Store, not a dict)
-            self._store.delete(key)
+    def open_store(
+        self,
+        *,
+        restore: bool = False,
+        discard: bool = False,
+        take_over: bool = False,
+        call_at: Callable[[float, Callable[[], None]], None] | None = None,
+        monotonic: Callable[[], float] | None = None,
+    ) -> int:
+        """Take the worker's lease in the store, then load its stored state (``restore``),
+        delete it (``discard``) or, if there is some, refuse to start; returns how many keys
+        were loaded. With ``call_at`` (a timer service's) the lease is renewed until
+        :meth:`close_store`.
 
-    def restore(self) -> int:
-        """Load every state last written to the store; returns how many keys."""
-        if self._store is None:
+        Raises ``WorkerLeaseHeldError`` (another runtime owns the worker) or
+        ``WorkerStateExistsError`` (state is stored and neither ``restore`` nor ``discard``
+        was given); nothing is changed in the store then.
+        """
+        store = self._store
+        if store is None:
             return 0
-        for key in self._store.keys():  # noqa: SIM118 (a Store, not a dict)
-            value = self._store.get(key)
-            blob = self._encode(key, value)
-            self._blobs[key] = blob
-            self._total += len(blob)
+        store.on_lost = self._lease_lost
+        store.acquire(take_over)
+        try:
+            if restore:
+                for key, value in store.load():
+                    blob = self._encode(key, value)
+                    self._blobs[key] = blob
+                    self._total += len(blob)
+            else:
+                store.refuse_or_discard(discard)
+        except BaseException:
+            store.release()
+            raise
+        if call_at is not None:
+            store.keep(call_at, monotonic or time.monotonic)
         return len(self._blobs)
+
+    def close_store(self) -> None:
+        """Release the worker's lease (the worker stopped): another runtime may start it."""
+        if self._store is not None:
+            self._store.release()
+
+    def _lease_lost(self, error: Exception) -> None:
+        """Another runtime took the worker over: every state call is refused from now on."""
+
+        def refuse(call: StateCall) -> Any:
+            raise type(error)(str(error))
+
+        self._ops = dict.fromkeys(self._ops, refuse)
 
     # -- actor hooks -------------------------------------------------------------------
     def started(self) -> None:

@@ -14,6 +14,7 @@ from actorflow._actor_host import STOP, WAKE, ActorHost, start_host
 from actorflow._clock import Clock
 from actorflow._dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow._envelope import Envelope
+from actorflow._lease import WorkerStore
 from actorflow._reply import Reply
 from actorflow._routine_cell import FLUSH, RoutineCell
 from actorflow._supervisor import BUSY, StateCall, SupervisorCore
@@ -119,9 +120,13 @@ class WorkerCore:
         self._supervisor_mailbox = self.dispatcher.mailbox(self, None)
         self._supervisor: ActorHost | None = None
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
-        scoped = None if state_store is None else state_store.scope("worker").scope(worker_id)
+        stored = (
+            None
+            if state_store is None
+            else WorkerStore(state_store, worker_id, runtime.lease_owner, runtime.lease_seconds)
+        )
         self.supervisor_core = SupervisorCore(
-            worker_id, limits, scoped, clock.monotonic, state_serializer
+            worker_id, limits, stored, clock.monotonic, state_serializer
         )
         self.supervisor_core.control_handler = self._on_control
         self.handle = WorkerState(self)  # the full-access handle (handles are immutable)
@@ -147,25 +152,34 @@ class WorkerCore:
         name = f"{self.worker_id}-{routine_id}"
         return self.dispatcher.start(self.mailboxes[routine_id], cell, name)
 
-    def start(self, restore: bool = False) -> None:
-        """Start the supervisor (restoring durable state), then every routine actor in order."""
-        if restore:
-            self.supervisor_core.restore()
-        else:
-            self.supervisor_core.forget_stored()
-        if not self.dispatcher.inline:
-            self._supervisor = start_host(
-                self._supervisor_mailbox,  # type: ignore[arg-type]
-                self.supervisor_core,
-                f"{self.worker_id}-supervisor",
-            )
-        with self._hosts_lock:
-            for routine_id in self.order:
-                routine = self.flow._routines[routine_id]
-                self.hosts[routine_id] = [
-                    self._start_actor(routine_id) for _ in range(routine.concurrency)
-                ]
-            self.status = "running"
+    def start(self, restore: bool = False, discard: bool = False, take_over: bool = False) -> None:
+        """Start the supervisor (taking the worker's lease and restoring its durable state),
+        then every routine actor in order."""
+        self.supervisor_core.open_store(
+            restore=restore,
+            discard=discard,
+            take_over=take_over,
+            # a deterministic runtime has no timer thread: its virtual timers would keep it busy
+            call_at=None if self.dispatcher.inline else self.timers.call_at,
+            monotonic=self.clock.monotonic,
+        )
+        try:
+            if not self.dispatcher.inline:
+                self._supervisor = start_host(
+                    self._supervisor_mailbox,  # type: ignore[arg-type]
+                    self.supervisor_core,
+                    f"{self.worker_id}-supervisor",
+                )
+            with self._hosts_lock:
+                for routine_id in self.order:
+                    routine = self.flow._routines[routine_id]
+                    self.hosts[routine_id] = [
+                        self._start_actor(routine_id) for _ in range(routine.concurrency)
+                    ]
+                self.status = "running"
+        except BaseException:
+            self.supervisor_core.close_store()  # a worker that never ran owns nothing
+            raise
         self._log.debug("worker {} started", self.worker_id)
 
     def flush(self) -> None:
@@ -197,6 +211,8 @@ class WorkerCore:
             self._supervisor_mailbox.put(STOP)
             if self._supervisor.thread is not None:
                 self._supervisor.thread.join()
+        with self.supervisor_core.turn:  # no state call runs while the lease is released
+            self.supervisor_core.close_store()
         reason = "worker failed" if failed else "worker stopped"
         for routine_id, mailbox in self.mailboxes.items():
             while True:

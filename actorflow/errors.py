@@ -19,6 +19,9 @@ __all__ = [
     "StateSerializationError",
     "UnknownFlowError",
     "WorkerFailedError",
+    "WorkerLeaseHeldError",
+    "WorkerLeaseLostError",
+    "WorkerStateExistsError",
 ]
 
 
@@ -86,6 +89,32 @@ class JobTimeoutError(ActorflowError, TimeoutError):
 
 class WorkerFailedError(ActorflowError, RuntimeError):
     """A worker crossed its supervisor's restart intensity and stopped."""
+
+
+class WorkerStateExistsError(ActorflowError, RuntimeError):
+    """A worker was started without ``restore=True`` on a worker id whose state is stored.
+
+    Nothing was deleted. ``exec(..., restore=True)`` continues from the stored state;
+    ``exec(..., discard_stored=True)`` deletes it and starts empty.
+    """
+
+
+class WorkerLeaseHeldError(ActorflowError, RuntimeError):
+    """Another runtime owns the worker id in the state store (it holds the worker's lease).
+
+    Two runtimes running one worker id on one store would lose each other's updates, so the
+    second start is refused. The lease ends when its owner stops the worker, or when the owner
+    has not renewed it for the lease's duration (its process died);
+    ``exec(..., take_over=True)`` takes it at once.
+    """
+
+
+class WorkerLeaseLostError(ActorflowError, RuntimeError):
+    """The worker's lease was taken by another runtime; this worker's state calls are refused.
+
+    The worker stopped writing to the store when it found out: every state call of it raises
+    this error from then on. The new owner started from the stored state.
+    """
 
 
 class ActorCrash(BaseException):

@@ -19,7 +19,9 @@ from loguru import logger
 
 from actorflow._clock import Clock, SystemClock
 from actorflow._dead_letters import DeadLetters
+from actorflow._durations import check_seconds
 from actorflow._envelope import Envelope, new_envelope
+from actorflow._lease import DEFAULT_LEASE_SECONDS, new_owner_id
 from actorflow._timers import TimerService
 from actorflow._worker import WorkerCore
 from actorflow.errors import (
@@ -125,6 +127,12 @@ class Runtime:
         state_store: a store from ``actorflow.store`` that each worker's supervisor writes its
             state through to (under ``worker:<worker_id>:<key>``) before acknowledging a
             change; ``exec(..., restore=True)`` reads it back. None keeps state in memory only.
+            A worker owns its id in the store through a lease (``worker:<worker_id>``), so two
+            runtimes never run one worker id at once; see ``exec``.
+        lease_seconds: how long a worker's lease in the ``state_store`` lasts unless renewed
+            (default 15). The runtime renews it every third of that while the worker runs and
+            releases it when the worker stops; after a crash, another runtime can start the
+            worker once this much time has passed (or at once with ``take_over=True``).
         overflow: what ``post`` does when the target routine already has ``max_queue_length``
             messages waiting (the slot's bound): ``"block"`` waits up to ``post_timeout``
             seconds for room and then raises ``QueueFullError``; ``"raise"`` raises at once;
@@ -164,6 +172,7 @@ class Runtime:
         clock: Clock | None = None,
         state_limits: StateLimits | None = None,
         state_store: Any = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         overflow: str = "block",
         post_timeout: float = 5.0,
         post_pacing: int | None = DEFAULT_POST_PACING,
@@ -211,6 +220,10 @@ class Runtime:
         self.post_timeout = float(post_timeout)
         self.state_limits = state_limits
         self.state_store = state_store
+        lease = check_seconds("Runtime", "lease_seconds", lease_seconds, allow_zero=False)
+        assert lease is not None
+        self.lease_seconds = lease
+        self.lease_owner = new_owner_id()  # this runtime in its workers' leases
         from actorflow.store.serializers import get_serializer  # noqa: PLC0415
 
         self.state_serializer = get_serializer(state_serializer)
@@ -312,13 +325,21 @@ class Runtime:
         restore: bool = False,
         state_limits: StateLimits | None = None,
         overflow: str | None = None,
+        discard_stored: bool = False,
+        take_over: bool = False,
     ) -> WorkerState:
         """Start a worker of ``flow_id`` and return its WorkerState (full access).
 
-        The first worker started for a flow becomes its default worker for ``post``. With
-        ``restore=True`` the worker starts with the state last acknowledged for ``worker_id``
-        in the runtime's ``state_store``. ``state_limits`` and ``overflow`` override the
-        runtime's defaults for this worker.
+        The first worker started for a flow becomes its default worker for ``post``.
+        ``state_limits`` and ``overflow`` override the runtime's defaults for this worker.
+
+        With a ``state_store``, the worker's id is owned by one runtime at a time: the start
+        takes the worker's lease in the store and raises ``WorkerLeaseHeldError`` if another
+        runtime holds it (``take_over=True`` takes it anyway; that runtime's state calls then
+        raise ``WorkerLeaseLostError``). A start never deletes stored state by accident:
+        ``restore=True`` starts with the state last acknowledged for ``worker_id``;
+        ``discard_stored=True`` deletes it and starts empty; without either, a worker id with
+        stored state raises ``WorkerStateExistsError`` (one with nothing stored starts empty).
         """
         if overflow is not None:
             _check_overflow(overflow)
@@ -326,11 +347,27 @@ class Runtime:
             raise ConfigurationError(
                 "restore=True needs a worker_id and a Runtime(state_store=...)"
             )
+        for name, given in (("discard_stored", discard_stored), ("take_over", take_over)):
+            if given and self.state_store is None:
+                raise ConfigurationError(f"{name}=True needs a Runtime(state_store=...)")
+        if restore and discard_stored:
+            raise ConfigurationError(
+                "restore=True and discard_stored=True contradict each other: restore continues "
+                "from the stored state, discard_stored deletes it"
+            )
         if state_limits is not None and not isinstance(state_limits, StateLimits):
             raise TypeError("state_limits must be a StateLimits")
         with self._lock:
             self._check_open()
-            worker = self._start_worker(flow_id, worker_id, restore, state_limits, overflow)
+            worker = self._start_worker(
+                flow_id,
+                worker_id,
+                restore,
+                state_limits,
+                overflow,
+                bool(discard_stored),
+                bool(take_over),
+            )
         return WorkerState(worker)
 
     def _start_worker(
@@ -340,6 +377,8 @@ class Runtime:
         restore: bool = False,
         state_limits: StateLimits | None = None,
         overflow: str | None = None,
+        discard: bool = False,
+        take_over: bool = False,
     ) -> WorkerCore:
         flow = self._registry.require(flow_id)
         if worker_id is None:
@@ -364,7 +403,7 @@ class Runtime:
         if self._ray is not None:
             ray_worker = self._ray.new_worker(flow, worker_id)
             ray_worker.limits = state_limits
-            ray_worker.start(restore)
+            ray_worker.start(restore, discard, take_over)
             self._workers[worker_id] = ray_worker
             default = self._default_worker.get(flow_id)
             if default is None or default.status != "running":
@@ -383,7 +422,7 @@ class Runtime:
             self.state_serializer,
         )
         worker.overflow = overflow or self.overflow
-        worker.start(restore)
+        worker.start(restore, discard, take_over)
         self._workers[worker_id] = worker
         default = self._default_worker.get(flow_id)
         if default is None or default.status != "running":

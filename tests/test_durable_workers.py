@@ -43,7 +43,8 @@ CHILD = textwrap.dedent(
             if i == int(sys.argv[4]):
                 os._exit(1)                # die without any clean-up
     else:
-        state = runtime.exec("durable", worker_id="w1", restore=True)
+        # the writer died holding the worker's lease: it is known dead, so take over now
+        state = runtime.exec("durable", worker_id="w1", restore=True, take_over=True)
         print(json.dumps(state.snapshot()))
         runtime.shutdown()
     """

@@ -23,7 +23,8 @@ How a job moves:
 The supervisor's state can be durable: ``state_store=`` is then a zero-argument function that
 creates the store (SQLite or Redis) in the supervisor's own process; each change is written
 through before it is acknowledged, and a supervisor whose process died reads it back when Ray
-restarts it.
+restarts it. The start rules and the worker's lease are those of the thread backend (the
+supervisor runs the same code, and renews the lease on a timer thread of its own process).
 
 Activation policies run inside the routine's actor, with its own timers (batch timeouts,
 intervals) and a flush before shutdown, as on threads.
@@ -59,7 +60,7 @@ from actorflow.activation_policies import (
     incomplete_join_error,
     take_released,
 )
-from actorflow.errors import ConfigurationError, RuntimeClosedError
+from actorflow.errors import ActorflowError, ConfigurationError, RuntimeClosedError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
@@ -462,25 +463,51 @@ class RoutineActor:
 class Supervisor:
     """Owns one worker's state (a SupervisorCore in its own process).
 
-    With a store factory, the store is made in this process and every change is written
-    through before it is acknowledged; a restarted supervisor (its process died) reads the
-    state back from the store.
+    With a store factory, the store is made in this process; :meth:`open` takes the worker's
+    lease and applies the start rules of the thread backend (the same code), and every change
+    is written through before it is acknowledged. A restarted supervisor (its process died)
+    takes the lease again as the same runtime and reads the state back from the store.
     """
 
     def __init__(
-        self, worker_id: str, serializer: Any, store_factory: bytes | None, restore: bool
+        self,
+        worker_id: str,
+        serializer: Any,
+        store_factory: bytes | None,
+        lease_owner: str,
+        lease_seconds: float,
     ) -> None:
+        from actorflow._lease import WorkerStore  # noqa: PLC0415
         from actorflow._supervisor import SupervisorCore  # noqa: PLC0415
 
-        store = None
+        stored = None
         if store_factory is not None:
-            store = cloudpickle.loads(store_factory)().scope("worker").scope(worker_id)
-        self.core = SupervisorCore(worker_id, store=store, serializer=serializer)
-        reconstructed = import_ray().get_runtime_context().was_current_actor_reconstructed
-        if restore or reconstructed:
-            self.core.restore()
-        else:
-            self.core.forget_stored()
+            store = cloudpickle.loads(store_factory)()
+            stored = WorkerStore(store, worker_id, lease_owner, lease_seconds)
+        self.core = SupervisorCore(worker_id, store=stored, serializer=serializer)
+        self.timers: Any = None
+        if import_ray().get_runtime_context().was_current_actor_reconstructed:
+            self.open(restore=True, discard=False, take_over=False)
+
+    def open(self, restore: bool, discard: bool, take_over: bool) -> None:
+        """Take the lease and restore, discard or refuse (``SupervisorCore.open_store``)."""
+        from actorflow._clock import SystemClock  # noqa: PLC0415
+        from actorflow._timers import TimerService  # noqa: PLC0415
+
+        self.timers = TimerService(SystemClock(), name="actorflow-lease")
+        self.core.open_store(
+            restore=restore,
+            discard=discard,
+            take_over=take_over,
+            call_at=self.timers.call_at,
+            monotonic=time.monotonic,
+        )
+
+    def close(self) -> None:
+        """Release the worker's lease and stop renewing it (the worker stops)."""
+        if self.timers is not None:
+            self.timers.stop()
+        self.core.close_store()
 
     def call(self, op: str, key: Any, arg_blob: bytes, extra: Any) -> Any:
         from actorflow._reply import Reply  # noqa: PLC0415
@@ -621,7 +648,7 @@ class RayWorker:
         self._flow_ref: Any = None
         self.limits: Any = None
 
-    def start(self, restore: bool = False) -> None:
+    def start(self, restore: bool = False, discard: bool = False, take_over: bool = False) -> None:
         factory = self.runtime.state_store
         if factory is not None and not callable(factory):
             raise ConfigurationError(
@@ -639,8 +666,18 @@ class RayWorker:
             self.worker_id,
             self.runtime.state_serializer.name,
             None if factory is None else cloudpickle.dumps(factory),
-            restore,
+            self.runtime.lease_owner,
+            self.runtime.lease_seconds,
         )
+        try:
+            ray.get(self.supervisor.open.remote(restore, discard, take_over))
+        except Exception as exc:
+            ray.kill(self.supervisor, no_restart=True)
+            self.supervisor = None
+            cause = getattr(exc, "cause", None)  # a RayTaskError: the supervisor's own error
+            if isinstance(cause, ActorflowError):
+                raise cause from None
+            raise
         # kept referenced for the worker's life, so a restarted actor can rebuild itself
         self._flow_ref = blob = ray.put(cloudpickle.dumps(self.flow))
         for routine_id in self.order:
@@ -698,6 +735,8 @@ class RayWorker:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
         if self.supervisor is not None:
+            with contextlib.suppress(Exception):  # the lease then ends on its own
+                ray.get(self.supervisor.close.remote(), timeout=30)
             ray.kill(self.supervisor, no_restart=True)
         self.status = "stopped"
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actorflow.errors import ConfigurationError, SerializationError
+from actorflow.store._keys import quote_scope_name
 from actorflow.store.aio import AsyncReadOnlyStore, AsyncStore, AsyncStoreReader
-from actorflow.store.base import Backend, ReadOnlyStore, Store, StoreReader
+from actorflow.store.base import ABSENT, Backend, ReadOnlyStore, Store, StoreReader
 from actorflow.store.errors import (
     ConcurrentUpdateError,
     DecodeError,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from actorflow.store.redis_async import AsyncRedisStore as AsyncRedisStore
 
 __all__ = [
+    "ABSENT",
     "STORE_TYPES",
     "AsyncReadOnlyStore",
     "AsyncStore",
@@ -81,6 +83,7 @@ __all__ = [
     "get_async_store_context",
     "get_serializer",
     "get_store_context",
+    "quote_scope_name",
     "store_options",
 ]
 

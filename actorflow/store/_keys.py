@@ -53,6 +53,37 @@ def check_scope_name(name: object) -> str:
     return name  # type: ignore[return-value]
 
 
+_QUOTED = {"%": "%25", SCOPE_SEPARATOR: "%3A", "\x00": "%00"}
+
+
+def quote_scope_name(text: str) -> str:
+    """The scope name that stands for ``text`` alone.
+
+    ``store.scope("a:b")`` is the same view as ``store.scope("a").scope("b")``, so two
+    names taken from outside (ids, tenants) can share keys: every key of scope
+    ``"shop:eu"`` is also in scope ``"shop"``.  The quoted name has no separator, so
+    ``scope(quote_scope_name(a))`` and ``scope(quote_scope_name(b))`` never share a key
+    when ``a != b``.  ``%`` (the escape character), ``:``, NUL and lone surrogates are
+    written as ``%25``, ``%3A``, ``%00`` and ``%uXXXX``; every other character is kept,
+    so a name without them is unchanged.  Each escape is told apart by the character
+    after ``%``, so no two texts quote to the same name.
+    """
+    if not isinstance(text, str):
+        raise InvalidKeyError(f"scope name {text!r} must be str, not {type(text).__name__}")
+    if not text:
+        raise InvalidKeyError("scope name '' must not be empty")
+    parts: list[str] = []
+    for char in text:
+        quoted = _QUOTED.get(char)
+        if quoted is not None:
+            parts.append(quoted)
+        elif ord(char) in _SURROGATES:
+            parts.append(f"%u{ord(char):04X}")
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
 def check_limit(limit: object) -> int | None:
     """Validate the ``limit`` of ``range_get``."""
     if limit is None:

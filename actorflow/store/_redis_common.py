@@ -14,6 +14,9 @@ Layout under ``key_prefix`` (default ``"actorflow:"``):
 to ``EXEC`` means another client changed the key, and the loop retries (two
 round trips per attempt instead of the three of redis-py's pipeline helper).
 
+``write_if`` (``put_if``/``delete_if``) is one Lua script: it reads the guard and writes or
+deletes the key (value and index) in one atomic step, one round trip.
+
 Single-node Redis only: the range script reads keys it computes itself, which
 Redis Cluster does not allow.
 """
@@ -66,6 +69,30 @@ return out
 """
 
 
+WRITE_IF_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[3] == 'put' then
+  if ARGV[5] == '' then
+    redis.call('SET', KEYS[2], ARGV[4])
+  else
+    redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+  end
+  redis.call('ZADD', KEYS[3], 0, ARGV[6])
+  return 1
+end
+local removed = redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[6])
+return 1 + removed
+"""
+"""``write_if``: test the guard and write (or delete) in one atomic step. Returns 0 when the
+guard does not hold, 1 when it held (2: and a delete removed an entry)."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """Redis key names for one ``key_prefix``."""
@@ -109,6 +136,28 @@ class Layout:
             1 if with_values else 0,
             SCAN_BATCH,
         ]
+
+
+def write_if_call(
+    layout: Layout,
+    guard: str,
+    expected: bytes | None,
+    key: str,
+    data: bytes | None,
+    ttl: float | None,
+) -> tuple[list[bytes], list[Any]]:
+    """KEYS and ARGV of :data:`WRITE_IF_SCRIPT`."""
+    milliseconds = ttl_milliseconds(ttl)
+    keys = [layout.value_key(guard), layout.value_key(key), layout.index]
+    args: list[Any] = [
+        b"0" if expected is None else b"1",
+        b"" if expected is None else expected,
+        b"del" if data is None else b"put",
+        b"" if data is None else data,
+        b"" if milliseconds is None else milliseconds,
+        layout.member(key),
+    ]
+    return keys, args
 
 
 def watch_commands(value_key: bytes) -> list[tuple[Any, ...]]:

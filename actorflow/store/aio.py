@@ -33,7 +33,7 @@ from actorflow.store._keys import (
     prefix_end,
 )
 from actorflow.store._options import TTL, ttl_seconds
-from actorflow.store.base import WRITE_VERBS, Backend, Store
+from actorflow.store.base import ABSENT, WRITE_VERBS, Backend, Store, conditional_write
 from actorflow.store.errors import DecodeError, ReadOnlyStoreError, StoreClosedError
 from actorflow.store.serializers import Serializer, encode_value
 
@@ -87,6 +87,16 @@ class AsyncBackend(ABC):
         self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None
     ) -> None:
         """Atomically replace the bytes under ``key`` with ``fn(old_or_None)``."""
+
+    async def write_if(
+        self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
+    ) -> bool:
+        """Atomically write ``data`` (``None``: delete) under ``key`` if ``guard`` holds
+        ``expected`` (see :meth:`~actorflow.store.base.Backend.write_if`)."""
+        raise NotImplementedError(
+            f"the {self.name!r} backend has no conditional write (write_if), which "
+            "put_if and delete_if need"
+        )
 
     @abstractmethod
     async def stats(self) -> dict[str, Any]:
@@ -152,6 +162,11 @@ class ThreadedAsyncBackend(AsyncBackend):
         self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None
     ) -> None:
         await self._call(self.sync.update, key, fn, ttl)
+
+    async def write_if(
+        self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
+    ) -> bool:
+        return await self._call(self.sync.write_if, guard, expected, key, data, ttl)  # type: ignore[no-any-return]
 
     async def stats(self) -> dict[str, Any]:
         return await self._call(self.sync.stats)  # type: ignore[no-any-return]
@@ -343,6 +358,32 @@ class AsyncStore(AsyncStoreReader):
 
         await backend.update(full, step, seconds)
         return result[0]
+
+    async def _write_if(
+        self, key: str, value: Any, expected: Any, guard: str | None, ttl: TTL | None, put: bool
+    ) -> bool:
+        full = self._full(key)
+        guard_full = full if guard is None else self._full(guard)
+        seconds = self._ttl(ttl) if put else None
+        backend = self._live()
+        data, want = conditional_write(backend.serializer, full, value, put, guard_full, expected)
+        return await backend.write_if(guard_full, want, full, data, seconds)
+
+    async def put_if(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected: Any = ABSENT,
+        guard: str | None = None,
+        ttl: TTL | None = None,
+    ) -> bool:
+        """Store ``value`` only if ``guard`` holds ``expected`` (see :meth:`Store.put_if`)."""
+        return await self._write_if(key, value, expected, guard, ttl, True)
+
+    async def delete_if(self, key: str, *, expected: Any, guard: str | None = None) -> bool:
+        """Remove ``key`` only if ``guard`` holds ``expected`` (see :meth:`Store.delete_if`)."""
+        return await self._write_if(key, None, expected, guard, None, False)
 
     def scope(self, name: str) -> AsyncStore:
         """A view whose keys are prefixed with ``name:`` (see :meth:`Store.scope`)."""

@@ -34,10 +34,35 @@ from actorflow.store._options import (
 from actorflow.store.errors import DecodeError, ReadOnlyStoreError, StoreClosedError
 from actorflow.store.serializers import Serializer, encode_value, get_serializer
 
-__all__ = ["WRITE_VERBS", "Backend", "ReadOnlyStore", "Store", "StoreReader"]
+__all__ = [
+    "ABSENT",
+    "WRITE_VERBS",
+    "Backend",
+    "ReadOnlyStore",
+    "Store",
+    "StoreReader",
+    "conditional_write",
+]
 
-WRITE_VERBS = frozenset({"put", "delete", "update"})
+WRITE_VERBS = frozenset({"put", "delete", "update", "put_if", "delete_if"})
 """The verbs a read-only view does not have."""
+
+
+class _Absent:
+    """The type of :data:`ABSENT`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"  # unpickles as the module's singleton
+
+
+ABSENT: Any = _Absent()
+"""``expected=ABSENT`` in :meth:`Store.put_if` / :meth:`Store.delete_if`: the guard key
+holds no live value (it was never written, was deleted or expired)."""
 
 
 class Backend(ABC):
@@ -91,6 +116,21 @@ class Backend(ABC):
     def update(self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None) -> None:
         """Atomically replace the bytes under ``key`` with ``fn(old_or_None)``."""
 
+    def write_if(
+        self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
+    ) -> bool:
+        """Atomically: if the live bytes under ``guard`` equal ``expected`` (``None``: no live
+        entry), store ``data`` under ``key`` (``None``: delete ``key``) and return True; else
+        change nothing and return False.
+
+        Atomic against every other writer of the backend, in this process and in others.
+        A backend that cannot offer this keeps this default, which refuses.
+        """
+        raise NotImplementedError(
+            f"the {self.name!r} backend has no conditional write (write_if), which "
+            "put_if, delete_if and durable workers need"
+        )
+
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Backend statistics (see :meth:`StoreReader.get_stats`)."""
@@ -98,6 +138,18 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release resources; further calls are not allowed."""
+
+
+def conditional_write(
+    serializer: Serializer, key: str, value: Any, put: bool, guard: str, expected: Any
+) -> tuple[bytes | None, bytes | None]:
+    """The bytes to write (``None``: delete) and to expect under ``guard`` (``None``: no live
+    value) for ``put_if``/``delete_if`` (shared by the sync and async stores)."""
+    if put and value is ABSENT:
+        raise TypeError(f"put_if({key!r}, ABSENT): ABSENT is not a value; use delete_if")
+    data = encode_value(serializer, value, key=key) if put else None
+    want = None if expected is ABSENT else encode_value(serializer, expected, key=guard)
+    return data, want
 
 
 class StoreReader:
@@ -320,6 +372,46 @@ class Store(StoreReader):
         backend.update(full, step, seconds)
         return result[0]
 
+    def _write_if(
+        self, key: str, value: Any, expected: Any, guard: str | None, ttl: TTL | None, put: bool
+    ) -> bool:
+        full = self._full(key)
+        guard_full = full if guard is None else self._full(guard)
+        seconds = self._ttl(ttl) if put else None
+        backend = self._live()
+        data, want = conditional_write(backend.serializer, full, value, put, guard_full, expected)
+        return backend.write_if(guard_full, want, full, data, seconds)
+
+    def put_if(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected: Any = ABSENT,
+        guard: str | None = None,
+        ttl: TTL | None = None,
+    ) -> bool:
+        """Store ``value`` under ``key`` only if ``guard`` holds ``expected``; whether it did.
+
+        ``guard`` is a key of this view, by default ``key`` itself; ``expected`` is the
+        value it must hold, compared by its encoding (the bytes the store's serializer
+        makes of it), or :data:`ABSENT` (the default: no live value). The test and the
+        write are one atomic step against every other writer of the store, in this
+        process or another (a lock in memory, a transaction in SQLite, a Lua script in
+        Redis). With the default guard it is a compare-and-set, or a put-if-absent; with
+        another key, a write fenced by it, such as a lease the writer must still hold.
+        Nothing is written when the test fails. ``ttl`` as for :meth:`put`.
+        """
+        return self._write_if(key, value, expected, guard, ttl, True)
+
+    def delete_if(self, key: str, *, expected: Any, guard: str | None = None) -> bool:
+        """Remove ``key`` only if ``guard`` (default: ``key``) holds ``expected``.
+
+        Returns whether the test held (``key`` was then removed, if it was there). The
+        test and the delete are one atomic step, as in :meth:`put_if`.
+        """
+        return self._write_if(key, None, expected, guard, None, False)
+
     def scope(self, name: str) -> Store:
         """A view whose keys are prefixed with ``name:``; scopes nest.
 
@@ -327,7 +419,9 @@ class Store(StoreReader):
         ``"1"`` at ``"user:1"``, and ``scope("user").scope("admin")`` uses the
         prefix ``"user:admin:"``.  ``keys()`` and ``range_get()`` in a scope return
         keys without the prefix, and nothing done in one scope touches keys
-        outside it.
+        outside it. ``scope("a:b")`` is ``scope("a").scope("b")``: to name a scope
+        after a text from outside (an id), use ``scope(quote_scope_name(text))``, so
+        that two texts never share keys.
         """
         return Store._view(self._live(), self._scope_prefix(name))  # type: ignore[no-any-return]
 

@@ -185,24 +185,27 @@ class MemoryBackend(Backend):
             self._counts["misses" if entry is None else "hits"] += 1
             return None if entry is None else entry.data
 
+    def _remove(self, key: str) -> bool:
+        cache = self._cache
+        if not _stored(cache, key):
+            return False
+        entry = Cache.__getitem__(cache, key)
+        self._unlist(key)
+        try:
+            del cache[key]
+        except KeyError:  # it expired between expire() and now
+            self._counts["evicted_expired"] += 1
+            if self.evictions.active:
+                self._events.append((key, entry.data, "expired"))
+            return False
+        self._counts["deletes"] += 1
+        if self.evictions.active:
+            self._events.append((key, entry.data, "deleted"))
+        return True
+
     def delete(self, key: str) -> bool:
         with self._operation():
-            cache = self._cache
-            if not _stored(cache, key):
-                return False
-            entry = Cache.__getitem__(cache, key)
-            self._unlist(key)
-            try:
-                del cache[key]
-            except KeyError:  # it expired between expire() and now
-                self._counts["evicted_expired"] += 1
-                if self.evictions.active:
-                    self._events.append((key, entry.data, "expired"))
-                return False
-            self._counts["deletes"] += 1
-            if self.evictions.active:
-                self._events.append((key, entry.data, "deleted"))
-            return True
+            return self._remove(key)
 
     def exists(self, key: str) -> bool:
         with self._operation():
@@ -237,6 +240,24 @@ class MemoryBackend(Backend):
             entry = self._live_entry(key)
             data = fn(None if entry is None else entry.data)
             self._set(key, data, ttl)
+
+    def write_if(
+        self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
+    ) -> bool:
+        with self._operation():
+            cache = self._cache
+            current = None  # read without counting as a use of the guard
+            if _stored(cache, guard):
+                entry = Cache.__getitem__(cache, guard)
+                if self._clock() < entry.expires_at:
+                    current = entry.data
+            if current != expected:
+                return False
+            if data is None:
+                self._remove(key)
+            else:
+                self._set(key, data, ttl)
+            return True
 
     def stats(self) -> dict[str, Any]:
         with self._operation():

@@ -26,6 +26,7 @@ from actorflow.store._redis_common import (
     DEFAULT_KEY_PREFIX,
     MAX_UPDATE_ATTEMPTS,
     RANGE_SCRIPT,
+    WRITE_IF_SCRIPT,
     Layout,
     RedisOptions,
     backoff,
@@ -36,6 +37,7 @@ from actorflow.store._redis_common import (
     ttl_milliseconds,
     watch_commands,
     write_commands,
+    write_if_call,
 )
 from actorflow.store.base import Backend, Store
 from actorflow.store.errors import ConcurrentUpdateError
@@ -60,6 +62,7 @@ class RedisBackend(Backend):
             pool = redis.BlockingConnectionPool(**kwargs)  # type: ignore[no-untyped-call]
         self.client = redis.Redis(connection_pool=pool)
         self._range_script = self.client.register_script(RANGE_SCRIPT)
+        self._write_if_script = self.client.register_script(WRITE_IF_SCRIPT)
         self._counts = dict.fromkeys(
             ("hits", "misses", "puts", "deletes", "evicted_capacity", "evicted_expired"), 0
         )
@@ -139,6 +142,18 @@ class RedisBackend(Backend):
         raise ConcurrentUpdateError(
             f"update of {key!r} lost {MAX_UPDATE_ATTEMPTS} races with other clients in a row"
         )
+
+    def write_if(
+        self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
+    ) -> bool:
+        keys, args = write_if_call(self.layout, guard, expected, key, data, ttl)
+        with self.lock:
+            outcome = int(self._write_if_script(keys=keys, args=args))
+            if data is not None and outcome:
+                self._counts["puts"] += 1
+            elif outcome == 2:
+                self._counts["deletes"] += 1
+            return outcome > 0
 
     def stats(self) -> dict[str, Any]:
         with self.lock:

@@ -20,6 +20,7 @@ from actorflow.store._redis_common import (
     DEFAULT_KEY_PREFIX,
     MAX_UPDATE_ATTEMPTS,
     RANGE_SCRIPT,
+    WRITE_IF_SCRIPT,
     Layout,
     RedisOptions,
     backoff,
@@ -30,6 +31,7 @@ from actorflow.store._redis_common import (
     ttl_milliseconds,
     watch_commands,
     write_commands,
+    write_if_call,
 )
 from actorflow.store.aio import AsyncBackend, AsyncStore
 from actorflow.store.errors import ConcurrentUpdateError
@@ -56,6 +58,7 @@ class AsyncRedisBackend(AsyncBackend):
             pool = aredis.BlockingConnectionPool(**kwargs)
         self.client = aredis.Redis(connection_pool=pool)
         self._range_script = self.client.register_script(RANGE_SCRIPT)
+        self._write_if_script = self.client.register_script(WRITE_IF_SCRIPT)
         self._update_lock = asyncio.Lock()
         self._counts = dict.fromkeys(
             ("hits", "misses", "puts", "deletes", "evicted_capacity", "evicted_expired"), 0
@@ -132,6 +135,17 @@ class AsyncRedisBackend(AsyncBackend):
         raise ConcurrentUpdateError(
             f"update of {key!r} lost {MAX_UPDATE_ATTEMPTS} races with other clients in a row"
         )
+
+    async def write_if(
+        self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
+    ) -> bool:
+        keys, args = write_if_call(self.layout, guard, expected, key, data, ttl)
+        outcome = int(await self._write_if_script(keys=keys, args=args))
+        if data is not None and outcome:
+            self._counts["puts"] += 1
+        elif outcome == 2:
+            self._counts["deletes"] += 1
+        return outcome > 0
 
     async def stats(self) -> dict[str, Any]:
         entries = await self.client.zcard(self.layout.index)

@@ -2,8 +2,8 @@
 
 * one ``sqlite3`` connection (``check_same_thread=False``) guarded by the store
   lock; other processes may open the same file (SQLite's own locking, with a
-  ``busy_timeout``); ``update()`` runs in a ``BEGIN IMMEDIATE`` transaction, so
-  it is atomic across threads *and* processes;
+  ``busy_timeout``); ``update()`` and ``write_if()`` run in a ``BEGIN IMMEDIATE``
+  transaction, so they are atomic across threads *and* processes;
 * ``synchronous=FULL`` by default: when ``put`` returns, the write-ahead log has
   been fsynced, so an acknowledged write survives a process crash *and* a power
   loss.  ``synchronous="normal"`` is faster and still survives a process crash,
@@ -284,21 +284,24 @@ class SqliteBackend(Backend):
             self._counts["misses" if data is None else "hits"] += 1
             return data
 
+    def _remove(self, key: str, now: float) -> bool:
+        row = self._db.execute(
+            f"DELETE FROM {_TABLE} WHERE key = ? RETURNING value, expires_at", (key,)
+        ).fetchone()
+        if row is None:
+            return False
+        value, expires_at = row
+        if expires_at is not None and expires_at <= now:
+            self._record([(key, value)], "expired")
+            return False
+        self._counts["deletes"] += 1
+        if self.evictions.active:
+            self._events.append((key, bytes(value), "deleted"))
+        return True
+
     def delete(self, key: str) -> bool:
         with self._operation(write=True) as now:
-            row = self._db.execute(
-                f"DELETE FROM {_TABLE} WHERE key = ? RETURNING value, expires_at", (key,)
-            ).fetchone()
-            if row is None:
-                return False
-            value, expires_at = row
-            if expires_at is not None and expires_at <= now:
-                self._record([(key, value)], "expired")
-                return False
-            self._counts["deletes"] += 1
-            if self.evictions.active:
-                self._events.append((key, bytes(value), "deleted"))
-            return True
+            return self._remove(key, now)
 
     def exists(self, key: str) -> bool:
         with self._operation(write=False) as now:
@@ -335,6 +338,21 @@ class SqliteBackend(Backend):
     def update(self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None) -> None:
         with self._operation(write=True) as now:
             self._write(key, fn(self._read(key, now)), ttl, now)
+
+    def write_if(
+        self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
+    ) -> bool:
+        with self._operation(write=True) as now:  # one BEGIN IMMEDIATE transaction
+            row = self._db.execute(
+                f"SELECT value FROM {_TABLE} WHERE key = ? AND {_LIVE}", (guard, now)
+            ).fetchone()
+            if (None if row is None else bytes(row[0])) != expected:
+                return False
+            if data is None:
+                self._remove(key, now)
+            else:
+                self._write(key, data, ttl, now)
+            return True
 
     def stats(self) -> dict[str, Any]:
         with self._operation(write=False) as now:

@@ -18,12 +18,14 @@ from _store_harness import Harness
 
 from actorflow.errors import ConfigurationError, SerializationError
 from actorflow.store import (
+    ABSENT,
     InvalidKeyError,
     InvalidTTLError,
     ReadOnlyStoreError,
     StoreClosedError,
     UnencodableValueError,
     WrongTypeError,
+    quote_scope_name,
 )
 
 # --------------------------------------------------------------------- basics
@@ -158,6 +160,118 @@ def test_scopes_share_data_and_lock(harness: Harness) -> None:
     assert s.get("a:b:k") == 1
     with pytest.raises(InvalidKeyError):
         s.scope("")
+
+
+def test_quoted_scope_names_never_share_keys(harness: Harness) -> None:
+    s = harness.make()
+    names = ["shop", "shop:eu", "shop%3Aeu", "shop:", ":", "%", "%25", "a\x00b", "\ud800"]
+    for index, name in enumerate(names):
+        s.scope(quote_scope_name(name)).put("_x", index)
+    for index, name in enumerate(names):
+        scope = s.scope(quote_scope_name(name))
+        assert scope.range_get("") == [("_x", index)]
+    assert quote_scope_name("orders-1") == "orders-1"  # plain names are unchanged
+    assert s.scope("shop").keys() == ["_x"]  # not shop:eu's key, which is eu:_x unquoted
+    for bad in ("", 5, None):
+        with pytest.raises(InvalidKeyError):
+            quote_scope_name(bad)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------- conditional writes
+
+
+def test_put_if_is_compare_and_set(harness: Harness) -> None:
+    s = harness.make()
+    assert s.put_if("k", {"v": 1}) is True  # expected=ABSENT: put if absent
+    assert s.put_if("k", {"v": 2}) is False
+    assert s.get("k") == {"v": 1}
+    assert s.put_if("k", {"v": 2}, expected={"v": 9}) is False
+    assert s.put_if("k", {"v": 2}, expected={"v": 1}) is True
+    assert s.get("k") == {"v": 2}
+    s.put("none", None)  # a stored None is a value, not ABSENT
+    assert s.put_if("none", 1) is False
+    assert s.put_if("none", 1, expected=None) is True
+    assert s.put_if("missing", 1, expected=None) is False
+    assert not s.exists("missing")
+    assert s.delete_if("k", expected={"v": 1}) is False
+    assert s.get("k") == {"v": 2}
+    assert s.delete_if("k", expected={"v": 2}) is True
+    assert not s.exists("k")
+    assert s.delete_if("k", expected=ABSENT) is True  # the test held; nothing to remove
+    with pytest.raises(TypeError, match="ABSENT"):
+        s.put_if("k", ABSENT)
+    with pytest.raises(UnencodableValueError):
+        s.put_if("k", {1, 2})
+    with pytest.raises(UnencodableValueError):
+        s.put_if("k", 1, expected={1, 2})
+    assert not s.exists("k")
+
+
+def test_put_if_fenced_by_another_key(harness: Harness) -> None:
+    s = harness.make()
+    worker = s.scope("w")
+    worker.put("lease", {"owner": "a"})
+    assert worker.put_if("n", 1, guard="lease", expected={"owner": "a"}) is True
+    assert worker.put_if("n", 2, guard="lease", expected={"owner": "a"}) is True  # any old n
+    assert s.get("w:n") == 2
+    worker.put("lease", {"owner": "b"})  # another owner took the lease
+    assert worker.put_if("n", 3, guard="lease", expected={"owner": "a"}) is False
+    assert worker.delete_if("n", guard="lease", expected={"owner": "a"}) is False
+    assert worker.get("n") == 2
+    assert worker.delete_if("n", guard="lease", expected={"owner": "b"}) is True
+    assert not worker.exists("n")
+    assert s.put_if("n", 4, guard="lease", expected={"owner": "b"}) is False  # root "lease"
+    assert s.put_if("n", 4, guard="w:lease", expected={"owner": "b"}) is True
+    assert s.get("n") == 4
+
+
+def test_an_expired_guard_is_absent(harness: Harness) -> None:
+    s = harness.make()
+    s.put("lease", "a", ttl=1)
+    assert s.put_if("k", 1, guard="lease") is False
+    assert s.put_if("k", 1, guard="lease", expected="a") is True
+    harness.advance(1.5)
+    assert s.put_if("k", 2, guard="lease", expected="a") is False
+    assert s.put_if("lease", "b") is True  # put if absent: the expired one does not count
+    assert s.put_if("k", 2, guard="lease", expected="b", ttl=1) is True
+    assert s.get("k") == 2
+    harness.advance(1.5)
+    assert s.get("k") is None
+
+
+def test_put_if_is_atomic_across_threads_and_store_objects(harness: Harness) -> None:
+    """4 writers x 150 compare-and-set increments: each success is exactly one step."""
+    count = 4
+    stores = (
+        [harness.make(name="cas") for _ in range(count)]
+        if harness.shared_handles
+        else [harness.make()] * count
+    )
+    stores[0].put("n", 0)
+    wins = [0] * count
+
+    def work(i: int) -> None:
+        store = stores[i]
+        while wins[i] < 150:
+            current = store.get("n")
+            if store.put_if("n", current + 1, expected=current):
+                wins[i] += 1
+
+    harness.run_threads(count, work)
+    assert stores[0].get("n") == 150 * count
+
+
+def test_read_only_views_have_no_conditional_writes(harness: Harness) -> None:
+    s = harness.make()
+    reader = s.reader()
+    for verb, args, kwargs in (
+        ("put_if", ("a", 1), {}),
+        ("delete_if", ("a",), {"expected": ABSENT}),
+    ):
+        assert not hasattr(reader, verb)
+        with pytest.raises(ReadOnlyStoreError, match="read-only"):
+            getattr(reader, verb)(*args, **kwargs)
+    assert s.keys() == []
 
 
 # ------------------------------------------------------------------ read-only
