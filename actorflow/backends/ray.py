@@ -53,7 +53,7 @@ import cloudpickle
 from actorflow._envelope import Envelope
 from actorflow._worker import post_targets
 from actorflow.activation_policies import QueuedItem, Release, _Immediate
-from actorflow.errors import ConfigurationError, RuntimeClosedError
+from actorflow.errors import ConfigurationError, RuntimeClosedError, StateFunctionError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
@@ -408,12 +408,26 @@ class Supervisor:
             self.core.forget_stored()
 
     def call(self, op: str, key: Any, arg_blob: bytes, extra: Any) -> Any:
+        """Apply one state call; its result, or raise its error (to the caller's process).
+
+        ``SupervisorCore.handle`` lets nothing escape, so whatever a function given to
+        ``modify_routine_state`` raises, this actor lives on: a ``BaseException`` that is not
+        an ``Exception`` comes back as ``StateFunctionError``, with the original as its cause
+        when the original can be pickled.
+        """
         from actorflow._reply import Reply  # noqa: PLC0415
         from actorflow._supervisor import StateCall  # noqa: PLC0415
 
         reply = Reply()
         self.core.handle(StateCall(op, key, cloudpickle.loads(arg_blob), extra, reply))
-        return reply.get(0)
+        try:
+            return reply.get(0)
+        except StateFunctionError as exc:
+            try:
+                cloudpickle.dumps(exc.__cause__)
+            except Exception:  # the original cannot cross to the caller: its text does
+                raise StateFunctionError(*exc.args) from None
+            raise
 
 
 class Ledger:
