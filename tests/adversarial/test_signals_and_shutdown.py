@@ -220,3 +220,52 @@ def test_shutdown_refuses_a_timeout_no_timer_can_wait_for() -> None:
             runtime.install_signal_handlers(timeout=-1)
     finally:
         assert runtime.shutdown() is True
+
+
+def one_slot(logic: Any) -> Routine:
+    r = Routine()
+    r.add_slot("in")
+    r.set_logic(logic)
+    return r
+
+
+# -- strict mode: a job that ended and dropped out of retention ---------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("retention", [0, 1])
+def test_a_cancelled_job_that_dropped_out_of_retention_never_runs(
+    strict: bool, retention: int
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[Any] = []
+
+    def logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        value = sd["in"][0]
+        ran.append(value)
+        if value == "block":
+            started.set()
+            assert release.wait(20)
+
+    flow = Flow("gate")
+    flow.add_routine(one_slot(logic), "r")
+    flow.add_routine(one_slot(lambda sd, m, ws: None), "other")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=strict, job_retention=retention) as runtime:
+        _, blocker = runtime.post("gate", "r", "in", "block")
+        assert started.wait(10)
+        _, victim = runtime.post("gate", "r", "in", "victim")  # waits behind the blocker
+        assert runtime.cancel_job(victim.job_id)
+        for _ in range(2):  # finished jobs that push the victim out of retention
+            _, other = runtime.post("gate", "other", "in", None)
+            assert other.wait(10)
+        assert runtime.get_job(victim.job_id) is None
+        _, last = runtime.post("gate", "r", "in", "last")  # queued behind the victim
+        release.set()
+        assert last.wait(10) and blocker.wait(10)
+        assert ran == ["block", "last"]
+        assert [
+            (letter["job_id"], letter["routine_id"], letter["reason"])
+            for letter in runtime.dead_letters()
+        ] == [(victim.job_id, "r", "job cancelled")]
