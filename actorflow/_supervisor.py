@@ -21,17 +21,34 @@ from collections.abc import Callable
 from typing import Any
 
 from cachetools import Cache, LRUCache, TTLCache
+from loguru import logger
 
 from actorflow._lease import WorkerStore
 from actorflow._reply import Reply
 from actorflow._state_codec import StateCodec
-from actorflow.errors import ConfigurationError, StateLimitError
+from actorflow.errors import ConfigurationError, StateFunctionError, StateLimitError
 from actorflow.state_limits import StateLimits
 
 __all__ = ["BUSY", "StateCall", "SupervisorCore"]
 
 BUSY: Any = object()
 """What :meth:`SupervisorCore.call_inline` returns when the supervisor is not idle."""
+
+
+def _function_error(call: StateCall, exc: BaseException) -> StateFunctionError:
+    """The error a state call's caller gets for a ``BaseException`` that is not an
+    ``Exception`` (``exc`` becomes its cause)."""
+    raised = f"raised {type(exc).__name__}: {exc}"
+    if call.op == "modify":
+        message = (
+            f"the function given to modify_routine_state({call.key!r}) {raised} "
+            "(the state is unchanged)"
+        )
+    else:
+        message = f"the state call {call.op!r} on {call.key!r} {raised}"
+    error = StateFunctionError(message)
+    error.__cause__ = exc
+    return error
 
 
 class StateCall:
@@ -143,10 +160,23 @@ class SupervisorCore:
         """Nothing to release (the store belongs to the runtime's owner)."""
 
     def handle(self, call: Any) -> None:
-        """Apply one message from the mailbox (on the supervisor's actor thread)."""
+        """Apply one message from the mailbox (on the supervisor's actor thread).
+
+        Nothing a message raises leaves this method, so the supervisor's thread outlives
+        every call: a state call's caller gets the error (a ``BaseException`` that is not an
+        ``Exception`` as :class:`StateFunctionError`), and a failure while handling a crash
+        report is logged.
+        """
         if type(call) is not StateCall:  # crashes and restarts: the hosts, not the state
             if self.control_handler is not None:
-                self.control_handler(call)
+                try:
+                    self.control_handler(call)
+                except BaseException as exc:  # the supervisor must go on
+                    logger.opt(exception=exc).error(
+                        "supervisor of worker {} failed to handle {}",
+                        self.worker_id,
+                        type(call).__name__,
+                    )
             return
         with self.turn:
             reply = call.reply
@@ -155,16 +185,27 @@ class SupervisorCore:
                 result = self._ops[call.op](call)
             except Exception as exc:
                 reply.set_error(exc)
+            except BaseException as exc:  # e.g. ActorCrash from a modify fn
+                reply.set_error(_function_error(call, exc))
             else:
                 reply.set(result)
 
     def call_inline(self, call: StateCall) -> Any:
         """Apply ``call`` on the calling thread if the supervisor is idle; its result (an
-        error raises), or :data:`BUSY` (nothing done) if the turn is taken."""
+        error raises), or :data:`BUSY` (nothing done) if the turn is taken.
+
+        Errors are those :meth:`handle` would give the caller, so where a call runs never
+        changes what it raises; only a ``KeyboardInterrupt`` (Ctrl-C landing on this thread)
+        goes on as itself.
+        """
         if not self.turn.acquire(blocking=False):
             return BUSY
         try:
             return self._ops[call.op](call)
+        except (Exception, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise _function_error(call, exc) from exc
         finally:
             self.turn.release()
 

@@ -21,7 +21,7 @@ from actorflow._supervisor import BUSY, StateCall, SupervisorCore
 from actorflow._timers import TimerService
 from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
 from actorflow.flow import Flow, StateGrant
-from actorflow.job import JobContext, JobRecord
+from actorflow.job import JobContext, JobRecord, JobStatus
 from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
 
@@ -440,10 +440,22 @@ class WorkerCore:
         self.runtime._dead_letters.record(job_id, self.worker_id, routine_id, slot, reason)
 
     def open_sealed(self, envelope: Envelope) -> tuple[Any, JobContext]:
-        """Unpickle a strict-mode envelope and link its job view back to the job's record."""
+        """Unpickle a strict-mode envelope and link its job view back to the job's record.
+
+        Every unfinished job is among the runtime's active jobs from before its first message
+        is sent until it ends, so a job found neither there nor among the retained finished
+        jobs has ended and been forgotten (``job_retention``). Its view then gets a copy of
+        the record marked ended, ``cancelled`` since how it ended is no longer known: the
+        message becomes a dead letter, never a run. (The Ray backend unpickles its views in
+        the routine's process and skips ended jobs by their ids; it does not come here.)
+        """
         payload = cloudpickle.loads(envelope.payload)
         job: JobContext = cloudpickle.loads(envelope.blob)
-        record = self.runtime._jobs.get(job._rec.job_id)
+        job_id = job._rec.job_id
+        runtime = self.runtime
+        record = runtime._active.get(job_id) or runtime._jobs.get(job_id)
         if record is not None:
             job._rec = record
+        else:
+            job._rec.finish(JobStatus.CANCELLED, "ended; no longer retained")
         return payload, job

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ActorCrash",
     "ActorflowError",
@@ -15,6 +17,7 @@ __all__ = [
     "RuntimeClosedError",
     "SerializationError",
     "StateAccessError",
+    "StateFunctionError",
     "StateLimitError",
     "StateSerializationError",
     "UnknownFlowError",
@@ -64,6 +67,30 @@ class StateSerializationError(SerializationError):
 
 class StateAccessError(ActorflowError, PermissionError):
     """A routine touched WorkerState that belongs to another routine without a grant."""
+
+
+class StateFunctionError(ActorflowError, RuntimeError):
+    """A state call raised a ``BaseException`` that is not an ``Exception``: mostly, the
+    function given to ``modify_routine_state`` raised ``ActorCrash`` or ``SystemExit``.
+
+    The original is the ``__cause__``. The state is unchanged, the supervisor goes on serving
+    calls and handling crashes, and the caller gets this error at once, whether the call ran
+    on its own thread or on the supervisor's. An ``Exception`` raised by the function reaches
+    the caller as itself. Being an ``Exception``, this error goes through a routine's error
+    strategy like any other: it never crashes the routine's actor.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keep the original across a process boundary (pickling drops ``__cause__``)
+        return (_rebuilt_state_function_error, (self.args, self.__cause__))
+
+
+def _rebuilt_state_function_error(
+    args: tuple[Any, ...], cause: BaseException | None
+) -> StateFunctionError:
+    error = StateFunctionError(*args)
+    error.__cause__ = cause
+    return error
 
 
 class StateLimitError(ActorflowError, ValueError):

@@ -100,6 +100,15 @@ def _check_worker_running(worker: WorkerCore) -> None:
         raise RuntimeClosedError(f"worker {worker.worker_id!r} is {worker.status}")
 
 
+_SIGNAL_SHUTDOWN_THREAD = "actorflow-signal-shutdown"
+
+
+def _waited_for_by_shutdown(thread: threading.Thread) -> bool:
+    """Whether a shutdown may wait for ``thread`` to end (an actor, timer or monitor thread):
+    a ``shutdown`` call on it must not wait for the shutdown under way."""
+    return thread.name.startswith("actorflow-") and thread.name != _SIGNAL_SHUTDOWN_THREAD
+
+
 def _strict_default() -> bool:
     return os.environ.get("ACTORFLOW_STRICT", "").lower() in ("1", "true", "yes", "on")
 
@@ -280,6 +289,10 @@ class Runtime:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._closed = False
+        self._shutdown_done: threading.Event | None = None  # set when a shutdown call ends
+        self._shutdown_thread: threading.Thread | None = None  # the thread shutting down
+        self._shutdown_result: bool | None = None
+        self._shutdown_deadline: float | None = None  # when the shutdown cancels jobs
         self._workers: dict[str, WorkerCore] = {}
         self._default_worker: dict[str, WorkerCore] = {}
         self._worker_seq = itertools.count(1)
@@ -814,17 +827,62 @@ class Runtime:
         ``wait=False``) end ``cancelled``. Actors stop in reverse start order and run their
         ``on_stop``. When this returns no actorflow thread is alive. Returns True if every job
         finished without being cancelled.
+
+        There is one shutdown per runtime. A call made while it is under way does not start
+        another: it waits until that one is complete and returns the same result, whatever
+        its own ``timeout``. Its ``timeout`` (or ``wait=False``: now) can only bring the end
+        of the graceful wait forward: jobs are cancelled at the earliest deadline any call
+        asked for. A call made on a thread the shutdown waits for (a routine's logic or
+        ``on_stop``, on an actor thread or, in deterministic mode, on the thread shutting
+        down) cannot wait for it: it returns False at once. A call after the shutdown returns
+        its result.
         """
+        seconds = check_seconds("Runtime.shutdown", "timeout", timeout, allow_none=True)
+        if not wait:
+            seconds = 0.0
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            with self._lock:
+                self._closed = True
+                if self._shutdown_result is not None:
+                    return self._shutdown_result
+                done = self._shutdown_done
+                if done is None:  # this call shuts the runtime down
+                    done = self._shutdown_done = threading.Event()
+                    self._shutdown_thread = threading.current_thread()
+                    self._shutdown_deadline = deadline
+                    workers = list(self._workers.values())
+                    break
+                current = self._shutdown_deadline
+                if deadline is not None and (current is None or deadline < current):
+                    self._shutdown_deadline = deadline  # cancel jobs sooner
+                    self._idle.notify_all()
+            caller = threading.current_thread()
+            if caller is self._shutdown_thread or _waited_for_by_shutdown(caller):
+                return False  # the shutdown under way waits for this thread
+            done.wait()  # then the result is there, or (that call raised) this one takes over
+        try:
+            finished = self._shut_down(workers, wait, timeout)
+        except BaseException:
+            with self._lock:  # a later call takes over
+                self._shutdown_done = self._shutdown_thread = None
+            done.set()
+            raise
         with self._lock:
-            if self._closed:
-                return True
-            self._closed = True
-            workers = list(self._workers.values())
+            self._shutdown_result = finished
+        done.set()
+        return finished
+
+    def _shut_down(self, workers: list[WorkerCore], wait: bool, timeout: float | None) -> bool:
+        """The steps of :meth:`shutdown`, run by the one call that shuts the runtime down."""
         finished = True
         if wait:
             for worker in workers:
                 worker.flush()
-            finished = self.wait_until_all_jobs_finished(timeout)
+            if self.deterministic:  # virtual time: the scheduler runs on this thread
+                finished = self.wait_until_all_jobs_finished(timeout)
+            else:
+                finished = self._drain()
         for record in list(self._active.values()):
             if not record.finished and record.finish(
                 JobStatus.CANCELLED, "cancelled: runtime shut down"
@@ -840,6 +898,25 @@ class Runtime:
         self._log.debug("runtime shut down")
         return finished
 
+    def _drain(self) -> bool:
+        """Wait until no job is unfinished or the shutdown's deadline (which a later call to
+        ``shutdown`` may bring forward) has passed; whether no job is unfinished."""
+        with self._idle:
+            self._idle_waiters += 1
+            try:
+                while self._active:
+                    deadline = self._shutdown_deadline
+                    if deadline is None:
+                        self._idle.wait()
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._idle.wait(remaining)
+                return not self._active
+            finally:
+                self._idle_waiters -= 1
+
     def install_signal_handlers(
         self,
         timeout: float | None = 30.0,
@@ -848,18 +925,57 @@ class Runtime:
         """On SIGTERM/SIGINT, shut down gracefully (``wait=True, timeout``), then let the
         signal's previous handler run (so the process ends as it would have).
 
+        The handler returns at once: the shutdown runs on a thread of its own (not a daemon,
+        so the interpreter waits for it), because the signal may interrupt the main thread
+        where it holds a lock the shutdown needs (in ``exec``, say). When the shutdown is
+        complete the signal is delivered again, and the previous handler runs on the main
+        thread (for SIGTERM's default, the process ends by SIGTERM). A second signal while the
+        shutdown runs ends the process at once, by the signal's default action.
+
         Call from the main thread, as Python requires for signal handlers.
         """
+        check_seconds("install_signal_handlers", "timeout", timeout, allow_none=True)
         previous: dict[int, Any] = {}
+        shut_down = threading.Event()  # the shutdown is complete
+        started = False  # read and written by the handler only, on the main thread
+
+        def restore(signum: int) -> Any:
+            old = previous.get(signum)
+            if old is None:  # installed by C code: Python cannot put it back
+                old = signal.SIG_DFL
+            signal.signal(signum, old)
+            return old
+
+        def shut_down_then_signal(signum: int) -> None:
+            try:
+                self.shutdown(wait=True, timeout=timeout)
+            finally:
+                shut_down.set()
+                os.kill(os.getpid(), signum)  # the handler now passes it on
 
         def handler(signum: int, frame: Any) -> None:
-            self.shutdown(wait=True, timeout=timeout)
-            old = previous.get(signum, signal.SIG_DFL)
-            signal.signal(signum, old)
-            if callable(old):
-                old(signum, frame)
-            else:
+            # Runs on the main thread, between two bytecodes of whatever it was doing: it
+            # must not wait for anything (no lock, no logging) that code may hold.
+            nonlocal started
+            if shut_down.is_set():  # delivered again (or sent again) after the shutdown
+                old = restore(signum)
+                if callable(old):
+                    old(signum, frame)
+                elif old == signal.SIG_DFL:
+                    os.kill(os.getpid(), signum)
+                return
+            if started:  # a second signal: end now, by the signal's default action
+                signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
+                restore(signum)  # reached only where the default action is not to end
+                return
+            started = True
+            threading.Thread(
+                target=shut_down_then_signal,
+                args=(signum,),
+                name=_SIGNAL_SHUTDOWN_THREAD,
+                daemon=False,
+            ).start()
 
         for signum in signals:
             previous[signum] = signal.signal(signum, handler)

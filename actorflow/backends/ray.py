@@ -60,7 +60,12 @@ from actorflow.activation_policies import (
     incomplete_join_error,
     take_released,
 )
-from actorflow.errors import ActorflowError, ConfigurationError, RuntimeClosedError
+from actorflow.errors import (
+    ActorflowError,
+    ConfigurationError,
+    RuntimeClosedError,
+    StateFunctionError,
+)
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
@@ -510,12 +515,26 @@ class Supervisor:
         self.core.close_store()
 
     def call(self, op: str, key: Any, arg_blob: bytes, extra: Any) -> Any:
+        """Apply one state call; its result, or raise its error (to the caller's process).
+
+        ``SupervisorCore.handle`` lets nothing escape, so whatever a function given to
+        ``modify_routine_state`` raises, this actor lives on: a ``BaseException`` that is not
+        an ``Exception`` comes back as ``StateFunctionError``, with the original as its cause
+        when the original can be pickled.
+        """
         from actorflow._reply import Reply  # noqa: PLC0415
         from actorflow._supervisor import StateCall  # noqa: PLC0415
 
         reply = Reply()
         self.core.handle(StateCall(op, key, cloudpickle.loads(arg_blob), extra, reply))
-        return reply.get(0)
+        try:
+            return reply.get(0)
+        except StateFunctionError as exc:
+            try:
+                cloudpickle.dumps(exc.__cause__)
+            except Exception:  # the original cannot cross to the caller: its text does
+                raise StateFunctionError(*exc.args) from None
+            raise
 
 
 class Ledger:
