@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from actorflow._durations import check_seconds
 from actorflow.errors import ConfigurationError
 
 __all__ = [
@@ -162,7 +163,7 @@ def batch_size_policy(size: int, timeout: float | None = 1.0) -> ActivationPolic
         raise TypeError(f"batch_size_policy: size must be an int, got {type(size).__name__}")
     if size < 1:
         raise ConfigurationError(f"batch_size_policy: size must be >= 1, got {size}")
-    _check_seconds("batch_size_policy", "timeout", timeout, allow_none=True)
+    check_seconds("batch_size_policy", "timeout", timeout, allow_none=True)
     return _BatchSize(size, timeout)
 
 
@@ -206,7 +207,7 @@ def all_slots_ready_policy(timeout: float | None = None) -> ActivationPolicy:
     With ``timeout`` set, data that waited that long is released with whatever the other
     slots hold (the missing slots' lists are empty; the policy message names them).
     """
-    _check_seconds("all_slots_ready_policy", "timeout", timeout, allow_none=True)
+    check_seconds("all_slots_ready_policy", "timeout", timeout, allow_none=True)
     return _AllSlotsReady(timeout)
 
 
@@ -260,10 +261,8 @@ def time_interval_policy(seconds: float) -> ActivationPolicy:
     The first data point runs at once; data arriving within the interval waits and is released
     when the interval ends.
     """
-    _check_seconds("time_interval_policy", "seconds", seconds, allow_none=False)
-    if seconds <= 0:
-        raise ConfigurationError(f"time_interval_policy: seconds must be > 0, got {seconds}")
-    return _TimeInterval(float(seconds))
+    seconds = check_seconds("time_interval_policy", "seconds", seconds, allow_zero=False)
+    return _TimeInterval(seconds)
 
 
 PolicyFunction = Callable[[Mapping[str, Sequence[Any]]], Any]
@@ -325,12 +324,3 @@ def custom_policy(fn: PolicyFunction) -> ActivationPolicy:
     if not callable(fn):
         raise TypeError(f"custom_policy needs a callable, got {type(fn).__name__}")
     return _Custom(fn)
-
-
-def _check_seconds(where: str, name: str, value: Any, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{where}: {name} must be a number of seconds, got {value!r}")
-    if value < 0:
-        raise ConfigurationError(f"{where}: {name} must be >= 0, got {value}")
