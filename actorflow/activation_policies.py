@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
+from actorflow._durations import check_seconds
 from actorflow.errors import ConfigurationError, IncompleteJoinError
 
 __all__ = [
@@ -197,7 +198,7 @@ def batch_size_policy(size: int, timeout: float | None = 1.0) -> ActivationPolic
         raise TypeError(f"batch_size_policy: size must be an int, got {type(size).__name__}")
     if size < 1:
         raise ConfigurationError(f"batch_size_policy: size must be >= 1, got {size}")
-    _check_seconds("batch_size_policy", "timeout", timeout, allow_none=True)
+    check_seconds("batch_size_policy", "timeout", timeout, allow_none=True)
     return _BatchSize(size, timeout)
 
 
@@ -334,7 +335,7 @@ def all_slots_ready_policy(
     that completed the join; the other jobs count their data as handled when the logic returns,
     and fail if it raises. Only ``timeout`` and shutdown end such a wait.
     """
-    _check_seconds("all_slots_ready_policy", "timeout", timeout, allow_none=True)
+    check_seconds("all_slots_ready_policy", "timeout", timeout, allow_none=True)
     if key is not None and not callable(key):
         raise TypeError(f"all_slots_ready_policy: key must be a callable, got {key!r}")
     if on_incomplete not in _INCOMPLETE_OUTCOMES:
@@ -394,10 +395,8 @@ def time_interval_policy(seconds: float) -> ActivationPolicy:
     The first data point runs at once; data arriving within the interval waits and is released
     when the interval ends.
     """
-    _check_seconds("time_interval_policy", "seconds", seconds, allow_none=False)
-    if seconds <= 0:
-        raise ConfigurationError(f"time_interval_policy: seconds must be > 0, got {seconds}")
-    return _TimeInterval(float(seconds))
+    seconds = check_seconds("time_interval_policy", "seconds", seconds, allow_zero=False)
+    return _TimeInterval(seconds)
 
 
 PolicyFunction = Callable[[Mapping[str, Sequence[Any]]], Any]
@@ -495,12 +494,3 @@ def take_released(queues: SlotQueues, release: Release) -> dict[str, list[Queued
         items.reverse()
         taken[name] = items
     return taken
-
-
-def _check_seconds(where: str, name: str, value: Any, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{where}: {name} must be a number of seconds, got {value!r}")
-    if value < 0:
-        raise ConfigurationError(f"{where}: {name} must be >= 0, got {value}")

@@ -46,7 +46,8 @@ from rich.table import Table
 from rich.text import Text
 
 from actorflow import __version__
-from actorflow.errors import ActorflowError
+from actorflow._durations import check_seconds
+from actorflow.errors import ActorflowError, InvalidDurationError
 from actorflow.experiments import _error_kind, _percentile, run_experiment
 from actorflow.faults import FaultPlan
 from actorflow.flow import Flow
@@ -420,6 +421,28 @@ metadata_option = click.option(
 )
 
 
+class _Seconds(click.ParamType[float, Any]):
+    """A duration option: a finite number of seconds > 0, at most ``threading.TIMEOUT_MAX``."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        try:
+            return check_seconds("", "S", value, allow_zero=False)
+        except (InvalidDurationError, TypeError) as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SECONDS = _Seconds()
+
+
 @main.command()
 @click.argument("target")
 @post_option
@@ -429,7 +452,7 @@ metadata_option = click.option(
 )  # fmt: skip
 @metadata_option
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+    "--timeout", type=SECONDS, default=None, metavar="S",
     help="fail each job still unfinished after S seconds",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
@@ -547,7 +570,7 @@ def graph(target: str, fmt: str, output: Path | None) -> None:
     help="one seeded scheduler and virtual time: the same seed gives the same report",
 )  # fmt: skip
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+    "--timeout", type=SECONDS, default=5.0, show_default=True,
     metavar="S", help="job timeout; a job that lost a message fails after S seconds",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
@@ -846,7 +869,7 @@ def _print_metrics(console: Console, metrics: Any) -> None:
 @main.command("inspect")
 @click.argument("url")
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+    "--timeout", type=SECONDS, default=5.0, show_default=True,
     metavar="S", help="seconds to wait for each answer",
 )  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print what the endpoints answered as JSON")

@@ -6,9 +6,9 @@
 * ``ErrorStrategy.SKIP``: the message is dropped (recorded in ``job.errors`` and as a dead
   letter) and the job goes on.
 * ``ErrorStrategy.RETRY(max_retries, delay, backoff, retry_on)``: the logic runs again with the
-  same input after ``delay * backoff**(attempt-1)`` seconds, without blocking the routine's other
-  messages; after the last try the job fails with the last error and the number of tries.
-  Exceptions not in ``retry_on`` fail the job at once.
+  same input after ``delay * backoff**(attempt-1)`` seconds (at most ``threading.TIMEOUT_MAX``),
+  without blocking the routine's other messages; after the last try the job fails with the last
+  error and the number of tries. Exceptions not in ``retry_on`` fail the job at once.
 
 Emits are all-or-nothing: what a logic call emitted is delivered only if the call returns, so a
 failed or retried attempt never sends anything downstream.
@@ -16,10 +16,12 @@ failed or retried attempt never sends anything downstream.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from actorflow.errors import ConfigurationError
+from actorflow._durations import MAX_SECONDS, check_seconds
+from actorflow.errors import ConfigurationError, InvalidDurationError
 
 __all__ = ["ErrorStrategy", "as_error_strategy"]
 
@@ -45,16 +47,24 @@ class ErrorStrategy:
         backoff: float = 2.0,
         retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
     ) -> ErrorStrategy:
-        """Retry up to ``max_retries`` times, waiting ``delay * backoff**(n-1)`` before try n+1."""
+        """Retry up to ``max_retries`` times, waiting ``delay * backoff**(n-1)`` before try n+1.
+
+        ``delay`` is a finite number of seconds >= 0 and at most ``threading.TIMEOUT_MAX``;
+        ``backoff`` a finite factor >= 1. Other values raise ``InvalidDurationError``
+        (``TypeError`` if they are no number). The computed wait is capped at
+        ``threading.TIMEOUT_MAX``, however many tries.
+        """
         if isinstance(max_retries, bool) or not isinstance(max_retries, int):
             raise TypeError(f"RETRY: max_retries must be an int, got {max_retries!r}")
         if max_retries < 1:
             raise ValueError(f"RETRY: max_retries must be >= 1, got {max_retries}")
-        for name, value, low in (("delay", delay, 0.0), ("backoff", backoff, 1.0)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"RETRY: {name} must be a number, got {value!r}")
-            if value < low:
-                raise ValueError(f"RETRY: {name} must be >= {low}, got {value}")
+        delay = check_seconds("RETRY", "delay", delay)
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float):
+            raise TypeError(f"RETRY: backoff must be a number, got {backoff!r}")
+        if not (1 <= backoff < math.inf):  # also refuses nan
+            raise InvalidDurationError(
+                f"RETRY: backoff must be a finite number >= 1, got {backoff!r}"
+            )
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
         if not isinstance(retry_on, tuple) or not retry_on:
@@ -65,8 +75,15 @@ class ErrorStrategy:
         return ErrorStrategy("retry", max_retries, float(delay), float(backoff), retry_on)
 
     def retry_delay(self, attempt: int) -> float:
-        """Seconds to wait before try ``attempt + 1`` (attempt 1 is the first try)."""
-        return float(self.delay * self.backoff ** (attempt - 1))
+        """Seconds to wait before try ``attempt + 1`` (attempt 1 is the first try), at most
+        ``threading.TIMEOUT_MAX`` (never an overflow, however large ``attempt``)."""
+        delay, backoff = self.delay, self.backoff
+        if delay <= 0 or backoff == 1 or attempt <= 1:
+            return float(min(delay, MAX_SECONDS))
+        # compare logarithms: delay * backoff**(attempt-1) may be far beyond any float
+        if math.log(delay) + (attempt - 1) * math.log(backoff) >= math.log(MAX_SECONDS):
+            return MAX_SECONDS
+        return float(delay * backoff ** (attempt - 1))
 
     def __repr__(self) -> str:
         if self.kind == "retry":

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from actorflow._durations import check_seconds
 from actorflow.faults import FaultPlan
 from actorflow.flow import Flow
 from actorflow.job import JobContext
@@ -59,7 +60,7 @@ def _run(
     faults: FaultPlan | None,
     options: Mapping[str, Any],
     job_timeout: float | None,
-    wait: float,
+    wait: float | None,
 ) -> ExperimentReport:
     runtime = Runtime(faults=faults, **options)
     jobs: list[JobContext] = []
@@ -103,7 +104,7 @@ def run_experiment(
     steady_state: Callable[[Mapping[str, Any]], bool] | None = None,
     *,
     job_timeout: float | None = 5.0,
-    wait: float = 60.0,
+    wait: float | None = 60.0,
     deterministic: bool = False,
     seed: int | None = None,
     **runtime_options: Any,
@@ -115,9 +116,17 @@ def run_experiment(
     reason, faults injected by rule, latency p50/p99 in milliseconds, the most common errors,
     ``steady_state_before``/``steady_state_after`` (the check applied to the baseline and to the
     faulty run's reports) and ``baseline`` (the fault-free run's report).
+
+    ``job_timeout`` (each job's timeout; None: none) is a finite number of seconds > 0 and
+    ``wait`` (how long each run may take; None: no limit) one >= 0, both at most
+    ``threading.TIMEOUT_MAX``; other values raise ``InvalidDurationError`` before anything runs.
     """
     if not isinstance(faults, FaultPlan):
         raise TypeError(f"faults must be a FaultPlan, got {type(faults).__name__}")
+    job_timeout = check_seconds(
+        "run_experiment", "job_timeout", job_timeout, allow_none=True, allow_zero=False
+    )
+    wait = check_seconds("run_experiment", "wait", wait, allow_none=True)
     if isinstance(flow, Flow):
         FlowRegistry.get_instance().register(flow)
         flow_id = flow.flow_id

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import cloudpickle
 
+from actorflow._durations import check_seconds
 from actorflow._envelope import Envelope, new_envelope
 from actorflow.errors import ActorCrash, ConfigurationError
 from actorflow.job import JobContext
@@ -93,14 +94,12 @@ class FaultPlan:
     """A seeded set of fault rules, applied to every envelope of a runtime."""
 
     def __init__(self, seed: int = 0, lost_message_timeout: float = 5.0) -> None:
-        if (
-            isinstance(lost_message_timeout, bool)
-            or not isinstance(lost_message_timeout, int | float)
-            or lost_message_timeout <= 0
-        ):
-            raise ConfigurationError("lost_message_timeout must be a positive number of seconds")
+        """``lost_message_timeout``: a finite number of seconds > 0 and at most
+        ``threading.TIMEOUT_MAX`` (else ``InvalidDurationError``)."""
+        self.lost_message_timeout = check_seconds(
+            "FaultPlan", "lost_message_timeout", lost_message_timeout, allow_zero=False
+        )
         self.seed = seed
-        self.lost_message_timeout = float(lost_message_timeout)
         self.rules: list[FaultRule] = []
 
     def _add(self, kind: str, match: Mapping[str, Any], **fields: Any) -> FaultPlan:
@@ -132,13 +131,15 @@ class FaultPlan:
         return self._add("drop", match, p=_probability(p))
 
     def delay(self, seconds: float, jitter: float = 0.0, p: float = 1.0, **match: Any) -> FaultPlan:
-        """Deliver matching messages ``seconds`` (plus up to ``jitter``) later."""
-        for name, value in (("seconds", seconds), ("jitter", jitter)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigurationError(f"delay: {name} must be >= 0, got {value!r}")
-        return self._add(
-            "delay", match, p=_probability(p), seconds=float(seconds), jitter=float(jitter)
-        )
+        """Deliver matching messages ``seconds`` (plus up to ``jitter``) later.
+
+        ``seconds``, ``jitter`` and their sum are finite numbers of seconds >= 0 and at most
+        ``threading.TIMEOUT_MAX`` (else ``InvalidDurationError``).
+        """
+        seconds = check_seconds("delay", "seconds", seconds)
+        jitter = check_seconds("delay", "jitter", jitter)
+        check_seconds("delay", "seconds + jitter", seconds + jitter)
+        return self._add("delay", match, p=_probability(p), seconds=seconds, jitter=jitter)
 
     def duplicate(self, p: float = 1.0, **match: Any) -> FaultPlan:
         """Deliver matching messages twice with probability ``p``."""
@@ -146,10 +147,13 @@ class FaultPlan:
 
     def reorder(self, window: int = 2, hold: float = 0.05, **match: Any) -> FaultPlan:
         """Hold matching messages in groups of ``window`` and deliver each group shuffled; a
-        group still short after ``hold`` seconds is delivered (shuffled) anyway."""
+        group still short after ``hold`` seconds is delivered (shuffled) anyway. ``hold`` is a
+        finite number of seconds >= 0 and at most ``threading.TIMEOUT_MAX`` (else
+        ``InvalidDurationError``)."""
         if isinstance(window, bool) or not isinstance(window, int) or window < 2:
             raise ConfigurationError(f"reorder: window must be an int >= 2, got {window!r}")
-        return self._add("reorder", match, window=window, seconds=float(hold))
+        hold = check_seconds("reorder", "hold", hold)
+        return self._add("reorder", match, window=window, seconds=hold)
 
     def partition(
         self, group_a: Collection[str], group_b: Collection[str], between: tuple[float, float]

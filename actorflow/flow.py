@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from actorflow._durations import check_seconds
 from actorflow.activation_policies import _Immediate
 from actorflow.error_handling import ErrorStrategy, as_error_strategy
 from actorflow.errors import FlowValidationError
@@ -119,12 +120,14 @@ class Flow:
         return self.supervision
 
     def set_job_timeout(self, seconds: float | None) -> None:
-        """Default timeout of this flow's jobs (``post(timeout=...)`` overrides it)."""
-        if seconds is not None and (
-            isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0
-        ):
-            raise ValueError(f"job timeout must be a positive number of seconds, got {seconds!r}")
-        self.job_timeout = None if seconds is None else float(seconds)
+        """Default timeout of this flow's jobs (``post(timeout=...)`` overrides it).
+
+        ``seconds`` is None (no timeout) or a finite number of seconds > 0 and at most
+        ``threading.TIMEOUT_MAX``; anything else raises ``InvalidDurationError``.
+        """
+        self.job_timeout = check_seconds(
+            "", "job timeout", seconds, allow_none=True, allow_zero=False
+        )
 
     def _routine_or_error(self, routine_id: str, role: str) -> Routine:
         try:

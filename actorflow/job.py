@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from actorflow._clock import Clock, iso_timestamp
+from actorflow._durations import check_seconds
 
 __all__ = ["JobContext", "JobStatus", "get_current_job"]
 
@@ -583,7 +584,13 @@ class JobContext:
 
     # -- waiting -----------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job finishes; returns False if ``timeout`` passed first."""
+        """Block until the job finishes; returns False if ``timeout`` passed first.
+
+        ``timeout`` is None (no limit) or a finite number of seconds >= 0 and at most
+        ``threading.TIMEOUT_MAX``; anything else raises ``InvalidDurationError``.
+        """
+        if timeout is not None:
+            check_seconds("JobContext.wait", "timeout", timeout)
         return self._rec.wait(timeout)
 
     def __await__(self) -> Generator[Any, None, JobContext]:

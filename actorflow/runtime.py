@@ -211,14 +211,7 @@ class Runtime:
         if state_limits is not None and not isinstance(state_limits, StateLimits):
             raise TypeError("state_limits must be a StateLimits")
         _check_overflow(overflow)
-        if (
-            isinstance(post_timeout, bool)
-            or not isinstance(post_timeout, int | float)
-            or post_timeout < 0
-        ):
-            raise ConfigurationError(
-                f"post_timeout must be a number of seconds >= 0, got {post_timeout!r}"
-            )
+        post_timeout = check_seconds("Runtime", "post_timeout", post_timeout)
         if post_pacing is not None and (
             isinstance(post_pacing, bool) or not isinstance(post_pacing, int) or post_pacing < 1
         ):
@@ -471,13 +464,13 @@ class Runtime:
         ``await job``). Bad input raises at once and posts nothing.
 
         ``timeout`` (or the flow's ``set_job_timeout``) fails a job still unfinished after that
-        many seconds with ``JobTimeoutError``; its later messages become dead letters. When the
-        routine's mailbox is full, the worker's overflow policy applies (see ``Runtime``).
+        many seconds with ``JobTimeoutError``; its later messages become dead letters. A timeout
+        that is not a finite number of seconds > 0 and at most ``threading.TIMEOUT_MAX`` raises
+        ``InvalidDurationError`` (``TypeError`` if it is no number). When the routine's mailbox
+        is full, the worker's overflow policy applies (see ``Runtime``).
         """
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if timeout is not None:
+            timeout = check_seconds("post", "timeout", timeout, allow_zero=False)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
         worker = None if worker_id is not None else self._default_worker.get(flow_id)
@@ -655,8 +648,10 @@ class Runtime:
         """Block until no job is pending or running; False if ``timeout`` passed first.
 
         In deterministic mode this runs the scheduler, advancing virtual time through pending
-        timers (up to ``timeout`` virtual seconds), instead of blocking.
+        timers (up to ``timeout`` virtual seconds), instead of blocking. A ``timeout`` that is
+        not None or a finite number of seconds >= 0 raises ``InvalidDurationError``.
         """
+        timeout = check_seconds("wait_until_all_jobs_finished", "timeout", timeout, allow_none=True)
         if self.deterministic:
             return self._pump(lambda: not self._active, timeout)
         with self._idle:
@@ -691,8 +686,7 @@ class Runtime:
         """Move virtual time forward by ``seconds``, firing timers in order and delivering the
         messages they cause; returns how many messages were delivered."""
         self._require_deterministic("advance")
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise ValueError(f"advance needs a number of seconds >= 0, got {seconds!r}")
+        seconds = check_seconds("advance", "seconds", seconds)
         clock = self._clock
         target = clock.monotonic() + seconds
         delivered = self.run_until_idle()
@@ -746,7 +740,10 @@ class Runtime:
         ``workers``: per worker its flow, status, actor restarts and finished jobs by status;
         ``routines``: per worker and routine the messages handled, failed and retried, the
         mailbox depth and a histogram of handling times (seconds; bucket upper bounds, the
-        last one ``+Inf``); ``dead_letters``: total and by reason.
+        last one ``+Inf``); ``dead_letters``: total and by reason; ``timers``:
+        ``callback_errors``, how many callbacks of the runtime's timers (job timeouts, retry
+        backoffs, batch timeouts, restart backoffs, fault delays) raised; each was logged and
+        the timers went on.
         """
         from actorflow._routine_cell import BUCKET_BOUNDS  # noqa: PLC0415
 
@@ -774,6 +771,7 @@ class Runtime:
             "workers": workers,
             "routines": routines,
             "dead_letters": {"total": dead.total, "by_reason": dead.counts()},
+            "timers": {"callback_errors": self._timers.callback_errors},
         }
 
     def serve_monitor(self, port: int = 0, host: str = "127.0.0.1") -> MonitorServer:
@@ -835,7 +833,8 @@ class Runtime:
         asked for. A call made on a thread the shutdown waits for (a routine's logic or
         ``on_stop``, on an actor thread or, in deterministic mode, on the thread shutting
         down) cannot wait for it: it returns False at once. A call after the shutdown returns
-        its result.
+        its result. A ``timeout`` that is not None or a finite number of seconds >= 0 raises
+        ``InvalidDurationError`` before anything is shut down.
         """
         seconds = check_seconds("Runtime.shutdown", "timeout", timeout, allow_none=True)
         if not wait:
@@ -932,9 +931,11 @@ class Runtime:
         thread (for SIGTERM's default, the process ends by SIGTERM). A second signal while the
         shutdown runs ends the process at once, by the signal's default action.
 
-        Call from the main thread, as Python requires for signal handlers.
+        Call from the main thread, as Python requires for signal handlers. A ``timeout`` that
+        is not None or a finite number of seconds >= 0 raises ``InvalidDurationError`` (and
+        nothing is installed).
         """
-        check_seconds("install_signal_handlers", "timeout", timeout, allow_none=True)
+        timeout = check_seconds("install_signal_handlers", "timeout", timeout, allow_none=True)
         previous: dict[int, Any] = {}
         shut_down = threading.Event()  # the shutdown is complete
         started = False  # read and written by the handler only, on the main thread

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from actorflow._durations import check_seconds
+
 __all__ = ["STRATEGIES", "Supervision"]
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
@@ -26,7 +28,12 @@ STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
 @dataclass(frozen=True)
 class Supervision:
-    """Restart policy of a worker's routine actors."""
+    """Restart policy of a worker's routine actors.
+
+    ``period`` is a finite number of seconds > 0, ``backoff_base`` and ``backoff_max`` finite
+    numbers of seconds >= 0, each at most ``threading.TIMEOUT_MAX``; other values raise
+    ``InvalidDurationError`` (``TypeError`` if they are no number).
+    """
 
     strategy: str = "one_for_one"
     max_restarts: int = 3
@@ -44,14 +51,11 @@ class Supervision:
         if self.max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
         for name in ("period", "backoff_base", "backoff_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-            if value < 0 or (name == "period" and value == 0):
-                raise ValueError(f"{name} must be positive, got {value}")
+            check_seconds("Supervision", name, getattr(self, name), allow_zero=name != "period")
 
     def restart_delay(self, restarts_in_period: int) -> float:
         """Backoff before the n-th restart within the period (0 without backoff)."""
         if self.backoff_base <= 0:
             return 0.0
-        return float(min(self.backoff_max, self.backoff_base * 2 ** (restarts_in_period - 1)))
+        doublings = min(max(restarts_in_period - 1, 0), 1023)  # 2.0**1024 overflows a float
+        return float(min(self.backoff_max, self.backoff_base * 2.0**doublings))

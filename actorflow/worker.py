@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from actorflow._durations import check_seconds
 from actorflow.errors import ConfigurationError, StateAccessError
 
 if TYPE_CHECKING:
@@ -98,7 +99,9 @@ class WorkerState:
 
     def cache(self, name: str, max_entries: int = 1024, ttl: float | None = None) -> StateCache:
         """A bounded mapping kept by the supervisor: LRU beyond ``max_entries``, entries expire
-        ``ttl`` seconds after they were written (never returned once expired).
+        ``ttl`` seconds after they were written (never returned once expired). ``ttl`` is None
+        (no expiry) or a finite number of seconds > 0 and at most ``threading.TIMEOUT_MAX``;
+        anything else raises ``InvalidDurationError`` (``TypeError`` if it is no number).
 
         Calling ``cache`` again with the same name returns the same cache (with the same
         bounds). Values must be serializable like any state. Caches are shared by the routines
@@ -110,10 +113,7 @@ class WorkerState:
             raise ConfigurationError(
                 f"cache max_entries must be a positive int, got {max_entries!r}"
             )
-        if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
-        ):
-            raise ConfigurationError(f"cache ttl must be a positive number of seconds, got {ttl!r}")
+        ttl = check_seconds("cache", "ttl", ttl, allow_none=True, allow_zero=False)
         self._core.state_call("cache_open", name, max_entries, ttl)
         return StateCache(self._core, name)
 

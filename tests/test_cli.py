@@ -274,7 +274,7 @@ USAGE_ERRORS = [
     (["chaos", "{app}:flow", "--post", "parse.line=1", "--drop", "2"],
      "a fault probability must be between 0 and 1, got 2.0"),
     (["chaos", "{app}:flow", "--post", "parse.line=1", "--delay", "store:-1"],
-     "delay: seconds must be >= 0, got -1.0"),
+     "delay: seconds must be a finite number of seconds >= 0 and at most"),
     (["chaos", "{app}:flow", "--post", "parse.line=1", "--duplicate", "store:lots"],
      "'store:lots' is not [ROUTINE:]NUMBER"),
     (["inspect", "ftp://example.invalid"], "'ftp://example.invalid' is not an http(s) URL"),

@@ -246,7 +246,7 @@ BAD = [
     ("bad-flow-id", "flow: [a]\nroutines:\n  parse: {class: M:Parse}\n", 1,
      "flow must be a non-empty string, not a list"),
     ("bad-job-timeout", "job_timeout: -1\nroutines:\n  parse: {class: M:Parse}\n", 1,
-     "job_timeout: job timeout must be a positive number of seconds, got -1"),
+     "job_timeout: job timeout must be a finite number of seconds > 0 and at most"),
     ("python-tag", "routines:\n  parse:\n    class: M:Parse\n"
      "    config: {x: !!python/object/apply:M.EXECUTED.append [1]}\n", 4,
      "could not determine a constructor for the tag"),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 
+from actorflow._durations import MAX_SECONDS
 from actorflow.store._options import Clock, EvictionCallback
 from actorflow.store.serializers import Serializer
 
@@ -51,9 +53,17 @@ class Reaper:
     expiry reported by ``next_expiry`` -- or indefinitely when nothing expires --
     and is woken early by :meth:`schedule` when an earlier expiry appears, and by
     :meth:`stop`.  It never polls on a fixed period.
+
+    Nothing stops it but :meth:`stop`: whatever an iteration raises (a backend error,
+    an ``on_evict`` callback raising any ``BaseException``) is logged, counted in
+    :attr:`errors` and followed by a pause of :attr:`ERROR_PAUSE` seconds.
+    ``SystemExit`` and ``KeyboardInterrupt`` included: on this daemon thread they could
+    only come from a callback, and would only end the thread, never the process.  An
+    expiry however far away is waited for in steps of at most ``threading.TIMEOUT_MAX``.
     """
 
     MIN_WAIT = 0.005
+    ERROR_PAUSE = 1.0
 
     def __init__(
         self,
@@ -71,6 +81,8 @@ class Reaper:
         self._due: float | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.errors = 0
+        """How many times an iteration failed (each logged); written by the reaper only."""
 
     def schedule(self, expires_at: float) -> None:
         """Note a new expiry time; call with the store lock held."""
@@ -106,22 +118,25 @@ class Reaper:
 
     def _run(self) -> None:
         while True:
-            with self._condition:
-                if self._stopping:
-                    return
-                due = self._next_expiry()
-                self._due = due
-                if due is None:
-                    self._condition.wait()
-                    continue
-                delay = due - self._clock()
-                if delay > 0:
-                    self._condition.wait(max(delay, self.MIN_WAIT))
-                    continue
             try:
+                with self._condition:
+                    if self._stopping:
+                        return
+                    due = self._next_expiry()
+                    self._due = due
+                    if due is None:
+                        self._condition.wait()
+                        continue
+                    delay = due - self._clock()
+                    if delay > 0:
+                        self._condition.wait(min(max(delay, self.MIN_WAIT), MAX_SECONDS))
+                        continue
+                    if math.isnan(delay):  # a clock or an expiry that is no number
+                        raise ValueError(f"cannot wait for the expiry {due!r}: {delay!r} s away")
                 self._reap()
-            except Exception:  # the store was closed under us, or a backend error
-                logger.exception("reclaiming expired store entries failed")
+            except BaseException:  # see the class docstring
+                self.errors += 1
+                logger.exception("reclaiming expired store entries failed; the reaper goes on")
                 with self._condition:
                     if not self._stopping:
-                        self._condition.wait(1.0)
+                        self._condition.wait(self.ERROR_PAUSE)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actorflow.errors import ConfigurationError
-from actorflow.store._options import TTL, default_ttl_option
+from actorflow.store._options import TTL, default_ttl_option, seconds_option
 
 DEFAULT_KEY_PREFIX = "actorflow:"
 MAX_UPDATE_ATTEMPTS = 10_000
@@ -235,14 +235,6 @@ class RedisOptions:
         return kwargs
 
 
-def _number(value: object, name: str, *, allow_none: bool = True) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
 def redis_options(
     *,
     url: str | None,
@@ -296,8 +288,8 @@ def redis_options(
         key_prefix=key_prefix,
         default_ttl=default_ttl_option(default_ttl),
         max_connections=max_connections,
-        socket_timeout=_number(socket_timeout, "socket_timeout"),
-        socket_connect_timeout=_number(socket_connect_timeout, "socket_connect_timeout"),
+        socket_timeout=seconds_option(socket_timeout, "socket_timeout"),
+        socket_connect_timeout=seconds_option(socket_connect_timeout, "socket_connect_timeout"),
     )
 
 

@@ -9,7 +9,12 @@ store type or option, or an option with a bad value).
 
 from __future__ import annotations
 
-from actorflow.errors import ActorflowError, ConfigurationError, SerializationError
+from actorflow.errors import (
+    ActorflowError,
+    ConfigurationError,
+    InvalidDurationError,
+    SerializationError,
+)
 
 __all__ = [
     "ConcurrentUpdateError",
@@ -49,8 +54,14 @@ class InvalidKeyError(StoreError, TypeError, ValueError):
     """
 
 
-class InvalidTTLError(StoreError, ValueError):
-    """A time-to-live is not a positive, finite number of seconds or ``timedelta``."""
+class InvalidTTLError(StoreError, InvalidDurationError):
+    """A time-to-live is not a number of seconds or ``timedelta`` > 0 and at most
+    ``threading.TIMEOUT_MAX`` (about 292 years).
+
+    It is an :class:`~actorflow.errors.InvalidDurationError` (so a ``ConfigurationError``
+    and a ``ValueError``): one ``except InvalidDurationError`` catches a bad TTL and any
+    other bad duration.
+    """
 
 
 class DecodeError(StoreError, ValueError):

@@ -268,6 +268,7 @@ class MemoryBackend(Backend):
                 "max_entries": self.max_entries,
                 "default_ttl": self.default_ttl,
                 **self._counts,
+                "reaper_errors": self._reaper.errors,
             }
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ from actorflow.store._options import (
     EvictionCallback,
     callable_option,
     max_entries_option,
+    seconds_option,
 )
 from actorflow.store.base import Backend, Store
 from actorflow.store.serializers import Serializer
@@ -103,8 +104,7 @@ class SqliteBackend(Backend):
         mode = _SYNCHRONOUS.get(str(synchronous).lower())
         if mode is None:
             raise ConfigurationError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
-        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
-            raise ConfigurationError(f"busy_timeout must be seconds, got {busy_timeout!r}")
+        busy = seconds_option(busy_timeout, "busy_timeout", allow_none=False, allow_zero=True)
         self.path = os.fspath(path)
         self.synchronous = mode.lower()
         self.max_entries = max_entries_option(max_entries)
@@ -116,7 +116,7 @@ class SqliteBackend(Backend):
         )
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                self.path, timeout=busy, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             raise ConfigurationError(f"cannot open sqlite store {self.path!r}: {exc}") from exc
@@ -368,6 +368,7 @@ class SqliteBackend(Backend):
                 "path": self.path,
                 "synchronous": self.synchronous,
                 **self._counts,
+                "reaper_errors": self._reaper.errors,
             }
 
     def close(self) -> None:

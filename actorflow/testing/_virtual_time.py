@@ -1,4 +1,13 @@
-"""Virtual time for deterministic runs: a clock the test advances and timers without threads."""
+"""Virtual time for deterministic runs: a clock the test advances and timers without threads.
+
+The virtual timers treat a failing callback as the timer thread does (see
+``actorflow._timers``): what it raises is logged and counted in
+:attr:`VirtualTimers.callback_errors`, and the later timers still run. The one difference:
+these callbacks run on the caller's own thread (inside ``advance``, ``run_until_idle`` or a
+deterministic wait), where ``KeyboardInterrupt`` (Ctrl-C) and ``SystemExit`` must stop the
+caller; those two propagate, and the timers queued behind the callback run at the next
+``advance``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,10 @@ import heapq
 import itertools
 from collections.abc import Callable
 
+from loguru import logger
+
 from actorflow._clock import Clock
+from actorflow._durations import check_deadline
 
 __all__ = ["VIRTUAL_EPOCH", "VirtualClock", "VirtualTimers"]
 
@@ -34,8 +46,13 @@ class VirtualTimers:
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._stopped = False
+        self.callback_errors = 0
+        """How many callbacks raised (each logged)."""
 
     def call_at(self, deadline: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once virtual time reaches ``deadline`` (refused, in the caller, if
+        the deadline is not a finite number)."""
+        deadline = check_deadline("call_at", deadline)
         if not self._stopped:
             heapq.heappush(self._heap, (deadline, next(self._seq), callback))
 
@@ -47,8 +64,16 @@ class VirtualTimers:
         fired = 0
         while self._heap and self._heap[0][0] <= self._clock.now:
             _, _, callback = heapq.heappop(self._heap)
-            callback()
             fired += 1
+            try:
+                callback()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # see the module docstring
+                self.callback_errors += 1
+                logger.opt(exception=exc).error(
+                    "timer callback failed ({}: {}); the timers go on", type(exc).__name__, exc
+                )
         return fired
 
     def stop(self) -> None:

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from actorflow._durations import check_seconds
+
 if TYPE_CHECKING:
     from actorflow.runtime import Runtime
 
@@ -52,7 +54,9 @@ class Probe:
         with self._cond:
             return list(self._received)
 
-    def _wait_for(self, count: int, timeout: float | None) -> bool:
+    def _wait_for(self, count: int, timeout: float | None, name: str = "timeout") -> bool:
+        timeout = check_seconds("Probe", name, timeout, allow_none=True)
+
         def arrived() -> bool:
             return len(self._received) >= count
 
@@ -87,7 +91,7 @@ class Probe:
     def expect_no_message(self, within: float = 0.1) -> None:
         """Assert that no new message arrives within ``within`` seconds."""
         wanted = self._cursor + 1
-        if self._wait_for(wanted, within):
+        if self._wait_for(wanted, within, "within"):
             with self._cond:
                 data = self._received[self._cursor].data
             raise AssertionError(
