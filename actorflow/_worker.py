@@ -23,6 +23,7 @@ from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedErr
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobContext, JobRecord, JobStatus
 from actorflow.state_limits import StateLimits
+from actorflow.supervision import RestartIntensity
 from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class WorkerCore:
         self.hosts: dict[str, list[Any]] = {}
         self._hosts_lock = threading.RLock()
         self._inline_lock = threading.RLock()
-        self._restarts: list[float] = []
+        self.intensity = RestartIntensity(flow.supervision, self.order)
         self.restart_count = 0
         self._supervisor_mailbox = self.dispatcher.mailbox(self, None)
         self._supervisor: ActorHost | None = None
@@ -285,38 +286,29 @@ class WorkerCore:
 
     def _handle_crash(self, host: ActorHost, exc: BaseException) -> None:
         routine_id: str = host.cell.routine_id  # type: ignore[attr-defined]
-        supervision = self.supervision
         with self._hosts_lock:
             if self.status != "running":
                 return
             now = self.clock.monotonic()
-            self._restarts = [t for t in self._restarts if now - t < supervision.period]
-            self._restarts.append(now)
-            if len(self._restarts) > supervision.max_restarts:
-                self._fail(
-                    f"worker {self.worker_id!r} failed: routine {routine_id!r} crashed "
-                    f"({type(exc).__name__}: {exc}); more than {supervision.max_restarts} "
-                    f"restarts within {supervision.period} s"
-                )
+            decision = self.intensity.crashed(self.worker_id, routine_id, exc, now)
+            if decision.failure is not None:
+                self._fail(decision.failure)
                 return
-            self.restart_count += 1
-            if supervision.strategy == "one_for_all":
-                others = list(self.order)
-            elif supervision.strategy == "rest_for_one":
-                others = self.order[self.order.index(routine_id) :]
-            else:
-                others = []
+            self.restart_count = self.intensity.count
+            # under one_for_all and rest_for_one the crashed routine's other actors restart too
+            strategy = self.supervision.strategy
+            others = [] if strategy == "one_for_one" else [routine_id, *decision.siblings]
             for other_id in others:
                 for other in self.hosts.get(other_id, ()):
                     if other is not host and not other.actor_stopped.is_set():
                         other.restart_requested = True
                         self.mailboxes[other_id].put(WAKE)
-            delay = supervision.restart_delay(len(self._restarts))
+            delay = decision.delay
         self._log.info(
             "restarting routine {} of worker {} ({})",
             routine_id,
             self.worker_id,
-            supervision.strategy,
+            self.supervision.strategy,
         )
         if delay > 0:
             send = self.to_supervisor

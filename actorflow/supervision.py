@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from actorflow._durations import check_seconds
 
-__all__ = ["STRATEGIES", "Supervision"]
+__all__ = ["STRATEGIES", "RestartDecision", "RestartIntensity", "Supervision"]
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
@@ -59,3 +59,53 @@ class Supervision:
             return 0.0
         doublings = min(max(restarts_in_period - 1, 0), 1023)  # 2.0**1024 overflows a float
         return float(min(self.backoff_max, self.backoff_base * 2.0**doublings))
+
+
+@dataclass(frozen=True)
+class RestartDecision:
+    """What a worker does about one crash (see :class:`RestartIntensity`)."""
+
+    failure: str | None  # the worker fails with this reason (past the intensity); else restart
+    siblings: tuple[str, ...]  # other routines whose actors restart too (the strategy)
+    delay: float  # seconds before the crashed actor's successor starts (backoff)
+
+
+class RestartIntensity:
+    """The supervision policy of one worker, applied the same way on every backend.
+
+    It counts restarts within the period, fails the worker past ``max_restarts``, names the
+    routines the strategy restarts with the crashed one (in start order), and the backoff.
+    Not thread-safe: the worker's supervisor calls it one crash at a time.
+    """
+
+    def __init__(self, supervision: Supervision, order: list[str]) -> None:
+        self.supervision = supervision
+        self.order = list(order)
+        self._restarts: list[float] = []
+        self.count = 0  # restarts so far
+
+    def crashed(
+        self, worker_id: str, routine_id: str, exc: BaseException, now: float
+    ) -> RestartDecision:
+        """Decide about a crash of ``routine_id`` at monotonic time ``now``."""
+        supervision = self.supervision
+        self._restarts = [t for t in self._restarts if now - t < supervision.period]
+        self._restarts.append(now)
+        if len(self._restarts) > supervision.max_restarts:
+            return RestartDecision(
+                f"worker {worker_id!r} failed: routine {routine_id!r} crashed "
+                f"({type(exc).__name__}: {exc}); more than {supervision.max_restarts} "
+                f"restarts within {supervision.period} s",
+                (),
+                0.0,
+            )
+        self.count += 1
+        if supervision.strategy == "one_for_all":
+            siblings = [other for other in self.order if other != routine_id]
+        elif supervision.strategy == "rest_for_one":
+            siblings = self.order[self.order.index(routine_id) + 1 :]
+        else:
+            siblings = []
+        return RestartDecision(
+            None, tuple(siblings), supervision.restart_delay(len(self._restarts))
+        )
