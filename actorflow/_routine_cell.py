@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Container, Sequence
 from queue import Empty
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cloudpickle
 from loguru import logger
@@ -38,16 +38,92 @@ from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
 from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
-    from actorflow._worker import WorkerCore
+    from actorflow._clock import Clock
+    from actorflow.flow import Flow
     from actorflow.routine import Routine
 
-__all__ = ["FLUSH", "Flush", "JoinCheck", "Retry", "RoutineCell"]
+__all__ = ["FLUSH", "CellCore", "Flush", "JoinCheck", "Retry", "RoutineCell", "summed_metrics"]
 
 Send = Callable[[Any], None]
 BUCKET_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 """Upper bounds (seconds) of the handling-time histogram buckets; one more bucket is +Inf."""
 _FIRST_BOUND = BUCKET_BOUNDS[0]
 _INCOMPLETE = frozenset({"incomplete", "timeout", "flush"})
+
+
+def summed_metrics(
+    cells: list[dict[str, Any]], bounds: tuple[float, ...], mailbox_depth: int
+) -> dict[str, Any]:
+    """One routine's counters: the :meth:`RoutineCell.metrics` of its actors, summed."""
+    labels = [str(bound) for bound in bounds] + ["+Inf"]
+    totals = {"handled": 0, "failed": 0, "retried": 0, "queued": 0, "incomplete_joins": 0}
+    seconds = 0.0
+    buckets = [0] * len(labels)
+    for metrics in cells:
+        for name in totals:
+            totals[name] += metrics[name]
+        seconds += metrics["seconds_sum"]
+        buckets = [a + b for a, b in zip(buckets, metrics["buckets"], strict=True)]
+    return {
+        **totals,
+        "mailbox_depth": mailbox_depth,
+        "handling_seconds": {
+            "count": totals["handled"] + totals["failed"],
+            "sum": seconds,
+            "buckets": dict(zip(labels, buckets, strict=True)),
+        },
+    }
+
+
+class Timers(Protocol):
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> None: ...
+
+
+class CellCore(Protocol):
+    """What a routine cell needs from the worker that hosts it: a thread or deterministic
+    worker (``WorkerCore``), or the worker's part inside a Ray routine actor."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def flow(self) -> Flow: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def timers(self) -> Timers: ...
+    @property
+    def strict(self) -> bool: ...
+    @property
+    def injector(self) -> Any: ...  # a fault plan's injector, or None
+    @property
+    def tracing(self) -> Any: ...  # OpenTelemetry tracing, or None
+    @property
+    def probes(self) -> dict[tuple[str, str], list[Any]]: ...
+    @property
+    def bounds(self) -> dict[str, tuple[Callable[[], int], dict[str, int]]]: ...
+    @property
+    def overflow(self) -> str: ...
+
+    posters_waiting: int
+
+    @property
+    def routine_ids(self) -> frozenset[str]: ...
+    @property
+    def grants(self) -> dict[tuple[str, str], Any]: ...
+    @property
+    def status(self) -> str: ...
+
+    def room_made(self) -> None: ...
+    def dead_letter(
+        self, job_id: str | None, routine_id: str, slot: str | None, reason: str
+    ) -> None: ...
+    def open_sealed(self, envelope: Envelope) -> tuple[Any, JobContext]: ...
+    def drop_oldest(self, routine_id: str, limit: int) -> None: ...
+    def child_crashed(self, host: Any, exc: BaseException, records: list[JobRecord]) -> None: ...
+    def replace_host(self, host: Any) -> None: ...
+    def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any: ...
 
 
 class Flush:
@@ -91,9 +167,7 @@ class Retry:
 class RoutineCell:
     """One actor's worth of a routine inside one worker."""
 
-    def __init__(
-        self, core: WorkerCore, routine_id: str, routine: Routine, send_self: Send
-    ) -> None:
+    def __init__(self, core: CellCore, routine_id: str, routine: Routine, send_self: Send) -> None:
         self.core = core
         self.routine_id = routine_id
         self.routine = routine
@@ -129,7 +203,7 @@ class RoutineCell:
         self.incomplete = 0  # joins released incomplete (stalled, timed out, flushed)
         self.seconds_sum = 0.0
         self.buckets = [0] * (len(BUCKET_BOUNDS) + 1)
-        self._probes = self.probes = core.runtime._probes
+        self._probes = self.probes = core.probes
         self._timer_at: float | None = None
         self._clock = core.clock
         self._strict = core.strict
@@ -667,7 +741,7 @@ class RoutineCell:
             "handled": self.handled,
             "failed": self.failed,
             "retried": self.retried,
-            "queued": sum(len(queue) for queue in self.queues.values()),
+            "queued": sum(len(queue) for queue in list(self.queues.values())),
             "incomplete_joins": self.incomplete,
             "seconds_sum": self.seconds_sum,
             "buckets": list(self.buckets),

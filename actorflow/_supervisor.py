@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -52,16 +53,34 @@ def _function_error(call: StateCall, exc: BaseException) -> StateFunctionError:
 
 
 class StateCall:
-    """A request to the supervisor (internal)."""
+    """A request to the supervisor (internal).
 
-    __slots__ = ("arg", "extra", "key", "op", "reply")
+    ``op_id``, when given, makes the call idempotent: a call with an id the supervisor has
+    applied already (Ray retrying a call, a message handled again after a restart) gets the
+    first call's result and changes nothing.
+    """
 
-    def __init__(self, op: str, key: Any, arg: Any, extra: Any, reply: Reply | None) -> None:
+    __slots__ = ("arg", "extra", "key", "op", "op_id", "reply")
+
+    def __init__(
+        self,
+        op: str,
+        key: Any,
+        arg: Any,
+        extra: Any,
+        reply: Reply | None,
+        op_id: str | None = None,
+    ) -> None:
         self.op = op
         self.key = key
         self.arg = arg
         self.extra = extra
         self.reply = reply
+        self.op_id = op_id
+
+
+APPLIED_CALLS = 100_000
+"""How many ids of applied calls a supervisor remembers (with their results)."""
 
 
 class SupervisorCore:
@@ -87,6 +106,7 @@ class SupervisorCore:
         self._blobs: dict[str, bytes] = {}
         self._total = 0
         self._caches: dict[str, tuple[tuple[int, float | None], Cache[str, bytes]]] = {}
+        self._applied: OrderedDict[str, Any] = OrderedDict()  # op id -> result
         self._ops: dict[str, Callable[[StateCall], Any]] = {
             "get": self._get,
             "put": self._put,
@@ -182,7 +202,7 @@ class SupervisorCore:
             reply = call.reply
             assert reply is not None  # only inline calls come without one
             try:
-                result = self._ops[call.op](call)
+                result = self._apply(call)
             except Exception as exc:
                 reply.set_error(exc)
             except BaseException as exc:  # e.g. ActorCrash from a modify fn
@@ -201,13 +221,27 @@ class SupervisorCore:
         if not self.turn.acquire(blocking=False):
             return BUSY
         try:
-            return self._ops[call.op](call)
+            return self._apply(call)
         except (Exception, KeyboardInterrupt):
             raise
         except BaseException as exc:
             raise _function_error(call, exc) from exc
         finally:
             self.turn.release()
+
+    def _apply(self, call: StateCall) -> Any:
+        """Run one call (under the turn); a call whose id was applied gets its result."""
+        op_id = call.op_id
+        if op_id is None:
+            return self._ops[call.op](call)
+        applied = self._applied
+        if op_id in applied:
+            return applied[op_id]
+        result = self._ops[call.op](call)
+        applied[op_id] = result
+        if len(applied) > APPLIED_CALLS:
+            applied.popitem(last=False)
+        return result
 
     # -- storing -----------------------------------------------------------------------
     def _store_blob(self, key: str, blob: bytes) -> None:

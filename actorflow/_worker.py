@@ -16,7 +16,7 @@ from actorflow._dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow._envelope import Envelope
 from actorflow._lease import WorkerStore
 from actorflow._reply import Reply
-from actorflow._routine_cell import FLUSH, RoutineCell
+from actorflow._routine_cell import FLUSH, RoutineCell, summed_metrics
 from actorflow._supervisor import BUSY, StateCall, SupervisorCore
 from actorflow._timers import TimerService
 from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
@@ -103,6 +103,7 @@ class WorkerCore:
             rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in flow._routines
         }
         self.injector = runtime._injector
+        self.probes = runtime._probes
         self.tracing = runtime._tracing
         self._routes: dict[str, dict[str, list[tuple[str, str, Send]]]] = {}
         for (source, event), targets in flow.routes().items():
@@ -229,37 +230,16 @@ class WorkerCore:
 
     def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
         """Counters of each routine, summed over its actors (see ``Runtime.metrics``)."""
-        result: dict[str, Any] = {}
         with self._hosts_lock:
             groups = {rid: list(hosts) for rid, hosts in self.hosts.items()}
-        labels = [str(bound) for bound in bounds] + ["+Inf"]
-        for routine_id in self.order:
-            handled = failed = retried = queued = incomplete = 0
-            seconds = 0.0
-            buckets = [0] * len(labels)
-            for host in groups.get(routine_id, ()):
-                cell = host.cell
-                handled += cell.handled
-                failed += cell.failed
-                retried += cell.retried
-                queued += sum(len(queue) for queue in list(cell.queues.values()))
-                incomplete += cell.incomplete
-                seconds += cell.seconds_sum
-                buckets = [a + b for a, b in zip(buckets, cell.buckets, strict=True)]
-            result[routine_id] = {
-                "handled": handled,
-                "failed": failed,
-                "retried": retried,
-                "queued": queued,
-                "incomplete_joins": incomplete,
-                "mailbox_depth": self.mailboxes[routine_id].qsize(),
-                "handling_seconds": {
-                    "count": handled + failed,
-                    "sum": seconds,
-                    "buckets": dict(zip(labels, buckets, strict=True)),
-                },
-            }
-        return result
+        return {
+            routine_id: summed_metrics(
+                [host.cell.metrics() for host in groups.get(routine_id, ())],
+                bounds,
+                self.mailboxes[routine_id].qsize(),
+            )
+            for routine_id in self.order
+        }
 
     # -- supervision -------------------------------------------------------------------
     def child_crashed(self, host: ActorHost, exc: BaseException, records: list[JobRecord]) -> None:
@@ -290,7 +270,8 @@ class WorkerCore:
             if self.status != "running":
                 return
             now = self.clock.monotonic()
-            decision = self.intensity.crashed(self.worker_id, routine_id, exc, now)
+            error = f"{type(exc).__name__}: {exc}"
+            decision = self.intensity.crashed(self.worker_id, routine_id, error, now)
             if decision.failure is not None:
                 self._fail(decision.failure)
                 return

@@ -434,6 +434,18 @@ def _detached_record(
     return record
 
 
+def view_parts(view: JobContext) -> tuple[JobRecord, dict[Any, Any], int]:
+    """The record, data and depth a view carries (internal: for transports that rebuild an
+    envelope on the far side of a process boundary)."""
+    data = view._data
+    return view._rec, dict(view._rec.data) if data is None else data, view._depth
+
+
+def record_of(view: JobContext) -> JobRecord:
+    """The record behind a view (internal: for hosts that account for a job)."""
+    return view._rec
+
+
 class JobContext:
     """One job as seen by a routine (a copy-on-write view) or by the code that posted it.
 

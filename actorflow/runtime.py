@@ -606,7 +606,7 @@ class Runtime:
             if self._ray is not None:
                 worker = self._workers.get(record.worker_id)
                 if worker is not None:
-                    self._ray.forget(worker, record.job_id)
+                    self._ray.forget(worker, record.job_id, record.status.value)
             key = (record.worker_id, status)  # a StrEnum: equal to, and hashed as, its value
             counts = self._finished_counts
             with self._count_lock:

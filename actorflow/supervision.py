@@ -84,17 +84,16 @@ class RestartIntensity:
         self._restarts: list[float] = []
         self.count = 0  # restarts so far
 
-    def crashed(
-        self, worker_id: str, routine_id: str, exc: BaseException, now: float
-    ) -> RestartDecision:
-        """Decide about a crash of ``routine_id`` at monotonic time ``now``."""
+    def crashed(self, worker_id: str, routine_id: str, error: str, now: float) -> RestartDecision:
+        """Decide about a crash of ``routine_id`` (``error``: "Type: message") at monotonic
+        time ``now``."""
         supervision = self.supervision
         self._restarts = [t for t in self._restarts if now - t < supervision.period]
         self._restarts.append(now)
         if len(self._restarts) > supervision.max_restarts:
             return RestartDecision(
                 f"worker {worker_id!r} failed: routine {routine_id!r} crashed "
-                f"({type(exc).__name__}: {exc}); more than {supervision.max_restarts} "
+                f"({error}); more than {supervision.max_restarts} "
                 f"restarts within {supervision.period} s",
                 (),
                 0.0,

@@ -13,14 +13,29 @@ has full access.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from actorflow._durations import check_seconds
 from actorflow.errors import ConfigurationError, StateAccessError
 
-if TYPE_CHECKING:
-    from actorflow._worker import WorkerCore
+
+class StateOwner(Protocol):
+    """What a WorkerState handle talks to: the worker that owns the state (internal)."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def routine_ids(self) -> frozenset[str]: ...
+    @property
+    def grants(self) -> Mapping[tuple[str, str], Any]: ...
+
+    def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any: ...
+
 
 __all__ = ["StateCache", "WorkerState"]
 
@@ -30,7 +45,7 @@ class WorkerState:
 
     __slots__ = ("_accessor", "_core")
 
-    def __init__(self, core: WorkerCore, accessor: str | None = None) -> None:
+    def __init__(self, core: StateOwner, accessor: str | None = None) -> None:
         self._core = core
         self._accessor = accessor
 
@@ -162,7 +177,7 @@ class StateCache:
 
     __slots__ = ("_core", "name")
 
-    def __init__(self, core: WorkerCore, name: str) -> None:
+    def __init__(self, core: StateOwner, name: str) -> None:
         self._core = core
         self.name = name
 

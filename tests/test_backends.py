@@ -225,16 +225,27 @@ def test_batch_policy_with_timeout_and_flush(backend: str) -> None:
 
 
 def test_ray_backend_refuses_settings_it_cannot_honour(local_ray: None) -> None:
-    from actorflow import ConfigurationError, StateLimits
+    from actorflow import ConfigurationError
     from actorflow.store import create_store
 
     pipeline("pipe", 2)
     with Runtime(backend="ray", state_store=create_store("memory")) as runtime:
         with pytest.raises(ConfigurationError, match="state_store"):
             runtime.exec("pipe")
+
+
+
+@pytest.mark.ray
+def test_state_limits_hold_on_ray(local_ray: None) -> None:
+    from actorflow import StateLimitError, StateLimits
+
+    pipeline("pipe", 2)
     with Runtime(backend="ray") as runtime:
-        with pytest.raises(ConfigurationError, match="state_limits"):
-            runtime.exec("pipe", state_limits=StateLimits(max_key_bytes=10))
+        state = runtime.exec("pipe", state_limits=StateLimits(max_key_bytes=10))
+        with pytest.raises(StateLimitError, match="limit per key is 10"):
+            state.update_routine_state("_x", "a" * 100)
+        state.update_routine_state("_x", "a")
+        assert state.get_routine_state("_x") == "a"
 
 
 @pytest.mark.ray

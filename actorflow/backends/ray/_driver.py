@@ -1,0 +1,507 @@
+"""The driver's side of the Ray backend (internal): the workers the runtime sees, the thread
+that carries posts out to routine actors, and the thread that applies their reports to the
+jobs' records (weight, writes, dead letters, joins waiting, crashes and the supervision
+decisions they call for)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import queue
+import sys
+import threading
+import time
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+from loguru import logger
+
+from actorflow._clock import SystemClock
+from actorflow._envelope import Envelope
+from actorflow._routine_cell import summed_metrics
+from actorflow._timers import TimerService
+from actorflow._worker import post_targets
+from actorflow.activation_policies import _Immediate
+from actorflow.backends.ray._host import RoutineHost, call_state
+from actorflow.backends.ray._import import import_ray
+from actorflow.backends.ray._ledger import Ledger
+from actorflow.backends.ray._state import StateActor
+from actorflow.backends.ray._wire import JobHeader, Wire, pack
+from actorflow.errors import (
+    ActorflowError,
+    ConfigurationError,
+    RuntimeClosedError,
+    SerializationError,
+    WorkerFailedError,
+)
+from actorflow.flow import Flow, StateGrant
+from actorflow.job import JobRecord, JobStatus, view_parts
+from actorflow.supervision import RestartIntensity
+from actorflow.worker import WorkerState
+
+if TYPE_CHECKING:
+    from actorflow.runtime import Runtime
+
+__all__ = ["RayBackend", "RayWorker"]
+
+STOP_SECONDS = 10.0  # how long stopping a worker waits for its actors before killing them
+
+
+def _remote_classes(ray: Any) -> tuple[Any, Any, Any]:
+    """The actor classes as Ray actors: routine hosts and state actors restart with their
+    process (Ray delivers the unfinished calls again); one ledger."""
+    return (
+        ray.remote(max_restarts=-1, max_task_retries=-1)(RoutineHost),
+        ray.remote(max_restarts=-1, max_task_retries=-1)(StateActor),
+        ray.remote(Ledger),
+    )
+
+
+class _RaySender:
+    """``post`` puts envelopes here; the backend's sender thread batches them to the actor."""
+
+    def __init__(self, backend: RayBackend, worker: RayWorker, routine_id: str) -> None:
+        self.backend = backend
+        self.worker = worker
+        self.routine_id = routine_id
+
+    def qsize(self) -> int:
+        return 0
+
+    def put(self, envelope: Envelope) -> None:
+        self.backend.outbound.put((self.worker, self.routine_id, envelope))
+
+
+class RayWorker:
+    """A worker whose routines and state owner are Ray actors (what the runtime sees)."""
+
+    def __init__(self, backend: RayBackend, runtime: Runtime, flow: Flow, worker_id: str) -> None:
+        flow.validate()
+        self.backend = backend
+        self.runtime = runtime
+        self.flow = flow
+        self.flow_id = flow.flow_id
+        self.worker_id = worker_id
+        self.status = "starting"
+        self.failure: str | None = None
+        self.overflow = "block"
+        self.restart_count = 0
+        routines = flow.routines
+        self.routine_ids = frozenset(routines)
+        self.order = list(routines)
+        self.grants: dict[tuple[str, str], StateGrant] = {
+            (grant.reader, grant.owner): grant for grant in flow.state_grants
+        }
+        self.max_queue = flow.slot_limits()
+        self.slots = {rid: frozenset(limits) for rid, limits in self.max_queue.items()}
+        self.mailboxes = {rid: _RaySender(backend, self, rid) for rid in routines}
+        self.post_targets = post_targets(self.mailboxes, self.max_queue)
+        self.actors: dict[str, list[Any]] = {}
+        self.supervisor: Any = None
+        self.handle = WorkerState(self)
+        self.intensity = RestartIntensity(flow.supervision, self.order)
+        self._turn = itertools.count()
+        self._calls = itertools.count(1)
+        self._uid = os.urandom(6).hex()
+        self._flow_ref: Any = None
+        self.limits: Any = None
+        self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
+
+    def start(self, restore: bool = False, discard: bool = False, take_over: bool = False) -> None:
+        factory = self.runtime.state_store
+        if factory is not None and not callable(factory):
+            raise ConfigurationError(
+                "on the Ray backend, state_store= takes a zero-argument function that creates "
+                "the store in the supervisor's process, e.g. functools.partial(create_store, "
+                "'sqlite', path='state.sqlite3')"
+            )
+        if restore and factory is None:
+            raise ConfigurationError("restore=True needs a worker_id and a state_store")
+        ray = self.backend.ray
+        routine_cls, state_cls, _ = self.backend.classes
+        self.supervisor = state_cls.remote(
+            self.worker_id,
+            self.runtime.state_serializer.name,
+            None if factory is None else cloudpickle.dumps(factory),
+            self.runtime.lease_owner,
+            self.runtime.lease_seconds,
+            self.limits or self.runtime.state_limits,
+        )
+        try:
+            ray.get(self.supervisor.open.remote(restore, discard, take_over))
+        except Exception as exc:
+            ray.kill(self.supervisor, no_restart=True)
+            self.supervisor = None
+            cause = getattr(exc, "cause", None)  # a RayTaskError: the state actor's own error
+            if isinstance(cause, ActorflowError):
+                raise cause from None
+            raise
+        # kept referenced for the worker's life, so a restarted actor can rebuild itself
+        self._flow_ref = blob = ray.put(cloudpickle.dumps(self.flow))
+        for routine_id in self.order:
+            routine = self.flow.get_routine(routine_id)
+            self.actors[routine_id] = [
+                routine_cls.remote(
+                    blob,
+                    routine_id,
+                    self.worker_id,
+                    index,
+                    self.supervisor,
+                    self.backend.ledger,
+                    self.grants,
+                )
+                for index in range(routine.concurrency)
+            ]
+        routes_by_source: dict[str, dict[str, list[tuple[str, str, list[Any]]]]] = {}
+        for (source, event), targets in self.flow.routes().items():
+            routes_by_source.setdefault(source, {})[event] = [
+                (target, slot, self.actors[target]) for target, slot in targets
+            ]
+        calls = [self.backend.ledger.wire.remote(self.worker_id, routes_by_source)]
+        for routine_id, actors in self.actors.items():
+            for actor in actors:
+                calls.append(actor.connect.remote(routes_by_source.get(routine_id, {})))
+        ray.get(calls)  # every actor is up and wired before the first post
+        self.status = "running"
+
+    def pick(self, routine_id: str) -> Any:
+        actors = self.actors[routine_id]
+        return actors[next(self._turn) % len(actors)]
+
+    def all_actors(self) -> list[Any]:
+        return [actor for actors in self.actors.values() for actor in actors]
+
+    def flush(self) -> None:
+        """Ask every queueing routine actor to release what it holds (before a shutdown)."""
+        for routine_id, actors in self.actors.items():
+            if not isinstance(self.flow.get_routine(routine_id).activation_policy, _Immediate):
+                for actor in actors:
+                    actor.flush.remote()
+
+    def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
+        """Ray queues calls itself; post never finds a full mailbox here."""
+
+    # -- supervision (on the driver's report thread) -----------------------------------------
+    def crashed(self, routine_id: str, index: int, job_ids: list[str], error: str, tb: str) -> None:
+        """A routine actor crashed: restart per the worker's supervision, or fail the worker;
+        then fail the job(s) it was working for."""
+        if self.status == "running":
+            decision = self.intensity.crashed(self.worker_id, routine_id, error, time.monotonic())
+            if decision.failure is not None:
+                self._fail(decision.failure)
+            else:
+                self.restart_count = self.intensity.count
+                self._log.info(
+                    "restarting routine {} of worker {} ({})",
+                    routine_id,
+                    self.worker_id,
+                    self.flow.supervision.strategy,
+                )
+                crashed = self.actors[routine_id][index]
+                others = [] if self.flow.supervision.strategy == "one_for_one" else [routine_id]
+                for other_id in [*others, *decision.siblings]:
+                    for actor in self.actors[other_id]:
+                        if actor is not crashed:
+                            actor.restart.remote(True)
+                if decision.delay > 0:
+                    self.backend.timers.call_at(
+                        time.monotonic() + decision.delay, lambda: crashed.restart.remote(False)
+                    )
+                else:
+                    crashed.restart.remote(False)
+        for job_id in job_ids:
+            record = self.backend.record(job_id)
+            if record is not None and not record.finished:
+                record.add_trace(routine_id, "actor crashed", {"error": error, "traceback": tb})
+                record.finish(JobStatus.FAILED, f"{error} (routine actor crashed)")
+
+    def _fail(self, reason: str) -> None:
+        """Past the restart intensity: fail the worker and every unfinished job of it."""
+        self.status = "failed"
+        self.failure = reason
+        self._log.error(reason)
+        error = WorkerFailedError(reason)
+        for record in self.backend.active_records(self.worker_id):
+            record.fail(error, None, "worker failed")
+        for actor in self.all_actors():
+            actor.stop.remote("worker failed")
+
+    # -- stopping ----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the routine actors in reverse start order (waiting at most
+        :data:`STOP_SECONDS` in all, then killing them), then the state owner."""
+        if self.status in ("stopped", "stopping"):
+            return
+        failed = self.status == "failed"
+        self.status = "stopping"
+        ray = self.backend.ray
+        deadline = time.monotonic() + STOP_SECONDS
+        reason = "worker failed" if failed else "worker stopped"
+        for routine_id in reversed(self.order):
+            actors = self.actors.get(routine_id, [])
+            calls = [actor.stop.remote(reason) for actor in actors]
+            remaining = max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(Exception):  # an actor that cannot stop is killed anyway
+                ray.wait(calls, num_returns=len(calls), timeout=remaining)
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+        if self.supervisor is not None:
+            remaining = max(0.1, deadline - time.monotonic())
+            with contextlib.suppress(Exception):  # the lease then ends on its own
+                ray.get(self.supervisor.close.remote(), timeout=remaining)
+            ray.kill(self.supervisor, no_restart=True)
+        self.status = "failed" if failed else "stopped"
+
+    # -- state and counters --------------------------------------------------------------
+    def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        if self.status in ("stopped", "failed"):
+            raise RuntimeClosedError(
+                f"worker {self.worker_id!r} is {self.status}; its state can no longer be used"
+            )
+        op_id = f"driver-{self._uid}:{next(self._calls)}"
+        return call_state(self.supervisor, op, key, arg, extra, op_id)
+
+    def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
+        ray = self.backend.ray
+        result: dict[str, Any] = {}
+        for routine_id in self.order:
+            actors = self.actors.get(routine_id, [])
+            try:
+                cells = ray.get([actor.metrics.remote() for actor in actors], timeout=30)
+            except Exception:  # stopped actors: no counters left to read
+                cells = []
+            result[routine_id] = summed_metrics(cells, bounds, 0)
+        return result
+
+    def dead_letter(
+        self, job_id: str | None, routine_id: str, slot: str | None, reason: str
+    ) -> None:
+        self.backend.dead_letter(job_id, self.worker_id, routine_id, slot, reason)
+
+
+class RayBackend:
+    """Connects a runtime to Ray: starts or joins Ray, carries posts out and reports back."""
+
+    def __init__(self, runtime: Runtime, address: str | None) -> None:
+        ray = import_ray()
+        self.ray = ray
+        self.runtime = runtime
+        self.owns_ray = False
+        if not ray.is_initialized():
+            if address is None:
+                # workers import routine classes by module, as this process does
+                path = os.pathsep.join(p for p in sys.path if p)
+                ray.init(
+                    address="local",
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": path}},
+                )
+                self.owns_ray = True
+            else:
+                ray.init(address=address, log_to_driver=False)
+        self.classes = _remote_classes(ray)
+        self.ledger = self.classes[2].remote()
+        self.timers = TimerService(SystemClock(), name="actorflow-ray-restarts")
+        self.outbound: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.weights: dict[str, tuple[Fraction, set[str]]] = {}
+        # job id -> envelope id -> (weight, actor): weight waiting in a join of that actor
+        self.parked: dict[str, dict[str, tuple[Fraction, Any]]] = {}
+        self._workers: dict[str, RayWorker] = {}
+        self._sender = threading.Thread(
+            target=self._send_loop, name="actorflow-ray-sender", daemon=True
+        )
+        self._pump = threading.Thread(
+            target=self._pump_loop, name="actorflow-ray-pump", daemon=True
+        )
+        self._sender.start()
+        self._pump.start()
+
+    def new_worker(self, flow: Flow, worker_id: str) -> RayWorker:
+        worker = RayWorker(self, self.runtime, flow, worker_id)
+        self._workers[worker_id] = worker
+        return worker
+
+    # -- the runtime's books ---------------------------------------------------------------
+    def record(self, job_id: str) -> JobRecord | None:
+        return self.runtime._jobs.get(job_id)
+
+    def active_records(self, worker_id: str) -> list[JobRecord]:
+        return [r for r in list(self.runtime._active.values()) if r.worker_id == worker_id]
+
+    def dead_letter(
+        self, job_id: str | None, worker_id: str, routine_id: str, slot: str | None, reason: str
+    ) -> None:
+        self.runtime._dead_letters.record(job_id, worker_id, routine_id, slot, reason)
+
+    # -- driver -> actors ----------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while True:
+            item = self.outbound.get()
+            batch = [item]
+            while True:
+                try:
+                    batch.append(self.outbound.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            grouped: dict[int, tuple[Any, list[Wire]]] = {}
+            forgets: dict[int, tuple[Any, list[tuple[str, str]]]] = {}
+            for entry in batch:
+                if entry is None:
+                    stop = True
+                    continue
+                if entry[0] == "forget":
+                    _, actors, job_id, status = entry
+                    for actor in actors:
+                        forgets.setdefault(id(actor), (actor, []))[1].append((job_id, status))
+                    continue
+                worker, routine_id, envelope = entry
+                wire = self._wire(envelope)
+                if wire is not None:
+                    actor = worker.pick(routine_id)
+                    grouped.setdefault(id(actor), (actor, []))[1].append(wire)
+            for actor, wires in grouped.values():
+                actor.deliver.remote(wires)
+            for actor, ended in forgets.values():
+                actor.forget.remote(ended)
+            if stop:
+                return
+
+    def _wire(self, envelope: Envelope) -> Wire | None:
+        """The first message of a job, for its routine actor (None if it cannot cross)."""
+        if envelope.blob is not None:  # strict mode sealed it at the post
+            payload = cloudpickle.loads(envelope.payload)
+            record, data, depth = view_parts(cloudpickle.loads(envelope.blob))
+        else:
+            payload, depth = envelope.payload, envelope.depth
+            record, data = envelope.rec, dict(envelope.data or {})  # type: ignore[assignment]
+        header = JobHeader(
+            record.job_id, record.flow_id, record.worker_id, dict(record.metadata),
+            record.created_at,
+        )  # fmt: skip
+        try:
+            return pack(
+                f"{record.job_id}:0", Fraction(1), envelope.slot, payload, data, header, depth
+            )
+        except SerializationError as exc:
+            live = self.record(record.job_id)
+            if live is not None:
+                live.fail(exc, None)
+            return None
+
+    def forget(self, worker: RayWorker, job_id: str, status: str) -> None:
+        """A job ended early (failed, cancelled, timed out): its later messages are skipped,
+        and its data waiting in joins leaves them."""
+        self.outbound.put(("forget", worker.all_actors(), job_id, status))
+
+    # -- actors -> driver ----------------------------------------------------------------
+    def _pump_loop(self) -> None:
+        ray = self.ray
+        while True:
+            try:
+                reports = ray.get(self.ledger.drain.remote())
+            except Exception:  # Ray is going away
+                return
+            if reports is None:
+                return
+            touched: set[str] = set()
+            for report in reports:
+                try:
+                    self._dispatch(report, touched)
+                except Exception:  # one bad report must not stop every later one
+                    logger.exception("applying a report from a Ray routine actor failed")
+            self._check_stalls(touched)
+
+    def _dispatch(self, report: tuple[Any, ...], touched: set[str]) -> None:
+        kind = report[0]
+        if kind == "done":
+            self._apply(report)
+            touched.add(report[1])
+        elif kind == "park":
+            self._parked(report)
+            touched.add(report[1])
+        elif kind == "dead":
+            _, job_id, routine_id, slot, reason = report
+            record = self.record(job_id) if job_id is not None else None
+            worker_id = "" if record is None else record.worker_id
+            self.dead_letter(job_id, worker_id, routine_id, slot, reason)
+        elif kind == "crash":
+            _, worker_id, routine_id, index, job_ids, error, tb = report
+            worker = self._workers.get(worker_id)
+            if worker is not None:
+                worker.crashed(routine_id, index, job_ids, error, tb)
+
+    def _parked(self, report: tuple[Any, ...]) -> None:
+        _, job_id, envelope_id, num, den, actor = report
+        record = self.record(job_id)
+        if record is None or record.finished:
+            return
+        seen = self.weights.get(job_id)
+        if seen is not None and envelope_id in seen[1]:
+            return  # already released and reported
+        self.parked.setdefault(job_id, {})[envelope_id] = (Fraction(num, den), actor)
+
+    def _check_stalls(self, job_ids: set[str]) -> None:
+        """A job whose returned weight and parked weight make the whole has nothing else in
+        flight: the joins holding its data cannot complete; ask them to let it go."""
+        for job_id in job_ids:
+            parked = self.parked.get(job_id)
+            if not parked:
+                continue
+            record = self.record(job_id)
+            if record is None or record.finished:
+                self.parked.pop(job_id, None)
+                continue
+            returned = self.weights.get(job_id, (Fraction(0), set()))[0]
+            if returned + sum(weight for weight, _ in parked.values()) != 1:
+                continue
+            actors = {id(actor): actor for _, actor in parked.values()}
+            for actor in actors.values():
+                actor.join_check.remote(job_id)
+
+    def _apply(self, report: tuple[Any, ...]) -> None:
+        _, job_id, report_id, num, den, merges, trace, errors, end = report
+        parked = self.parked.get(job_id)
+        if parked is not None:
+            parked.pop(report_id, None)
+        record = self.record(job_id)
+        if record is None:
+            return
+        total, seen = self.weights.setdefault(job_id, (Fraction(0), set()))
+        if report_id in seen:
+            return  # delivered again after a restart: counted once
+        seen.add(report_id)
+        if record.status is JobStatus.PENDING:
+            record.mark_running()
+        for key, value, depth in merges:
+            record.merge(key, value, depth)
+        record.extend_trace(trace)
+        for entry in errors:
+            if record.errors is None:
+                record.errors = []
+            record.errors.append(entry)
+        total += Fraction(num, den)
+        self.weights[job_id] = (total, seen)
+        if end is not None:
+            status, error, _tb = end
+            record.finish(JobStatus(status), error)
+        elif total == 1:
+            record.finish(JobStatus.COMPLETED)
+        if record.finished:
+            self.weights.pop(job_id, None)
+            self.parked.pop(job_id, None)
+
+    def close(self) -> None:
+        self.outbound.put(None)
+        self._sender.join()
+        with contextlib.suppress(Exception):
+            self.ray.get(self.ledger.close.remote(), timeout=30)
+        self._pump.join(timeout=30)
+        with contextlib.suppress(Exception):
+            self.ray.kill(self.ledger)
+        self.timers.stop()
+        if self.owns_ray:
+            self.ray.shutdown()

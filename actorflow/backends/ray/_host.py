@@ -1,0 +1,429 @@
+"""A routine actor on Ray: the routine cell every backend shares, hosted in a Ray actor
+(internal).
+
+The host does what the pykka thread host does for a cell (feed it messages one at a time, report
+a crash to the worker's supervisor and wait for its decision, start a successor that takes over
+the queued data) and what a transport needs between processes: it rebuilds an envelope from
+each wire, gives every message the cell sends its share of the job's weight (see
+``_record``), sends them on in one Ray call per downstream actor per delivered batch, and
+reports back to the driver (through the ledger) what happened to each job: weight returned,
+data and trace written, errors, dead letters, joins waiting, crashes.
+
+Everything the cell sends itself (a retry after its backoff, a policy's timer, a join check)
+waits in a local queue; a timer firing on its own thread wakes the actor with a Ray call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import traceback
+from collections import OrderedDict, deque
+from fractions import Fraction
+from typing import Any
+
+import cloudpickle
+from loguru import logger
+
+from actorflow._clock import SystemClock
+from actorflow._envelope import Envelope, new_envelope
+from actorflow._routine_cell import FLUSH, JoinCheck, RoutineCell
+from actorflow._timers import TimerService
+from actorflow.backends.ray._import import import_ray
+from actorflow.backends.ray._record import RemoteJob, RemoteRecord, new_remote_record
+from actorflow.backends.ray._wire import JobHeader, Wire, pack, unpack
+from actorflow.errors import SerializationError
+from actorflow.flow import Flow, StateGrant
+from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus, record_of
+
+__all__ = ["RayCellCore", "RoutineHost", "call_state"]
+
+REMEMBERED_ENVELOPES = 100_000  # ids of delivered envelopes kept to skip a redelivery
+REMEMBERED_JOBS = 100_000  # jobs this actor knows (ended ones among them)
+
+Routes = dict[str, list[tuple[str, str, list[Any]]]]  # event -> [(target, slot, actors)]
+
+
+def call_state(supervisor: Any, op: str, key: Any, arg: Any, extra: Any, op_id: str | None) -> Any:
+    """One WorkerState call to the worker's state owner, by Ray (``op_id`` makes it
+    idempotent: a call Ray retries, or a logic run again after a restart, applies once)."""
+    ray = import_ray()
+    return ray.get(supervisor.call.remote(op, key, cloudpickle.dumps(arg), extra, op_id))
+
+
+def _none_waiting() -> int:
+    return 0  # Ray queues the calls: a routine actor's mailbox never reports full
+
+
+class RayCellCore:
+    """What a routine cell needs from its worker, inside a Ray routine actor."""
+
+    def __init__(
+        self,
+        host: RoutineHost,
+        flow: Flow,
+        worker_id: str,
+        supervisor: Any,
+        grants: dict[tuple[str, str], StateGrant],
+    ) -> None:
+        self.host = host
+        self.flow = flow
+        self.flow_id = flow.flow_id
+        self.worker_id = worker_id
+        self.clock = SystemClock()
+        self.timers = TimerService(self.clock, name="actorflow-ray-timers")
+        self.strict = False  # payloads arrive unpickled; the host pickles what it sends
+        self.injector = None
+        self.tracing = None
+        self.probes: dict[tuple[str, str], list[Any]] = {}
+        self.bounds = {rid: (_none_waiting, limits) for rid, limits in flow.slot_limits().items()}
+        self.overflow = "raise"
+        self.posters_waiting = 0
+        self.routine_ids = frozenset(flow.routines)
+        self.grants = grants
+        self.status = "running"
+        self.supervisor = supervisor
+        self._uid = os.urandom(6).hex()
+        self._calls = itertools.count(1)
+
+    def room_made(self) -> None:
+        """Nobody waits for room in a Ray actor's mailbox."""
+
+    def dead_letter(
+        self, job_id: str | None, routine_id: str, slot: str | None, reason: str
+    ) -> None:
+        self.host.report(("dead", job_id, routine_id, slot, reason))
+
+    def open_sealed(self, envelope: Envelope) -> tuple[Any, JobContext]:
+        raise RuntimeError("a Ray routine actor receives wires, never sealed envelopes")
+
+    def drop_oldest(self, routine_id: str, limit: int) -> None:
+        """Never called: a Ray actor's mailbox never reports full."""
+
+    def child_crashed(self, host: Any, exc: BaseException, records: list[JobRecord]) -> None:
+        self.host.crash_reported(exc, records)
+
+    def replace_host(self, host: Any) -> None:
+        """Restarts come from the driver's supervision (``RoutineHost.restart``)."""
+
+    def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        view = self.host.cell.current_job
+        record = None if view is None else record_of(view)
+        if isinstance(record, RemoteRecord):  # the same message run again: the same ids
+            record.calls += 1
+            op_id = f"{record.envelope_id}#{record.calls}"
+        else:
+            op_id = f"{self._uid}:{next(self._calls)}"
+        return call_state(self.supervisor, op, key, arg, extra, op_id)
+
+
+class RoutineHost:
+    """A Ray actor hosting one actor's worth of a routine: a :class:`RoutineCell`."""
+
+    def __init__(
+        self,
+        flow_blob: bytes,
+        routine_id: str,
+        worker_id: str,
+        index: int,
+        supervisor: Any,
+        ledger: Any,
+        grants: dict[tuple[str, str], StateGrant],
+    ) -> None:
+        flow: Flow = cloudpickle.loads(flow_blob)
+        self.routine_id = routine_id
+        self.worker_id = worker_id
+        self.index = index
+        self.ledger = ledger
+        self.routine = flow.get_routine(routine_id)
+        self.core = RayCellCore(self, flow, worker_id, supervisor, grants)
+        self.cell = RoutineCell(self.core, routine_id, self.routine, self._send_self)
+        self.restart_requested = False  # read by the cell's plain loop (threads use it)
+        self.crashed = False  # waiting for the supervisor's decision; wires wait in pending
+        self.pending: list[Wire] = []
+        self.local: deque[Any] = deque()  # messages the cell sent itself
+        self.jobs: OrderedDict[str, RemoteJob] = OrderedDict()
+        self.seen: set[str] = set()
+        self.seen_order: deque[str] = deque()
+        self.targets: dict[str, list[Any]] = {}  # routine id -> its actors
+        self.cell_routes: dict[str, list[tuple[str, str, Any]]] | None = None
+        self.reports: list[tuple[Any, ...]] = []
+        self.outgoing: dict[int, tuple[Any, list[Wire]]] = {}
+        self._written: dict[int, RemoteRecord] = {}  # records written to, not reported
+        self._turn = itertools.count()
+        self._me: Any = None
+        self._thread: int | None = None
+        self._log = logger.bind(worker=worker_id, routine=routine_id)
+        self._enter()
+        try:
+            self.cell.started()
+        except BaseException as exc:
+            self.crash(exc, None)
+        self._flush()
+
+    # -- wiring ------------------------------------------------------------------------
+    def connect(self, routes: Routes) -> None:
+        """Where each event goes: ``event -> [(target, slot, target's actors)]``."""
+        self.targets = {
+            target: actors for targets in routes.values() for target, _, actors in targets
+        }
+        send = self._send
+        self.cell_routes = {
+            event: [(target, slot, send) for target, slot, _ in targets]
+            for event, targets in routes.items()
+        }
+        self.cell.set_routes(self.cell_routes)
+
+    def _wired(self) -> None:
+        if self.cell_routes is None:  # a restarted process: the ledger keeps the wiring
+            routes = import_ray().get(self.ledger.routes_of.remote(self.worker_id, self.routine_id))
+            self.connect(routes)
+
+    # -- messages ------------------------------------------------------------------------
+    def deliver(self, wires: list[Wire]) -> None:
+        """Handle a batch of messages, in order."""
+        self._enter()
+        try:
+            self._wired()
+            self._take(wires)
+            self._drain()
+        finally:
+            self._flush()
+
+    def _take(self, wires: list[Wire]) -> None:
+        for wire in wires:
+            if self.crashed:
+                self.pending.append(wire)
+                continue
+            envelope = self._open(wire)
+            if envelope is not None:
+                self._run(envelope)
+
+    def _open(self, wire: Wire) -> Envelope | None:
+        envelope_id = wire.envelope_id
+        if envelope_id in self.seen:
+            return None  # delivered again after a restart: already handled
+        self.seen.add(envelope_id)
+        self.seen_order.append(envelope_id)
+        if len(self.seen_order) > REMEMBERED_ENVELOPES:
+            self.seen.discard(self.seen_order.popleft())
+        payload, data, weight = unpack(wire)
+        job = self._job(wire.header)
+        record = new_remote_record(self, job, envelope_id, weight, self.core.clock)
+        return new_envelope(self.routine_id, wire.slot, payload, record, data, wire.depth)
+
+    def _job(self, header: JobHeader) -> RemoteJob:
+        job = self.jobs.get(header.job_id)
+        if job is None:
+            job = self.jobs[header.job_id] = RemoteJob(header)
+            if len(self.jobs) > REMEMBERED_JOBS:
+                self.jobs.popitem(last=False)
+        return job
+
+    def _run(self, message: Any) -> None:
+        try:
+            self.cell.handle(message)
+        except BaseException as exc:  # a crash of this routine actor
+            self.crash(exc, message)
+
+    def _drain(self) -> None:
+        while self.local and not self.crashed:
+            self._run(self.local.popleft())
+
+    def _send_self(self, message: Any) -> None:
+        self.local.append(message)
+        if threading.get_ident() != self._thread and self._me is not None:
+            self._me.wake.remote()  # a timer fired on its own thread
+
+    def wake(self) -> None:
+        """Run what the cell sent itself (a retry, a policy timer)."""
+        self._enter()
+        try:
+            self._drain()
+        finally:
+            self._flush()
+
+    def flush(self) -> None:
+        """Shutdown: the policy releases what it lets go (``Flush``)."""
+        self._enter()
+        try:
+            if not self.crashed:
+                self._run(FLUSH)
+            self._drain()
+        finally:
+            self._flush()
+
+    def forget(self, ended: list[tuple[str, str]]) -> None:
+        """These jobs ended early ``(job id, status)``: later messages are dead letters, and
+        their data waiting in a join leaves it."""
+        self._enter()
+        try:
+            for job_id, status in ended:
+                job = self.jobs.get(job_id)
+                if job is None:
+                    job = self._job(JobHeader(job_id, "", self.worker_id, {}, 0.0))
+                job.ended = True
+                job.status = JobStatus(status)
+                if job.last is not None and self.cell.parks and not self.crashed:
+                    self._run(JoinCheck(job.last))
+            self._drain()
+        finally:
+            self._flush()
+
+    def join_check(self, job_id: str) -> None:
+        """The driver saw nothing of the job in flight but data waiting in joins."""
+        self._enter()
+        try:
+            job = self.jobs.get(job_id)
+            if job is not None and job.last is not None and not job.ended and not self.crashed:
+                job.stalled = True
+                try:
+                    self._run(JoinCheck(job.last))
+                finally:
+                    job.stalled = False
+            self._drain()
+        finally:
+            self._flush()
+
+    # -- crashes and restarts ------------------------------------------------------------
+    def crash(self, exc: BaseException, message: Any) -> None:
+        self.crashed = True
+        self.cell.crashed(self, exc, message)  # runs on_stop, then crash_reported
+
+    def crash_reported(self, exc: BaseException, records: list[JobRecord]) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        job_ids = [record.job_id for record in records]
+        self.report(("crash", self.worker_id, self.routine_id, self.index, job_ids, text, trace))
+
+    def restart(self, healthy: bool) -> None:
+        """Start a successor cell that takes over the queued data (the supervisor decided):
+        after a crash, or for a healthy actor the strategy restarts with a crashed one."""
+        self._enter()
+        try:
+            previous = self.cell
+            if healthy and not self.crashed:
+                try:
+                    previous.routine.on_stop()
+                except Exception:
+                    self._log.exception("on_stop of {} failed during a restart", self.routine_id)
+            cell = RoutineCell(self.core, self.routine_id, self.routine, self._send_self)
+            if self.cell_routes is not None:
+                cell.set_routes(self.cell_routes)
+            cell.take_over(previous)
+            self.cell = cell
+            self.crashed = False
+            try:
+                cell.started()
+            except BaseException as exc:
+                self.crash(exc, None)
+                return
+            pending, self.pending = self.pending, []
+            self._take(pending)
+            self._drain()
+        finally:
+            self._flush()
+
+    def stop(self, reason: str) -> None:
+        """End: data still queued ends its job (cancelled), waiting wires are dead letters."""
+        self._enter()
+        try:
+            for wire in self.pending:
+                self.core.dead_letter(wire.header.job_id, self.routine_id, wire.slot, reason)
+            self.pending = []
+            self.local.clear()
+            if self.crashed:
+                self.cell.cancel_queued(reason)
+            else:
+                try:
+                    self.cell.stopped()
+                except Exception:
+                    self._log.exception("on_stop of {} failed", self.routine_id)
+            self.core.timers.stop()
+        finally:
+            self._flush()
+
+    def metrics(self) -> dict[str, Any]:
+        return self.cell.metrics()
+
+    # -- what records tell their host -----------------------------------------------------
+    def report(self, entry: tuple[Any, ...]) -> None:
+        self.reports.append(entry)
+
+    def touched(self, record: RemoteRecord) -> None:
+        self._written[id(record)] = record
+
+    def parked(self, record: RemoteRecord) -> None:
+        weight = record.weight
+        self.reports.append(
+            ("park", record.job_id, record.envelope_id, weight.numerator, weight.denominator,
+             self._me)
+        )  # fmt: skip
+
+    def settled(
+        self, record: RemoteRecord, children: list[tuple[Envelope, Fraction]], returned: Fraction
+    ) -> None:
+        """The cell is done with a message: send its children with their shares of its
+        weight; report the share that comes back, with what was written to the job."""
+        header = record.job.header
+        for index, (child, share) in enumerate(children):
+            actors = self.targets[child.target]
+            try:
+                wire = pack(
+                    f"{record.envelope_id}.{index}", share, child.slot, child.payload,
+                    child.data or {}, header, child.depth,
+                )  # fmt: skip
+            except SerializationError as exc:
+                record.fail(
+                    SerializationError(
+                        f"routine {self.routine_id!r} -> {child.target}.{child.slot}: {exc}"
+                    ),
+                    self.routine_id,
+                )
+                continue
+            actor = actors[next(self._turn) % len(actors)]
+            key = id(actor)
+            if key not in self.outgoing:
+                self.outgoing[key] = (actor, [])
+            self.outgoing[key][1].append(wire)
+        self._report_record(record, record.envelope_id, returned)
+
+    def _report_record(self, record: RemoteRecord, report_id: str, weight: Fraction) -> None:
+        merges, trace, errors, failure = record.take_report()
+        self._written.pop(id(record), None)
+        end = None
+        if record.job.ended and record.job.status is not JobStatus.RUNNING:
+            end = (record.job.status.value, record.error, failure[1] if failure else "")
+        self.reports.append(
+            ("done", record.job_id, report_id, weight.numerator, weight.denominator, merges,
+             trace, errors, end)
+        )  # fmt: skip
+
+    def _send(self, envelope: Envelope) -> None:
+        record = envelope.rec
+        assert isinstance(record, RemoteRecord)
+        record.send(envelope)
+
+    # -- around every call ---------------------------------------------------------------
+    def _enter(self) -> None:
+        self._thread = threading.get_ident()
+        if self._me is None:
+            self._me = import_ray().get_runtime_context().current_actor
+        CURRENT_ACTIVATION.set(self.cell)
+
+    def _flush(self) -> None:
+        """Reports first (the driver learns of writes before anything downstream can end the
+        job), then one call per downstream actor."""
+        for record in list(self._written.values()):  # written to, not settled yet
+            if record.merges or record.trace_out or record.errors_out or record.job.ended:
+                record.partials += 1
+                self._report_record(record, f"{record.envelope_id}~{record.partials}", Fraction(0))
+        self._written.clear()
+        if self.reports:
+            reports, self.reports = self.reports, []
+            self.ledger.report.remote(reports)
+        if self.outgoing:
+            outgoing, self.outgoing = self.outgoing, {}
+            for actor, wires in outgoing.values():
+                actor.deliver.remote(wires)

@@ -1,0 +1,44 @@
+"""The ledger: where routine actors' reports wait for the driver (internal; an asyncio Ray
+actor, so a report never waits for the driver to read the previous one)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["Ledger"]
+
+
+class Ledger:
+    """Collects routine reports until the driver drains them; keeps each worker's wiring
+    for routine actors whose process restarted."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, ...]] = []
+        self.routes: dict[str, dict[str, Any]] = {}
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    async def wire(self, worker_id: str, routes: dict[str, Any]) -> None:
+        """Keep a worker's routes, for routine actors that restart."""
+        self.routes[worker_id] = routes
+
+    async def routes_of(self, worker_id: str, routine_id: str) -> Any:
+        return self.routes.get(worker_id, {}).get(routine_id, {})
+
+    async def report(self, reports: list[tuple[Any, ...]]) -> None:
+        self.items.extend(reports)
+        self.ready.set()
+
+    async def drain(self) -> list[tuple[Any, ...]] | None:
+        """Every report so far (waiting for one); None once closed and empty."""
+        await self.ready.wait()
+        self.ready.clear()
+        if self.closed and not self.items:
+            return None
+        items, self.items = self.items, []
+        return items
+
+    async def close(self) -> None:
+        self.closed = True
+        self.ready.set()
