@@ -14,10 +14,25 @@
     connections:
       - {from: parse.out, to: store.in}   # routine.event -> routine.slot
 
-Only classes named in the file are loaded: each module is imported (with the flow file's own
-directory searched first), the class is looked up in it and must subclass ``Routine``, and it
-is instantiated with no arguments; nothing in the file is evaluated. Every mistake raises
-:class:`FlowFileError` naming the file, the line and the problem.
+The file itself is read with ``yaml.SafeLoader``: tags that would construct Python objects are
+refused and no value in it is evaluated as code. Loading it does run Python code, though, so
+load only flow files you trust, from directories you trust:
+
+* every routine's ``class`` and every ``module:Name`` (or ``module.Name``) in a ``retry_on``
+  names a module, which is imported with ``importlib.import_module`` while the flow file's
+  directory is first on ``sys.path`` (it is taken off again afterwards). A top-level module is
+  looked for in that directory first, then along ``sys.path`` as the program has it (the
+  ``actorflow`` command does not add the current directory to it); for ``package.module`` the
+  package is found that way and the module inside it. So a ``shop.py`` beside the flow file
+  wins over an installed ``shop``;
+* a module that is already imported (in ``sys.modules``) is neither searched for nor imported
+  again: that module is used, wherever it came from;
+* importing a module runs its top-level code, and that of the packages above it and of every
+  module it imports;
+* each routine class (it must subclass ``Routine``) is then called with no arguments, which runs
+  its ``__init__``. A builtin exception name in ``retry_on`` is looked up in ``builtins``.
+
+Every mistake raises :class:`FlowFileError` naming the file, the line and the problem.
 """
 
 from __future__ import annotations
