@@ -729,6 +729,11 @@ class Runtime:
 
         if not isinstance(routine_id, str) or not isinstance(event, str):
             raise TypeError("probe(routine_id, event) takes two str")
+        if self._ray is not None:
+            raise ConfigurationError(
+                "probes watch emits in this process: they need the thread backend "
+                "(on Ray, assert on job data, worker state, dead letters or metrics)"
+            )
         probe = Probe(self, routine_id, event)
         self._probes.setdefault((routine_id, event), []).append(probe)
         return probe
