@@ -191,8 +191,9 @@ class WorkerCore:
                 if hosts and not hosts[0].cell.immediate:
                     self.mailboxes[routine_id].put(FLUSH)
 
-    def stop(self) -> None:
-        """Stop routine actors in reverse start order, then the supervisor; join every thread.
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop routine actors in reverse start order, then the supervisor; join every thread
+        (``timeout`` is for backends that can abandon an actor; threads are always joined).
 
         Messages still in a mailbox afterwards (for a failed worker, or sent after the stop)
         are recorded as dead letters.

@@ -893,7 +893,7 @@ class Runtime:
             ):
                 finished = False
         for worker in reversed(workers):
-            worker.stop()
+            worker.stop(timeout)
         if self._ray is not None:
             self._ray.close()
         if getattr(self, "_monitor", None) is not None:

@@ -234,7 +234,6 @@ def test_ray_backend_refuses_settings_it_cannot_honour(local_ray: None) -> None:
             runtime.exec("pipe")
 
 
-
 @pytest.mark.ray
 def test_state_limits_hold_on_ray(local_ray: None) -> None:
     from actorflow import StateLimitError, StateLimits

@@ -229,15 +229,17 @@ class RayWorker:
             actor.stop.remote("worker failed")
 
     # -- stopping ----------------------------------------------------------------------
-    def stop(self) -> None:
-        """Stop the routine actors in reverse start order (waiting at most
-        :data:`STOP_SECONDS` in all, then killing them), then the state owner."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the routine actors in reverse start order, then the state owner; actors that
+        have not stopped after ``timeout`` seconds in all (at most :data:`STOP_SECONDS`) are
+        killed."""
         if self.status in ("stopped", "stopping"):
             return
         failed = self.status == "failed"
         self.status = "stopping"
         ray = self.backend.ray
-        deadline = time.monotonic() + STOP_SECONDS
+        budget = STOP_SECONDS if timeout is None else min(timeout, STOP_SECONDS)
+        deadline = time.monotonic() + budget
         reason = "worker failed" if failed else "worker stopped"
         for routine_id in reversed(self.order):
             actors = self.actors.get(routine_id, [])

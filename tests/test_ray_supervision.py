@@ -1,0 +1,212 @@
+"""Supervision on Ray: a crash is the worker's business, decided by the same policy as on
+threads; it never strands other jobs, loses no queued data, and shutdown stays bounded."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from actorflow import (
+    ActorCrash,
+    ErrorStrategy,
+    Flow,
+    FlowRegistry,
+    JobStatus,
+    Routine,
+    Runtime,
+    all_slots_ready_policy,
+    get_current_job,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
+
+
+def _pipeline_with_a_crash(crash_on: int, flow_id: str = "crashy") -> None:
+    """first -> middle -> last; ``middle`` crashes its actor on the job whose value is
+    ``crash_on`` (once: a marker in the worker state)."""
+    first = Routine()
+    first.add_slot("in")
+    first.add_event("out")
+    first.set_logic(lambda sd, m, ws: [first.emit("out", value=v) for v in sd["in"]])
+
+    middle = Routine()
+    middle.add_slot("in")
+    middle.add_event("out")
+
+    def middle_logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        for item in sd["in"]:
+            if item["value"] == crash_on:
+                raise ActorCrash(f"crash on {crash_on}")
+            middle.emit("out", **item)
+
+    middle.set_logic(middle_logic)
+
+    last = Routine()
+    last.add_slot("in")
+
+    def last_logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        job.set_data("value", sd["in"][0]["value"])
+
+    last.set_logic(last_logic)
+    flow = Flow(flow_id)
+    flow.add_routine(first, "first")
+    flow.add_routine(middle, "middle")
+    flow.add_routine(last, "last")
+    flow.connect("first", "out", "middle", "in")
+    flow.connect("middle", "out", "last", "in")
+    FlowRegistry.get_instance().register(flow)
+
+
+def test_one_crash_among_many_jobs_fails_only_its_job(local_ray: None) -> None:
+    _pipeline_with_a_crash(crash_on=150)
+    with Runtime(backend="ray") as runtime:
+        jobs = [runtime.post("crashy", "first", "in", n)[1] for n in range(600)]
+        started = time.monotonic()
+        assert runtime.wait_until_all_jobs_finished(timeout=120)
+        took = time.monotonic() - started
+        metrics = runtime.metrics()
+    statuses = Counter(job.status for job in jobs)
+    assert statuses == {JobStatus.COMPLETED: 599, JobStatus.FAILED: 1}, statuses
+    failed = next(job for job in jobs if job.status == JobStatus.FAILED)
+    assert failed.error == "ActorCrash: crash on 150 (routine actor crashed)"
+    assert all(job.get_data("value") == n for n, job in enumerate(jobs) if n != 150)
+    assert next(iter(metrics["workers"].values()))["restarts"] == 1
+    assert took < 60, f"the jobs took {took:.1f} s to end"
+
+
+def test_a_crash_loses_no_data_queued_in_the_crashed_actor(local_ray: None) -> None:
+    """Job "slow" parks its left data in the join; job "boom" completes a join whose logic
+    crashes the actor; the successor takes over "slow"'s data, which then joins its right."""
+    split = Routine()
+    split.add_slot("in")
+    split.add_event("left")
+    split.add_event("right")
+    split.set_logic(
+        lambda sd, m, ws: [
+            (split.emit("left", tag=t), split.emit("right", tag=t)) for t in sd["in"]
+        ]
+    )
+    right = Routine()
+    right.add_slot("in")
+    right.add_event("out")
+
+    def right_logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        tag = sd["in"][0]["tag"]
+        if tag == "slow" and ws.increment("_tries", "slow") == 1:
+            raise ConnectionError("not yet")  # retried after 2 s: "slow" waits in the join
+        right.emit("out", tag=tag)
+
+    right.set_logic(right_logic)
+    right.set_error_handler(ErrorStrategy.RETRY(max_retries=1, delay=2.0))
+    join = Routine()
+    join.add_slot("left")
+    join.add_slot("right")
+    join.set_activation_policy(all_slots_ready_policy())
+
+    def join_logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        tag = sd["left"][0]["tag"]
+        if tag == "boom":
+            raise ActorCrash("boom")
+        ws.increment("_joined", tag)
+        job = get_current_job()
+        assert job is not None
+        job.set_data("pair", [sd["left"][0]["tag"], sd["right"][0]["tag"]])
+
+    join.set_logic(join_logic)
+    flow = Flow("joins")
+    flow.add_routine(split, "split")
+    flow.add_routine(right, "right")
+    flow.add_routine(join, "join")
+    flow.connect("split", "left", "join", "left")
+    flow.connect("split", "right", "right", "in")
+    flow.connect("right", "out", "join", "right")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend="ray") as runtime:
+        state = runtime.exec("joins", worker_id="w")
+        _, slow = runtime.post("joins", "split", "in", "slow", worker_id="w")
+        _, boom = runtime.post("joins", "split", "in", "boom", worker_id="w")
+        assert boom.wait(60) and slow.wait(60)
+        restarts = runtime.metrics()["workers"]["w"]["restarts"]
+        joined = state.get_routine_state("_joined")
+    assert boom.status == JobStatus.FAILED and "ActorCrash: boom" in boom.error
+    assert restarts == 1
+    # "slow" was waiting in the join when it crashed (its right branch retried for 2 s)
+    assert boom.completed_at is not None and slow.completed_at is not None
+    assert boom.completed_at < slow.completed_at
+    assert slow.status == JobStatus.COMPLETED, slow.error
+    assert slow.get_data("pair") == ["slow", "slow"]
+    assert joined == {"slow": 1}
+
+
+def test_past_the_restart_intensity_the_worker_fails_with_its_jobs(local_ray: None) -> None:
+    crasher = Routine()
+    crasher.add_slot("in")
+    crasher.set_logic(lambda sd, m, ws: (_ for _ in ()).throw(ActorCrash("always")))
+    doomed = Flow("doomed")
+    doomed.add_routine(crasher, "crasher")
+    doomed.set_supervision(max_restarts=1, period=60)
+    FlowRegistry.get_instance().register(doomed)
+    with Runtime(backend="ray") as runtime:
+        state = runtime.exec("doomed", worker_id="d")
+        jobs = [runtime.post("doomed", "crasher", "in", n, worker_id="d")[1] for n in range(3)]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+        assert state.status == "failed"
+    assert [job.status for job in jobs] == [JobStatus.FAILED] * 3
+    assert "ActorCrash: always (routine actor crashed)" in jobs[0].error
+    assert "more than 1 restarts within 60 s" in (jobs[2].error or "")
+
+
+def test_one_for_all_restarts_every_routine_actor(local_ray: None) -> None:
+    class Counted(Routine):
+        def __init__(self, name: str, crash: bool) -> None:
+            super().__init__()
+            self.name = name
+            self.crash = crash
+            self.add_slot("in")
+            self.add_event("out")
+
+        def on_start(self) -> None:
+            self.starts = getattr(self, "starts", 0) + 1
+
+        def logic(self, sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+            ws.update_routine_state(f"_starts_{self.name}", self.starts)
+            if self.crash and ws.increment("_crashes", "n") == 1:
+                raise ActorCrash("once")
+            self.emit("out", **sd["in"][0])
+
+    flow = Flow("all")
+    flow.add_routine(Counted("a", crash=False), "a")
+    flow.add_routine(Counted("b", crash=True), "b")
+    flow.connect("a", "out", "b", "in")
+    flow.set_supervision(strategy="one_for_all")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend="ray") as runtime:
+        state = runtime.exec("all", worker_id="w")
+        first = runtime.post("all", "a", "in", {"n": 1}, worker_id="w")[1]
+        assert first.wait(60)
+        second = runtime.post("all", "a", "in", {"n": 2}, worker_id="w")[1]
+        assert second.wait(60)
+        starts = (state.get_routine_state("_starts_a"), state.get_routine_state("_starts_b"))
+    assert first.status == JobStatus.FAILED and second.status == JobStatus.COMPLETED
+    assert starts == (2, 2)  # both actors were restarted (on_start ran again)
+
+
+def test_shutdown_with_a_timeout_stays_bounded_when_a_logic_hangs(local_ray: None) -> None:
+    hang = Routine()
+    hang.add_slot("in")
+    hang.set_logic(lambda sd, m, ws: time.sleep(600))
+    flow = Flow("hang")
+    flow.add_routine(hang, "hang")
+    FlowRegistry.get_instance().register(flow)
+    runtime = Runtime(backend="ray")
+    _, job = runtime.post("hang", "hang", "in", 1)
+    started = time.monotonic()
+    assert runtime.shutdown(timeout=1) is False
+    took = time.monotonic() - started
+    assert job.status == JobStatus.CANCELLED
+    assert took < 5, f"shutdown(timeout=1) took {took:.1f} s"
