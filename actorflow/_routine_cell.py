@@ -175,15 +175,15 @@ class RoutineCell:
         assert logic is not None  # checked by Flow.validate
         self.logic = logic
         self.state = WorkerState(core, routine_id)
-        self.events = frozenset(routine._events)
-        self.slot_names = tuple(routine._slots)
+        self.events = frozenset(routine.events)
+        self.slot_names = tuple(routine.slots)
         self.single_slot = len(self.slot_names) == 1
         self.immediate = isinstance(routine.activation_policy, _Immediate)
         self.policy = routine.activation_policy.bind()
         self.parks = self.policy.parks  # a job's join: its data waits for its own job only
         self.strategy: ErrorStrategy = core.flow.error_strategy_for(routine_id)
         self.queues: dict[str, deque[QueuedItem]] = {name: deque() for name in self.slot_names}
-        self.max_queue = {name: spec.max_queue_length for name, spec in routine._slots.items()}
+        self.max_queue = {name: spec.max_queue_length for name, spec in routine.slots.items()}
         self.routes: dict[str, list[tuple[str, str, Send]]] = {}
         self.direct_events: Container[str] = frozenset()
         self.silent_events: Container[str] = frozenset()

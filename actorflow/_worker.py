@@ -5,29 +5,25 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 from loguru import logger
 
 from actorflow._actor_host import STOP, WAKE, ActorHost, start_host
-from actorflow._clock import Clock
 from actorflow._dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow._envelope import Envelope
 from actorflow._lease import WorkerStore
 from actorflow._reply import Reply
 from actorflow._routine_cell import FLUSH, RoutineCell, summed_metrics
+from actorflow._services import WorkerServices
 from actorflow._supervisor import BUSY, StateCall, SupervisorCore
-from actorflow._timers import TimerService
 from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
 from actorflow.flow import Flow, StateGrant
-from actorflow.job import JobContext, JobRecord, JobStatus
+from actorflow.job import JobContext, JobRecord, JobStatus, record_of, with_record
 from actorflow.state_limits import StateLimits
 from actorflow.supervision import RestartIntensity
 from actorflow.worker import WorkerState
-
-if TYPE_CHECKING:
-    from actorflow.runtime import Runtime
 
 __all__ = ["WorkerCore", "post_targets"]
 
@@ -67,44 +63,41 @@ class WorkerCore:
 
     def __init__(
         self,
-        runtime: Runtime,
+        services: WorkerServices,
         flow: Flow,
         worker_id: str,
-        clock: Clock,
-        timers: TimerService,
-        strict: bool,
         limits: StateLimits | None = None,
-        state_store: Any = None,
-        dispatcher: Dispatcher | None = None,
-        state_serializer: Any = "json",
     ) -> None:
         flow.validate()
-        self.dispatcher: Dispatcher = dispatcher or ThreadDispatcher()
-        self.runtime = runtime
+        self.services = services
+        self.dispatcher: Dispatcher = services.dispatcher or ThreadDispatcher()
+        self.book = services.book
         self.flow = flow
         self.flow_id = flow.flow_id
         self.worker_id = worker_id
-        self.clock = clock
-        self.timers = timers
-        self.strict = strict
+        self.clock = clock = services.clock
+        self.timers = services.timers
+        self.strict = services.strict
         self.status = "starting"
         self.failure: str | None = None
         self.supervision = flow.supervision
-        self.routine_ids = frozenset(flow._routines)
-        self.order = list(flow._routines)
-        self.grants: dict[tuple[str, str], StateGrant] = dict(flow._grants)
+        routines = flow.routines
+        self.routines = routines
+        self.routine_ids = frozenset(routines)
+        self.order = list(routines)
+        self.grants: dict[tuple[str, str], StateGrant] = {
+            (grant.reader, grant.owner): grant for grant in flow.state_grants
+        }
         self.max_queue = flow.slot_limits()
         self.slots = {rid: frozenset(limits) for rid, limits in self.max_queue.items()}
         self.mailboxes: dict[str, Mailbox] = {
-            rid: self.dispatcher.mailbox(self, rid) for rid in flow._routines
+            rid: self.dispatcher.mailbox(self, rid) for rid in routines
         }
         self.post_targets = post_targets(self.mailboxes, self.max_queue)
-        self.bounds = {
-            rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in flow._routines
-        }
-        self.injector = runtime._injector
-        self.probes = runtime._probes
-        self.tracing = runtime._tracing
+        self.bounds = {rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in routines}
+        self.injector = services.injector
+        self.probes = services.probes
+        self.tracing = services.tracing
         self._routes: dict[str, dict[str, list[tuple[str, str, Send]]]] = {}
         for (source, event), targets in flow.routes().items():
             self._routes.setdefault(source, {})[event] = [
@@ -122,13 +115,18 @@ class WorkerCore:
         self._supervisor_mailbox = self.dispatcher.mailbox(self, None)
         self._supervisor: ActorHost | None = None
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
+        state_store = services.state_store
         stored = (
             None
             if state_store is None
-            else WorkerStore(state_store, worker_id, runtime.lease_owner, runtime.lease_seconds)
+            else WorkerStore(state_store, worker_id, services.lease_owner, services.lease_seconds)
         )
         self.supervisor_core = SupervisorCore(
-            worker_id, limits, stored, clock.monotonic, state_serializer
+            worker_id,
+            limits or services.state_limits,
+            stored,
+            clock.monotonic,
+            services.state_serializer or "json",
         )
         self.supervisor_core.control_handler = self._on_control
         self.handle = WorkerState(self)  # the full-access handle (handles are immutable)
@@ -137,12 +135,13 @@ class WorkerCore:
         put = self.mailboxes[target].put
         if self.injector is None:
             return put
-        return self.injector.wrap(self, source, event, target, slot, put)
+        wrapped: Send = self.injector.wrap(self, source, event, target, slot, put)
+        return wrapped
 
     # -- life cycle --------------------------------------------------------------------
     def _new_cell(self, routine_id: str, previous: RoutineCell | None = None) -> RoutineCell:
         cell = RoutineCell(
-            self, routine_id, self.flow._routines[routine_id], self.mailboxes[routine_id].put
+            self, routine_id, self.routines[routine_id], self.mailboxes[routine_id].put
         )
         cell.set_routes(self._routes.get(routine_id, {}))
         if previous is not None:
@@ -174,7 +173,7 @@ class WorkerCore:
                 )
             with self._hosts_lock:
                 for routine_id in self.order:
-                    routine = self.flow._routines[routine_id]
+                    routine = self.routines[routine_id]
                     self.hosts[routine_id] = [
                         self._start_actor(routine_id) for _ in range(routine.concurrency)
                     ]
@@ -316,9 +315,8 @@ class WorkerCore:
         self.failure = reason
         self._log.error(reason)
         error = WorkerFailedError(reason)
-        for record in list(self.runtime._active.values()):
-            if record.worker_id == self.worker_id:
-                record.fail(error, None, "worker failed")
+        for record in self.book.unfinished(self.worker_id):
+            record.fail(error, None, "worker failed")
         for routine_id, hosts in self.hosts.items():
             for host in hosts:
                 if self.dispatcher.inline:
@@ -362,9 +360,9 @@ class WorkerCore:
             job_id = (
                 message.rec.job_id
                 if message.rec is not None
-                else cloudpickle.loads(message.blob)._rec.job_id
+                else cloudpickle.loads(message.blob).job_id
             )
-            record = self.runtime._jobs.get(job_id)
+            record = self.book.record(job_id)
             if record is not None:
                 record.fail(
                     QueueFullError(
@@ -411,7 +409,7 @@ class WorkerCore:
     def dead_letter(
         self, job_id: str | None, routine_id: str, slot: str | None, reason: str
     ) -> None:
-        self.runtime._dead_letters.record(job_id, self.worker_id, routine_id, slot, reason)
+        self.book.dead_letter(job_id, self.worker_id, routine_id, slot, reason)
 
     def open_sealed(self, envelope: Envelope) -> tuple[Any, JobContext]:
         """Unpickle a strict-mode envelope and link its job view back to the job's record.
@@ -425,11 +423,8 @@ class WorkerCore:
         """
         payload = cloudpickle.loads(envelope.payload)
         job: JobContext = cloudpickle.loads(envelope.blob)
-        job_id = job._rec.job_id
-        runtime = self.runtime
-        record = runtime._active.get(job_id) or runtime._jobs.get(job_id)
+        record = self.book.record(job.job_id)
         if record is not None:
-            job._rec = record
-        else:
-            job._rec.finish(JobStatus.CANCELLED, "ended; no longer retained")
+            return payload, with_record(job, record)
+        record_of(job).finish(JobStatus.CANCELLED, "ended; no longer retained")
         return payload, job

@@ -41,18 +41,17 @@ import random
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import cloudpickle
 
 from actorflow._durations import check_seconds
 from actorflow._envelope import Envelope, new_envelope
 from actorflow.errors import ActorCrash, ConfigurationError
-from actorflow.job import JobContext
+from actorflow.job import JobContext, record_of, with_record
 
 if TYPE_CHECKING:
-    from actorflow._worker import WorkerCore
-    from actorflow.runtime import Runtime
+    from actorflow._services import WorkerServices
 
 __all__ = ["FaultInjector", "FaultPlan", "FaultRule"]
 
@@ -226,12 +225,24 @@ def _check_ordinal(where: str, on_message: int | None) -> None:
         raise ConfigurationError(f"{where}: on_message must be an int >= 1, got {on_message!r}")
 
 
+class FaultedWorker(Protocol):
+    """What the injector needs of a worker whose envelopes it handles."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def flow_id(self) -> str: ...
+    def dead_letter(
+        self, job_id: str | None, routine_id: str, slot: str | None, reason: str
+    ) -> None: ...
+
+
 class FaultInjector:
     """Applies a plan inside one runtime and keeps its log (internal)."""
 
-    def __init__(self, plan: FaultPlan, runtime: Runtime) -> None:
+    def __init__(self, plan: FaultPlan, services: WorkerServices) -> None:
         self.plan = plan
-        self.runtime = runtime
+        self.services = services
         self._lock = threading.RLock()
         self._log: list[dict[str, Any]] = []
         self._ordinals: dict[tuple[str, str], int] = {}
@@ -247,17 +258,15 @@ class FaultInjector:
 
     def _record(self, rule: FaultRule, job_id: str | None, **where: Any) -> None:
         entry = {"rule": rule.name, "fault": rule.kind, "job_id": job_id, **where}
-        entry["time"] = round(self.runtime.now, 6)
+        entry["time"] = round(self.services.now, 6)
         self._log.append(entry)
 
     # -- matching ----------------------------------------------------------------------
     def _job_of(self, envelope: Envelope) -> JobContext:
         if envelope.blob is not None:  # strict mode: link the copy back to the job's record
             job: JobContext = cloudpickle.loads(envelope.blob)
-            record = self.runtime._jobs.get(job._rec.job_id)
-            if record is not None:
-                job._rec = record
-            return job
+            record = self.services.book.record(job.job_id)
+            return job if record is None else with_record(job, record)
         view = envelope.job
         assert view is not None  # an envelope is sealed (blob) or carries its job
         return view
@@ -286,7 +295,7 @@ class FaultInjector:
 
     # -- message faults ----------------------------------------------------------------
     def wrap(
-        self, worker: WorkerCore, source: str | None, event: str | None, target: str, slot: str,
+        self, worker: FaultedWorker, source: str | None, event: str | None, target: str, slot: str,
         put: Callable[[Any], None],
     ) -> Callable[[Any], None]:  # fmt: skip
         """A send function for one route that passes each envelope through the plan."""
@@ -297,7 +306,7 @@ class FaultInjector:
         return send
 
     def send(
-        self, worker: WorkerCore, source: str | None, event: str | None, target: str, slot: str,
+        self, worker: FaultedWorker, source: str | None, event: str | None, target: str, slot: str,
         envelope: Any, put: Callable[[Any], None],
     ) -> None:  # fmt: skip
         """Pass one envelope through the message rules, in the order they were added."""
@@ -331,7 +340,7 @@ class FaultInjector:
                 t0, t1 = rule.between
                 source, target = passage.source, passage.target
                 crosses = (source in a and target in b) or (source in b and target in a)
-                if crosses and t0 <= self.runtime.now < t1:
+                if crosses and t0 <= self.services.now < t1:
                     self._lose(rule, passage)
                     return
                 continue
@@ -349,7 +358,7 @@ class FaultInjector:
                     self._later(seconds, passage, envelope, position + 1)
                     return
             elif kind == "duplicate":
-                rec = passage.job()._rec
+                rec = record_of(passage.job())
                 rec.add_inflight(1)
                 rec.add_trace(
                     passage.target,
@@ -375,13 +384,13 @@ class FaultInjector:
 
     def _later(self, seconds: float, passage: _Passage, envelope: Envelope, start: int) -> None:
         resume = self._resume
-        self.runtime._timers.call_at(
-            self.runtime._clock.monotonic() + seconds, lambda: resume(passage, envelope, start)
+        self.services.timers.call_at(
+            self.services.clock.monotonic() + seconds, lambda: resume(passage, envelope, start)
         )
 
     def _lose(self, rule: FaultRule, passage: _Passage) -> None:
         job_id = passage.job_id()
-        record = self.runtime._jobs.get(job_id)
+        record = self.services.book.record(job_id)
         self._record(rule, job_id, **passage.where)
         passage.worker.dead_letter(job_id, passage.target, passage.slot, f"lost ({rule.kind})")
         if (
@@ -389,7 +398,7 @@ class FaultInjector:
             and not record.finished
             and not getattr(record, "timeout_armed", False)
         ):
-            self.runtime._arm_timeout(record, self.plan.lost_message_timeout)
+            self.services.arm_timeout(record, self.plan.lost_message_timeout)
 
     def _hold(
         self, rule: FaultRule, passage: _Passage, envelope: Envelope, start: int, ready: _Ready
@@ -401,8 +410,8 @@ class FaultInjector:
         if group is None:
             group = self._held[key] = []
             expire, opened = self._expire, group
-            self.runtime._timers.call_at(
-                self.runtime._clock.monotonic() + rule.seconds, lambda: expire(rule, key, opened)
+            self.services.timers.call_at(
+                self.services.clock.monotonic() + rule.seconds, lambda: expire(rule, key, opened)
             )
         group.append((passage, envelope, start))
         if len(group) >= rule.window:
@@ -426,7 +435,7 @@ class FaultInjector:
             deliver(item)
 
     # -- logic faults ------------------------------------------------------------------
-    def before_logic(self, worker: WorkerCore, routine_id: str, job: JobContext | None) -> None:
+    def before_logic(self, worker: FaultedWorker, routine_id: str, job: JobContext | None) -> None:
         """Raise the exception a ``raise_in``/``crash`` rule injects into this activation.
 
         Activations are counted per worker and routine, across actor restarts.
@@ -448,7 +457,7 @@ class FaultInjector:
                 with self._lock:
                     if rule.p is None or rule.rng.random() >= rule.p:
                         continue
-            job_id = None if job is None else job._rec.job_id
+            job_id = None if job is None else job.job_id
             with self._lock:
                 self._record(
                     rule, job_id, worker=worker.worker_id, routine=routine_id, ordinal=ordinal
@@ -479,7 +488,7 @@ class _Passage:
                  "where", "worker")  # fmt: skip
 
     def __init__(
-        self, injector: FaultInjector, worker: WorkerCore, source: str | None,
+        self, injector: FaultInjector, worker: FaultedWorker, source: str | None,
         event: str | None, target: str, slot: str, ordinal: int, envelope: Envelope,
         put: Callable[[Any], None],
     ) -> None:  # fmt: skip
@@ -505,7 +514,7 @@ class _Passage:
         return self._job
 
     def job_id(self) -> str:
-        return self.job()._rec.job_id
+        return self.job().job_id
 
 
 def _copy(envelope: Envelope) -> Envelope:

@@ -76,15 +76,15 @@ class Flow:
         """Connect ``source_id``'s ``event`` to ``target_id``'s ``slot``."""
         source = self._routine_or_error(source_id, "source")
         target = self._routine_or_error(target_id, "target")
-        if event not in source._events:
+        if event not in source.events:
             raise FlowValidationError(
                 f"routine {source_id!r} has no event {event!r} "
-                f"(declared: {sorted(source._events) or 'none'})"
+                f"(declared: {sorted(source.events) or 'none'})"
             )
-        if slot not in target._slots:
+        if slot not in target.slots:
             raise FlowValidationError(
                 f"routine {target_id!r} has no slot {slot!r} "
-                f"(declared: {sorted(target._slots) or 'none'})"
+                f"(declared: {sorted(target.slots) or 'none'})"
             )
         connection = Connection(source_id, event, target_id, slot)
         if connection in self._connections:
@@ -161,7 +161,7 @@ class Flow:
     def slot_limits(self) -> dict[str, dict[str, int]]:
         """Each routine's slots with their ``max_queue_length``, by routine id."""
         return {
-            rid: {name: spec.max_queue_length for name, spec in routine._slots.items()}
+            rid: {name: spec.max_queue_length for name, spec in routine.slots.items()}
             for rid, routine in self._routines.items()
         }
 
@@ -191,9 +191,9 @@ class Flow:
         for c in self._connections:
             source = self._routines.get(c.source)
             target = self._routines.get(c.target)
-            if source is None or c.event not in source._events:
+            if source is None or c.event not in source.events:
                 problems.append(f"connection {c}: unknown source or event")
-            if target is None or c.slot not in target._slots:
+            if target is None or c.slot not in target.slots:
                 problems.append(f"connection {c}: unknown target or slot")
         if problems:
             raise FlowValidationError(
@@ -208,12 +208,12 @@ class Flow:
 
     def to_mermaid(self) -> str:
         """This flow as a Mermaid flowchart (see :func:`actorflow.graph.flow_to_mermaid`)."""
-        from actorflow.graph import flow_to_mermaid  # noqa: PLC0415 (graph imports flow)
+        from actorflow.graph import flow_to_mermaid  # noqa: PLC0415
 
         return flow_to_mermaid(self)
 
     def to_dot(self) -> str:
         """This flow as a Graphviz digraph (see :func:`actorflow.graph.flow_to_dot`)."""
-        from actorflow.graph import flow_to_dot  # noqa: PLC0415 (graph imports flow)
+        from actorflow.graph import flow_to_dot  # noqa: PLC0415
 
         return flow_to_dot(self)

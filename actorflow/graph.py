@@ -10,9 +10,35 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from actorflow.errors import ActorflowError
-from actorflow.flow import Connection, Flow
+
+
+class Connection(Protocol):
+    """One connection of a flow: ``source.event -> target.slot``."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def slot(self) -> str: ...
+
+
+class Flow(Protocol):
+    """What a picture of a flow reads (a :class:`actorflow.Flow` has it)."""
+
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def routines(self) -> Mapping[str, Any]: ...
+    @property
+    def connections(self) -> Sequence[Connection]: ...
+
 
 __all__ = ["GraphvizError", "flow_to_dot", "flow_to_mermaid", "flow_to_svg"]
 

@@ -441,6 +441,12 @@ def view_parts(view: JobContext) -> tuple[JobRecord, dict[Any, Any], int]:
     return view._rec, dict(view._rec.data) if data is None else data, view._depth
 
 
+def with_record(view: JobContext, record: JobRecord) -> JobContext:
+    """A view carrying ``view``'s data and depth for ``record`` (internal: links a copy that
+    crossed a process boundary back to the job's record)."""
+    return JobContext._view(record, view._data, view._depth)
+
+
 def record_of(view: JobContext) -> JobRecord:
     """The record behind a view (internal: for hosts that account for a job)."""
     return view._rec

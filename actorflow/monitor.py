@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
 
@@ -44,7 +44,19 @@ from actorflow.job import JobContext, JobStatus
 
 if TYPE_CHECKING:
     from actorflow.flow import Flow
-    from actorflow.runtime import Runtime
+    from actorflow.worker import WorkerState
+
+
+class Runtime(Protocol):
+    """What the monitor reads of a runtime (its public methods)."""
+
+    def metrics(self) -> dict[str, Any]: ...
+    def list_jobs(self, status: str | JobStatus | None = None) -> list[JobContext]: ...
+    def list_workers(self) -> list[WorkerState]: ...
+    def flow_of(self, worker_id: str) -> Flow | None: ...
+    def dead_letters(self) -> list[dict[str, Any]]: ...
+    def dead_letter_counts(self) -> dict[str, int]: ...
+
 
 __all__ = [
     "DEFAULT_JOB_LIMIT",
@@ -73,13 +85,12 @@ FINISHED = ("completed", "failed", "cancelled")
 
 
 # -- the JSON answers ------------------------------------------------------------------------
-def _active_by_worker(runtime: Runtime) -> dict[str, int]:
-    """Unfinished jobs per worker id."""
-    counts: dict[str, int] = {}
-    for record in list(runtime._active.values()):
-        if not record.finished:
-            counts[record.worker_id] = counts.get(record.worker_id, 0) + 1
-    return counts
+def _active_by_worker(metrics: Mapping[str, Any]) -> dict[str, int]:
+    """Unfinished jobs per worker id (from ``runtime.metrics()``)."""
+    return {
+        worker_id: int(worker["jobs"].get("active", 0))
+        for worker_id, worker in metrics["workers"].items()
+    }
 
 
 def workers_payload(
@@ -91,7 +102,7 @@ def workers_payload(
     the finished ones by status: exact counts, not limited by job retention).
     """
     figures = runtime.metrics() if metrics is None else metrics
-    active = _active_by_worker(runtime)
+    active = _active_by_worker(figures)
     workers: list[dict[str, Any]] = []
     for worker_id, worker in figures["workers"].items():
         workers.append(
@@ -215,8 +226,7 @@ def flows_payload(runtime: Runtime) -> list[dict[str, Any]]:
         if worker.status != "running":
             continue
         if worker.flow_id not in flows:
-            core = runtime._workers.get(worker.worker_id)
-            flow = getattr(core, "flow", None) or runtime._registry.get(worker.flow_id)
+            flow = runtime.flow_of(worker.worker_id)
             if flow is None:
                 continue
             flows[worker.flow_id] = (flow, [])
@@ -238,7 +248,7 @@ class _Family:
 
 def _families(runtime: Runtime) -> list[_Family]:
     metrics = runtime.metrics()
-    active = _active_by_worker(runtime)
+    active = _active_by_worker(metrics)
     jobs_active = _Family("actorflow_jobs_active", "gauge", "Jobs posted and not finished yet.")
     jobs = _Family("actorflow_jobs_finished", "counter", "Jobs finished, by worker and status.")
     up = _Family("actorflow_worker_running", "gauge", "1 while the worker runs, else 0.")

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -18,10 +18,11 @@ import cloudpickle
 from loguru import logger
 
 from actorflow._clock import Clock, SystemClock
-from actorflow._dead_letters import DeadLetters
 from actorflow._durations import check_seconds
 from actorflow._envelope import Envelope, new_envelope
+from actorflow._job_book import JobBook
 from actorflow._lease import DEFAULT_LEASE_SECONDS, new_owner_id
+from actorflow._services import WorkerServices
 from actorflow._timers import TimerService
 from actorflow._worker import WorkerCore
 from actorflow.errors import (
@@ -33,6 +34,7 @@ from actorflow.errors import (
     WorkerFailedError,
 )
 from actorflow.faults import FaultInjector, FaultPlan
+from actorflow.flow import Flow
 from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus, new_record
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
@@ -52,12 +54,6 @@ _sched_yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # not on Windo
 
 _COMPLETED = JobStatus.COMPLETED
 _new_object = object.__new__
-
-
-def _count_of(counter: itertools.count[int]) -> int:
-    """How many times ``next`` was called on ``itertools.count()`` (its repr is "count(N)";
-    reading it does not advance it)."""
-    return int(repr(counter)[6:-1])
 
 
 def _yield_interpreter() -> None:
@@ -255,32 +251,44 @@ class Runtime:
             self._timers = TimerService(self._clock)
         if faults is not None and not isinstance(faults, FaultPlan):
             raise TypeError(f"faults must be a FaultPlan, got {type(faults).__name__}")
+        if backend not in ("threads", "ray"):
+            raise ConfigurationError(f"unknown backend {backend!r} (choose 'threads' or 'ray')")
+        if backend == "ray" and (self.deterministic or faults is not None):
+            raise ConfigurationError("deterministic runs and fault plans need the thread backend")
+        if backend != "ray" and ray_address is not None:
+            raise ConfigurationError("ray_address= only applies to backend='ray'")
         self.faults = faults
-        self._injector = None if faults is None else FaultInjector(faults, self)
+        self.backend = backend
+        self._started_at = self._clock.monotonic()
+        self._book = JobBook(job_retention, dead_letter_history)
         self._probes: dict[tuple[str, str], list[Probe]] = {}
+        self._services = services = WorkerServices(
+            book=self._book,
+            clock=self._clock,
+            timers=self._timers,
+            strict=self.strict,
+            started_at=self._started_at,
+            dispatcher=self._dispatcher,
+            state_store=state_store,
+            state_serializer=self.state_serializer,
+            state_limits=state_limits,
+            lease_owner=self.lease_owner,
+            lease_seconds=self.lease_seconds,
+            probes=self._probes,
+        )
+        self._injector = None if faults is None else FaultInjector(faults, services)
+        services.injector = self._injector
         self._tracing: Any = None
         if tracing:
             from actorflow._tracing import Tracing  # noqa: PLC0415
 
-            self._tracing = Tracing()
-        if backend not in ("threads", "ray"):
-            raise ConfigurationError(f"unknown backend {backend!r} (choose 'threads' or 'ray')")
-        self.backend = backend
+            self._tracing = services.tracing = Tracing()
         self._ray: Any = None
         if backend == "ray":
-            if self.deterministic or faults is not None:
-                raise ConfigurationError(
-                    "deterministic runs and fault plans need the thread backend"
-                )
             from actorflow.backends.ray import RayBackend  # noqa: PLC0415
 
-            self._ray = RayBackend(self, ray_address)
-        elif ray_address is not None:
-            raise ConfigurationError("ray_address= only applies to backend='ray'")
-        self._started_at = self._clock.monotonic()
-        self._dead_letters = DeadLetters(dead_letter_history)
+            self._ray = RayBackend(services, ray_address)
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
         self._closed = False
         self._shutdown_done: threading.Event | None = None  # set when a shutdown call ends
         self._shutdown_thread: threading.Thread | None = None  # the thread shutting down
@@ -289,19 +297,10 @@ class Runtime:
         self._workers: dict[str, WorkerCore] = {}
         self._default_worker: dict[str, WorkerCore] = {}
         self._worker_seq = itertools.count(1)
-        self._jobs: dict[str, JobRecord] = {}
-        self._finished: deque[str] = deque()
-        # Unfinished jobs. Inserting and popping are atomic dict operations, so neither post()
-        # nor a finishing job takes a lock; only someone waiting for idleness uses _idle.
-        self._active: dict[str, JobRecord] = {}
-        self._idle_waiters = 0
-        self._count_lock = threading.Lock()
-        self._finished_counts: dict[tuple[str, Any], int] = {}  # failed and cancelled
-        self._completed: dict[str, itertools.count[int]] = {}  # by worker
         self._job_seq = itertools.count(1)
         self._job_prefix = f"s{self.seed}" if self.deterministic else os.urandom(4).hex()
         self._job_id_head = f"job-{self._job_prefix}-"  # joining two parts costs half of four
-        self._on_finish = self._job_finished
+        self._on_finish = self._book.ended
         # a post that needs no virtual clock, pickling or trace context (the common case)
         self._plain = not (self.deterministic or self.strict or self._tracing is not None)
         # deterministic runs have no actor thread to yield to; Ray queues its own messages
@@ -400,7 +399,7 @@ class Runtime:
                 del self._default_worker[existing.flow_id]
         limit = self.thread_pool_size
         if limit is not None:
-            needed = sum(r.concurrency for r in flow._routines.values())
+            needed = sum(r.concurrency for r in flow.routines.values())
             if needed > limit:
                 raise ConfigurationError(
                     f"flow {flow_id!r} needs {needed} routine actor threads per worker; "
@@ -415,18 +414,7 @@ class Runtime:
             if default is None or default.status != "running":
                 self._default_worker[flow_id] = ray_worker
             return ray_worker  # type: ignore[no-any-return]
-        worker = WorkerCore(
-            self,
-            flow,
-            worker_id,
-            self._clock,
-            self._timers,
-            self.strict,
-            state_limits or self.state_limits,
-            self.state_store,
-            self._dispatcher,
-            self.state_serializer,
-        )
+        worker = WorkerCore(self._services, flow, worker_id, state_limits)
         worker.overflow = overflow or self.overflow
         worker.start(restore, discard, take_over)
         self._workers[worker_id] = worker
@@ -439,6 +427,11 @@ class Runtime:
         """The WorkerState of a running worker, or None."""
         worker = self._workers.get(worker_id)
         return None if worker is None else WorkerState(worker)
+
+    def flow_of(self, worker_id: str) -> Flow | None:
+        """The flow that worker ``worker_id`` runs, or None if there is no such worker."""
+        worker = self._workers.get(worker_id)
+        return None if worker is None else worker.flow
 
     def list_workers(self) -> list[WorkerState]:
         """WorkerStates of every worker started by this runtime, in start order."""
@@ -484,7 +477,7 @@ class Runtime:
             job_id = f"{self._job_id_head}{next(self._job_seq)}"
         elif not isinstance(job_id, str) or not job_id:
             raise TypeError("job_id must be a non-empty str")
-        elif job_id in self._jobs:
+        elif job_id in self._book.jobs:
             raise ValueError(f"a job {job_id!r} already exists")
         record = new_record(
             job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
@@ -504,8 +497,7 @@ class Runtime:
         waiting = mailbox.qsize()
         if waiting >= limit:
             worker.make_room(routine_id, limit, self.post_timeout)
-        self._jobs[job_id] = record
-        self._active[job_id] = record
+        self._book.add(record)
         if self._closed:  # shutdown began meanwhile and may not have seen this job
             record.finish(JobStatus.CANCELLED, "cancelled: runtime shut down")
             self._check_open()
@@ -593,53 +585,21 @@ class Runtime:
             _check_worker_running(worker)
             return worker
 
-    def _job_finished(self, record: JobRecord) -> None:
-        status = record._final
-        if status is _COMPLETED:
-            # next() on an itertools.count is atomic under the GIL: no lock per completed job
-            counter = self._completed.get(record.worker_id)
-            if counter is None:
-                with self._count_lock:
-                    counter = self._completed.setdefault(record.worker_id, itertools.count())
-            next(counter)
-        else:
-            if self._ray is not None:
-                worker = self._workers.get(record.worker_id)
-                if worker is not None:
-                    self._ray.forget(worker, record.job_id, record.status.value)
-            key = (record.worker_id, status)  # a StrEnum: equal to, and hashed as, its value
-            counts = self._finished_counts
-            with self._count_lock:
-                counts[key] = counts.get(key, 0) + 1
-        finished = self._finished
-        finished.append(record.job_id)
-        if len(finished) > self.job_retention:
-            jobs = self._jobs
-            while len(finished) > self.job_retention:
-                try:
-                    jobs.pop(finished.popleft(), None)
-                except IndexError:
-                    break
-        self._active.pop(record.job_id, None)
-        if self._idle_waiters and not self._active:
-            with self._idle:
-                self._idle.notify_all()
-
     def get_job(self, job_id: str) -> JobContext | None:
         """The job's context (merged record), or None if unknown or no longer retained."""
-        record = self._jobs.get(job_id)
+        record = self._book.jobs.get(job_id)
         return None if record is None else JobContext(record)
 
     def list_jobs(self, status: str | JobStatus | None = None) -> list[JobContext]:
         """Known jobs (running and retained), oldest first, optionally of one status."""
         if status is not None:
             status = JobStatus(status)
-        records = list(self._jobs.values())
+        records = list(self._book.jobs.values())
         return [JobContext(r) for r in records if status is None or r.status == status]
 
     def cancel_job(self, job_id: str) -> bool:
         """Cancel a job; no routine runs for it afterwards. Returns False if it had ended."""
-        record = self._jobs.get(job_id)
+        record = self._book.jobs.get(job_id)
         if record is None:
             return False
         return record.finish(JobStatus.CANCELLED, "cancelled")
@@ -653,13 +613,8 @@ class Runtime:
         """
         timeout = check_seconds("wait_until_all_jobs_finished", "timeout", timeout, allow_none=True)
         if self.deterministic:
-            return self._pump(lambda: not self._active, timeout)
-        with self._idle:
-            self._idle_waiters += 1
-            try:
-                return self._idle.wait_for(lambda: not self._active, timeout)
-            finally:
-                self._idle_waiters -= 1
+            return self._pump(lambda: not self._book.active, timeout)
+        return self._book.wait_idle(timeout)
 
     # -- deterministic mode ------------------------------------------------------------
     def _require_deterministic(self, what: str) -> Any:
@@ -734,7 +689,7 @@ class Runtime:
                 "probes watch emits in this process: they need the thread backend "
                 "(on Ray, assert on job data, worker state, dead letters or metrics)"
             )
-        probe = Probe(self, routine_id, event)
+        probe = Probe(routine_id, event, self._pump if self.deterministic else None)
         self._probes.setdefault((routine_id, event), []).append(probe)
         return probe
 
@@ -742,7 +697,8 @@ class Runtime:
         """Counters of the whole runtime, JSON-ready.
 
         ``jobs``: active and finished jobs by status (exact, not limited by retention);
-        ``workers``: per worker its flow, status, actor restarts and finished jobs by status;
+        ``workers``: per worker its flow, status, actor restarts, unfinished jobs (``active``)
+        and finished jobs by status;
         ``routines``: per worker and routine the messages handled, failed and retried, the
         mailbox depth and a histogram of handling times (seconds; bucket upper bounds, the
         last one ``+Inf``); ``dead_letters``: total and by reason; ``timers``:
@@ -752,10 +708,8 @@ class Runtime:
         """
         from actorflow._routine_cell import BUCKET_BOUNDS  # noqa: PLC0415
 
-        with self._count_lock:
-            finished = dict(self._finished_counts)
-            for worker_id, counter in self._completed.items():
-                finished[(worker_id, _COMPLETED)] = _count_of(counter)
+        finished = self._book.counts()
+        active = Counter(record.worker_id for record in self._book.unfinished())
         totals = {"completed": 0, "failed": 0, "cancelled": 0}
         workers: dict[str, Any] = {}
         routines: dict[str, Any] = {}
@@ -767,12 +721,12 @@ class Runtime:
                 "flow_id": worker.flow_id,
                 "status": worker.status,
                 "restarts": worker.restart_count,
-                "jobs": counts,
+                "jobs": {"active": active.get(worker.worker_id, 0), **counts},
             }
             routines[worker.worker_id] = worker.routine_metrics(BUCKET_BOUNDS)
-        dead = self._dead_letters
+        dead = self._book.dead_letters
         return {
-            "jobs": {"active": len(self._active), **totals},
+            "jobs": {"active": len(self._book.active), **totals},
             "workers": workers,
             "routines": routines,
             "dead_letters": {"total": dead.total, "by_reason": dead.counts()},
@@ -806,11 +760,11 @@ class Runtime:
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Recent messages that were not run (job, worker, routine, slot, reason)."""
-        return self._dead_letters.entries()
+        return self._book.dead_letters.entries()
 
     def dead_letter_counts(self) -> dict[str, int]:
         """How many dead letters there were, by reason (exact, not bounded)."""
-        return self._dead_letters.counts()
+        return self._book.dead_letters.counts()
 
     # -- shutdown ----------------------------------------------------------------------
     @property
@@ -860,7 +814,7 @@ class Runtime:
                 current = self._shutdown_deadline
                 if deadline is not None and (current is None or deadline < current):
                     self._shutdown_deadline = deadline  # cancel jobs sooner
-                    self._idle.notify_all()
+                    self._book.wake()
             caller = threading.current_thread()
             if caller is self._shutdown_thread or _waited_for_by_shutdown(caller):
                 return False  # the shutdown under way waits for this thread
@@ -887,7 +841,7 @@ class Runtime:
                 finished = self.wait_until_all_jobs_finished(timeout)
             else:
                 finished = self._drain()
-        for record in list(self._active.values()):
+        for record in self._book.unfinished():
             if not record.finished and record.finish(
                 JobStatus.CANCELLED, "cancelled: runtime shut down"
             ):
@@ -905,21 +859,7 @@ class Runtime:
     def _drain(self) -> bool:
         """Wait until no job is unfinished or the shutdown's deadline (which a later call to
         ``shutdown`` may bring forward) has passed; whether no job is unfinished."""
-        with self._idle:
-            self._idle_waiters += 1
-            try:
-                while self._active:
-                    deadline = self._shutdown_deadline
-                    if deadline is None:
-                        self._idle.wait()
-                        continue
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._idle.wait(remaining)
-                return not self._active
-            finally:
-                self._idle_waiters -= 1
+        return self._book.wait_idle(deadline=lambda: self._shutdown_deadline)
 
     def install_signal_handlers(
         self,
@@ -988,4 +928,5 @@ class Runtime:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"Runtime({state}, workers={len(self._workers)}, active_jobs={len(self._active)})"
+        active = len(self._book.active)
+        return f"Runtime({state}, workers={len(self._workers)}, active_jobs={active})"

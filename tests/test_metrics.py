@@ -41,7 +41,12 @@ def test_metrics_after_a_known_workload() -> None:
         assert state.status == "running"
     assert json.loads(json.dumps(metrics)) == metrics
     assert metrics["jobs"] == {"active": 0, "completed": 28, "failed": 7, "cancelled": 0}
-    assert metrics["workers"]["w"]["jobs"] == {"completed": 28, "failed": 7, "cancelled": 0}
+    assert metrics["workers"]["w"]["jobs"] == {
+        "active": 0,
+        "completed": 28,
+        "failed": 7,
+        "cancelled": 0,
+    }
     assert metrics["workers"]["w"]["flow_id"] == "measured"
     src, pk = metrics["routines"]["w"]["source"], metrics["routines"]["w"]["picky"]
     assert (src["handled"], src["failed"], src["retried"]) == (35, 0, 0)

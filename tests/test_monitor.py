@@ -406,7 +406,7 @@ def test_prometheus_text_written_here_matches_prometheus_client(served: Served) 
 
 def test_prometheus_label_values_are_escaped(runtime: Runtime) -> None:
     odd = 'a "quoted"\\ \nreason'
-    runtime._dead_letters.record(None, None, None, None, odd)
+    runtime._book.dead_letter(None, None, None, None, odd)
     text, _ = prometheus_text(runtime, use_client=False)
     assert 'reason="a \\"quoted\\"\\\\ \\nreason"' in text
     assert small_parser(text)[0][sample("actorflow_dead_letters_total", reason=odd)] == 1

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from actorflow._durations import check_seconds
-
-if TYPE_CHECKING:
-    from actorflow.runtime import Runtime
 
 __all__ = ["Probe", "ProbeMessage"]
 
@@ -29,8 +26,13 @@ class Probe:
     expected must match, within ``timeout`` seconds (virtual seconds in deterministic mode).
     """
 
-    def __init__(self, runtime: Runtime, routine_id: str, event: str) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        routine_id: str,
+        event: str,
+        pump: Callable[[Callable[[], bool], float | None], bool] | None = None,
+    ) -> None:
+        self._pump = pump  # deterministic mode: waiting runs the scheduler
         self.routine_id = routine_id
         self.event = event
         self._received: list[ProbeMessage] = []
@@ -60,8 +62,8 @@ class Probe:
         def arrived() -> bool:
             return len(self._received) >= count
 
-        if self.runtime.deterministic:
-            return self.runtime._pump(arrived, timeout)
+        if self._pump is not None:
+            return self._pump(arrived, timeout)
         with self._cond:
             return self._cond.wait_for(arrived, timeout)
 

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 from loguru import logger
@@ -21,6 +21,7 @@ from loguru import logger
 from actorflow._clock import SystemClock
 from actorflow._envelope import Envelope
 from actorflow._routine_cell import summed_metrics
+from actorflow._services import WorkerServices
 from actorflow._timers import TimerService
 from actorflow._worker import post_targets
 from actorflow.activation_policies import _Immediate
@@ -40,9 +41,6 @@ from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobRecord, JobStatus, view_parts
 from actorflow.supervision import RestartIntensity
 from actorflow.worker import WorkerState
-
-if TYPE_CHECKING:
-    from actorflow.runtime import Runtime
 
 __all__ = ["RayBackend", "RayWorker"]
 
@@ -77,10 +75,10 @@ class _RaySender:
 class RayWorker:
     """A worker whose routines and state owner are Ray actors (what the runtime sees)."""
 
-    def __init__(self, backend: RayBackend, runtime: Runtime, flow: Flow, worker_id: str) -> None:
+    def __init__(self, backend: RayBackend, flow: Flow, worker_id: str) -> None:
         flow.validate()
         self.backend = backend
-        self.runtime = runtime
+        self.services = backend.services
         self.flow = flow
         self.flow_id = flow.flow_id
         self.worker_id = worker_id
@@ -110,7 +108,8 @@ class RayWorker:
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
 
     def start(self, restore: bool = False, discard: bool = False, take_over: bool = False) -> None:
-        factory = self.runtime.state_store
+        services = self.services
+        factory = services.state_store
         if factory is not None and not callable(factory):
             raise ConfigurationError(
                 "on the Ray backend, state_store= takes a zero-argument function that creates "
@@ -123,11 +122,11 @@ class RayWorker:
         routine_cls, state_cls, _ = self.backend.classes
         self.supervisor = state_cls.remote(
             self.worker_id,
-            self.runtime.state_serializer.name,
+            services.state_serializer.name,
             None if factory is None else cloudpickle.dumps(factory),
-            self.runtime.lease_owner,
-            self.runtime.lease_seconds,
-            self.limits or self.runtime.state_limits,
+            services.lease_owner,
+            services.lease_seconds,
+            self.limits or services.state_limits,
         )
         try:
             ray.get(self.supervisor.open.remote(restore, discard, take_over))
@@ -286,10 +285,11 @@ class RayWorker:
 class RayBackend:
     """Connects a runtime to Ray: starts or joins Ray, carries posts out and reports back."""
 
-    def __init__(self, runtime: Runtime, address: str | None) -> None:
+    def __init__(self, services: WorkerServices, address: str | None) -> None:
         ray = import_ray()
         self.ray = ray
-        self.runtime = runtime
+        self.services = services
+        self.book = services.book
         self.owns_ray = False
         if not ray.is_initialized():
             if address is None:
@@ -312,6 +312,7 @@ class RayBackend:
         # job id -> envelope id -> (weight, actor): weight waiting in a join of that actor
         self.parked: dict[str, dict[str, tuple[Fraction, Any]]] = {}
         self._workers: dict[str, RayWorker] = {}
+        self.book.on_early_end = self._ended_early
         self._sender = threading.Thread(
             target=self._send_loop, name="actorflow-ray-sender", daemon=True
         )
@@ -322,21 +323,26 @@ class RayBackend:
         self._pump.start()
 
     def new_worker(self, flow: Flow, worker_id: str) -> RayWorker:
-        worker = RayWorker(self, self.runtime, flow, worker_id)
+        worker = RayWorker(self, flow, worker_id)
         self._workers[worker_id] = worker
         return worker
 
     # -- the runtime's books ---------------------------------------------------------------
     def record(self, job_id: str) -> JobRecord | None:
-        return self.runtime._jobs.get(job_id)
+        return self.book.record(job_id)
 
     def active_records(self, worker_id: str) -> list[JobRecord]:
-        return [r for r in list(self.runtime._active.values()) if r.worker_id == worker_id]
+        return self.book.unfinished(worker_id)
 
     def dead_letter(
         self, job_id: str | None, worker_id: str, routine_id: str, slot: str | None, reason: str
     ) -> None:
-        self.runtime._dead_letters.record(job_id, worker_id, routine_id, slot, reason)
+        self.book.dead_letter(job_id, worker_id, routine_id, slot, reason)
+
+    def _ended_early(self, record: JobRecord) -> None:
+        worker = self._workers.get(record.worker_id)
+        if worker is not None:
+            self.forget(worker, record.job_id, record.status.value)
 
     # -- driver -> actors ----------------------------------------------------------------
     def _send_loop(self) -> None:
