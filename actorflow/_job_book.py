@@ -61,7 +61,7 @@ class JobBook:
 
     def ended(self, record: JobRecord) -> None:
         """``record``'s job ended (its ``on_finish``): count it, keep or forget it."""
-        status = record._final
+        status = record.final
         if status is _COMPLETED:
             # next() on an itertools.count is atomic under the GIL: no lock per completed job
             counter = self._completed.get(record.worker_id)

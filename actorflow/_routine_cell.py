@@ -34,7 +34,15 @@ from actorflow.activation_policies import (
 )
 from actorflow.error_handling import ErrorStrategy
 from actorflow.errors import QueueFullError, SerializationError
-from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus
+from actorflow.job import (
+    CURRENT_ACTIVATION,
+    JobContext,
+    JobRecord,
+    JobStatus,
+    child_parts,
+    child_view,
+    record_of,
+)
 from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
@@ -409,7 +417,7 @@ class RoutineCell:
             payload, job = self.core.open_sealed(envelope)
         else:
             job = envelope.job  # type: ignore[assignment]  # not sealed: carries its job
-        rec: JobRecord = job._rec
+        rec: JobRecord = record_of(job)
         if rec.finished:
             self.core.dead_letter(rec.job_id, self.routine_id, envelope.slot, f"job {rec.status}")
             return
@@ -467,7 +475,7 @@ class RoutineCell:
         limit = self.max_queue[envelope.slot]
         where = f"slot {self.routine_id}.{envelope.slot} holds {limit} data points"
         if self.core.overflow == "drop_oldest":
-            old = queue.popleft().job._rec
+            old = record_of(queue.popleft().job)
             old.fail(QueueFullError(f"dropped: {where} (drop_oldest)"), self.routine_id, "dropped")
             self.core.dead_letter(old.job_id, self.routine_id, envelope.slot, "dropped (slot full)")
             return True
@@ -536,7 +544,7 @@ class RoutineCell:
         if self.parks:
             for items in taken.values():
                 for item in items:
-                    item.job._rec.unpark()
+                    record_of(item.job).unpark()
         if release.fail:
             self._fail_incomplete(taken, release.message)
             return True
@@ -546,7 +554,7 @@ class RoutineCell:
         for name, items in taken.items():
             data = slot_data[name]
             for item in items:
-                rec = item.job._rec
+                rec = record_of(item.job)
                 if rec.finished:
                     self.core.dead_letter(rec.job_id, self.routine_id, name, f"job {rec.status}")
                     continue
@@ -572,7 +580,7 @@ class RoutineCell:
         timeout = getattr(self.policy.spec, "timeout", None)
         for name, items in taken.items():
             for item in items:
-                rec = item.job._rec
+                rec = record_of(item.job)
                 self.core.dead_letter(rec.job_id, self.routine_id, name, "join incomplete")
                 if not rec.finished:
                     error = incomplete_join_error(
@@ -623,7 +631,7 @@ class RoutineCell:
             for record in records:
                 record.message_done()
             return
-        rec = job._rec
+        rec = record_of(job)
         if self._probes:
             self._feed_probes(job, outbox)
         if rec.finished:  # failed, timed out or cancelled while the logic ran
@@ -643,7 +651,7 @@ class RoutineCell:
                 target, slot, send, qsize, limit = route
                 if qsize() >= limit and not self._make_room(rec, target, slot, records):
                     return
-                envelope = new_envelope(target, slot, data, *job._child_parts())
+                envelope = new_envelope(target, slot, data, *child_parts(job))
                 if self._tracing is not None:
                     envelope.headers = self._headers_out
                 send(envelope)
@@ -709,7 +717,7 @@ class RoutineCell:
     def _traced(self, slot_data: dict[str, list[Any]], message: Any, job: JobContext) -> None:
         """Run the logic in a span (tracing on): its parent came with the envelope."""
         assert self._tracing is not None
-        rec = job._rec
+        rec = record_of(job)
         attributes = {
             "actorflow.job_id": rec.job_id,
             "actorflow.worker_id": self.core.worker_id,
@@ -751,13 +759,13 @@ class RoutineCell:
         for event, data in outbox:
             for probe in self._probes.get((self.routine_id, event), ()):
                 value = cloudpickle.loads(data) if self._strict else data
-                probe._record(value, job._rec.job_id, self.core.worker_id)
+                probe.add(value, job.job_id, self.core.worker_id)
 
     def _envelopes(self, job: JobContext, outbox: list[tuple[str, Any]]) -> list[tuple[Send, Any]]:
         """Turn what the logic emitted into envelopes for every connected slot."""
         envelopes: list[tuple[Send, Any]] = []
         if self._strict:
-            child_blob = cloudpickle.dumps(job._child())
+            child_blob = cloudpickle.dumps(child_view(job))
             for event, payload_blob in outbox:
                 for target, slot, send in self.routes.get(event, ()):
                     envelopes.append(
@@ -766,7 +774,7 @@ class RoutineCell:
             return envelopes
         for event, data in outbox:
             for target, slot, send in self.routes.get(event, ()):
-                envelopes.append((send, new_envelope(target, slot, data, *job._child_parts())))
+                envelopes.append((send, new_envelope(target, slot, data, *child_parts(job))))
         return envelopes
 
     def _on_error(
@@ -864,6 +872,6 @@ class RoutineCell:
         """End the jobs of data still waiting in the slot queues (cancelled)."""
         for name, queue in self.queues.items():
             while queue:
-                rec = queue.popleft().job._rec
+                rec = record_of(queue.popleft().job)
                 self.core.dead_letter(rec.job_id, self.routine_id, name, reason)
                 rec.finish(JobStatus.CANCELLED, f"cancelled: {reason}")

@@ -62,13 +62,7 @@ class Flow:
         _check_name("routine", routine_id)
         if routine_id in self._routines:
             raise ValueError(f"flow {self.flow_id!r} already has a routine {routine_id!r}")
-        if routine._owner is not None:
-            flow_id, existing_id = routine._owner
-            raise ValueError(
-                f"this routine object is already {existing_id!r} in flow {flow_id!r}; "
-                "create a new instance for each place it is used"
-            )
-        routine._owner = (self.flow_id, routine_id)
+        routine.bind(self.flow_id, routine_id)
         self._routines[routine_id] = routine
         return routine
 

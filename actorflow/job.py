@@ -108,7 +108,6 @@ class JobRecord:
     __slots__ = (
         "__weakref__",
         "_depths",
-        "_final",
         "_inflight",
         "_listeners",
         "_lock",
@@ -121,6 +120,7 @@ class JobRecord:
         "data",
         "error",
         "errors",
+        "final",
         "finished",
         "flow_id",
         "job_id",
@@ -142,7 +142,7 @@ class JobRecord:
     created_at: float
     completed_at: float | None
     started: bool  # a routine has begun handling one of its messages
-    _final: JobStatus | None  # the status it ended with
+    final: JobStatus | None  # the status it ended with
     error: str | None
     errors: list[dict[str, Any]] | None
     data: dict[Any, Any]  # starts as _NO_DATA, never written in place: see merge
@@ -170,7 +170,7 @@ class JobRecord:
     @property
     def status(self) -> JobStatus:
         """pending, running, or the status the job ended with."""
-        final = self._final
+        final = self.final
         if final is not None:
             return final
         return JobStatus.RUNNING if self.started else JobStatus.PENDING
@@ -203,7 +203,7 @@ class JobRecord:
             else:
                 stalled = None
                 # completed (finish() inlined: this runs once for nearly every job)
-                self._final = _COMPLETED
+                self.final = _COMPLETED
                 self.finished = True
                 self.completed_at = self.clock.wall()
                 listeners = self._listeners
@@ -275,7 +275,7 @@ class JobRecord:
         with lock:
             if self.finished:
                 return False
-            self._final = status
+            self.final = status
             self.finished = True
             if error is not None:
                 self.error = error
@@ -408,7 +408,7 @@ def new_record(
     record.created_at = clock.wall()
     record.completed_at = None
     record.started = False
-    record._final = None
+    record.final = None
     record.error = None
     record.errors = None
     record.data = _NO_DATA
@@ -432,6 +432,28 @@ def _detached_record(
     record.created_at = created_at
     record.started = True
     return record
+
+
+def job_context(record: JobRecord) -> JobContext:
+    """The context of a whole job, as ``Runtime.post`` and ``get_job`` return it (made
+    without calling ``__init__``: one is made per post)."""
+    context: JobContext = _new_object(JobContext)
+    context._rec = record
+    context._data = None
+    context._own = False
+    context._depth = 0
+    return context
+
+
+def child_parts(view: JobContext) -> tuple[JobRecord, dict[Any, Any], int]:
+    """What a message sent downstream of ``view`` carries (internal; see
+    :meth:`JobContext._child_parts`)."""
+    return view._child_parts()
+
+
+def child_view(view: JobContext) -> JobContext:
+    """The view a message sent downstream of ``view`` carries (internal)."""
+    return view._child()
 
 
 def view_parts(view: JobContext) -> tuple[JobRecord, dict[Any, Any], int]:

@@ -102,6 +102,18 @@ class Routine:
             self._fields[name] = frozenset(params)
         return spec
 
+    def bind(self, flow_id: str, routine_id: str) -> None:
+        """Record that this routine is ``routine_id`` in flow ``flow_id`` (``Flow.add_routine``
+        calls it). A routine object belongs to one place in one flow: binding it again raises
+        ``ValueError``."""
+        if self._owner is not None:
+            existing_flow, existing_id = self._owner
+            raise ValueError(
+                f"this routine object is already {existing_id!r} in flow {existing_flow!r}; "
+                "create a new instance for each place it is used"
+            )
+        self._owner = (flow_id, routine_id)
+
     @property
     def routine_id(self) -> str | None:
         """The id this routine was added to its flow under (None before ``add_routine``)."""

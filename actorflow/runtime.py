@@ -35,7 +35,7 @@ from actorflow.errors import (
 )
 from actorflow.faults import FaultInjector, FaultPlan
 from actorflow.flow import Flow
-from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus, new_record
+from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus, job_context, new_record
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
@@ -511,12 +511,7 @@ class Runtime:
             mailbox.put(envelope)
         if waiting >= self._pacing:
             _yield_interpreter()  # let the routine actors take (at least) a turn
-        context = _new_object(JobContext)  # JobContext(record), without calling __init__
-        context._rec = record
-        context._data = None
-        context._own = False
-        context._depth = 0
-        return worker.handle, context
+        return worker.handle, job_context(record)
 
     def _special_envelope(
         self, record: JobRecord, routine_id: str, slot: str, data: Any

@@ -169,4 +169,4 @@ def _sealed_job_id(envelope: Envelope) -> str | None:
     import cloudpickle  # noqa: PLC0415 - strict mode only
 
     job = cloudpickle.loads(envelope.blob)
-    return str(job._rec.job_id)
+    return str(job.job_id)

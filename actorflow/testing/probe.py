@@ -39,7 +39,8 @@ class Probe:
         self._cursor = 0
         self._cond = threading.Condition()
 
-    def _record(self, data: Any, job_id: str, worker_id: str) -> None:
+    def add(self, data: Any, job_id: str, worker_id: str) -> None:
+        """A message the probed routine emitted (the routine cell calls this)."""
         with self._cond:
             self._received.append(ProbeMessage(data, job_id, worker_id))
             self._cond.notify_all()
