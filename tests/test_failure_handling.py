@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from _waiting import wait_until
 
 from actorflow import (
     ActorCrash,
@@ -342,21 +343,27 @@ def test_restart_backoff_delays_the_successor(runtime: Runtime) -> None:
 # -- back-pressure, timeouts ------------------------------------------------------------
 
 
-def blocked_flow(max_queue_length: int) -> threading.Event:
-    gate = threading.Event()
+def blocked_flow(max_queue_length: int) -> tuple[threading.Event, threading.Event]:
+    """One routine whose logic holds each message until ``gate`` is set; ``holding`` is set
+    once the actor holds its first message (its mailbox is then empty)."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(sd: Any, m: Any, ws: Any) -> None:
+        holding.set()
+        gate.wait(10)
+
     routine = Routine()
     routine.add_slot("in", max_queue_length=max_queue_length)
-    routine.set_logic(lambda sd, m, ws: gate.wait(10))
+    routine.set_logic(hold)
     one("bounded", routine)
-    return gate
+    return gate, holding
 
 
 def test_overflow_raise_refuses_at_once_and_posts_nothing() -> None:
-    gate = blocked_flow(2)
+    gate, holding = blocked_flow(2)
     with Runtime(overflow="raise") as runtime:
-        first = runtime.post("bounded", "r", "in", 0)[1]
-        while first.status == JobStatus.PENDING:  # the actor holds the first message
-            time.sleep(0.001)
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)  # the actor holds the first message
         runtime.post("bounded", "r", "in", 1)
         runtime.post("bounded", "r", "in", 2)
         with pytest.raises(QueueFullError, match="max_queue_length=2"):
@@ -366,25 +373,43 @@ def test_overflow_raise_refuses_at_once_and_posts_nothing() -> None:
 
 
 def test_overflow_block_waits_for_room_then_gives_up() -> None:
-    gate = blocked_flow(1)
+    gate, holding = blocked_flow(1)
     with Runtime(overflow="block", post_timeout=0.2) as runtime:
-        first = runtime.post("bounded", "r", "in", 0)[1]
-        first.wait(0.05)
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)
         runtime.post("bounded", "r", "in", 1)
         t0 = time.monotonic()
         with pytest.raises(QueueFullError, match="waited 0.2 s"):
             runtime.post("bounded", "r", "in", 2)
         assert time.monotonic() - t0 >= 0.19
-        threading.Timer(0.1, gate.set).start()
-        _, job = runtime.post("bounded", "r", "in", 3)  # unblocks once the actor takes one
-        assert job.wait(10)
+        gate.set()
+
+
+def test_overflow_block_goes_on_once_the_actor_takes_a_message() -> None:
+    gate, holding = blocked_flow(1)
+    with Runtime(overflow="block", post_timeout=30) as runtime:
+        runtime.exec("bounded", worker_id="w")
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)
+        runtime.post("bounded", "r", "in", 1)  # the mailbox is full
+        posted: list[Any] = []
+        poster = threading.Thread(
+            target=lambda: posted.append(runtime.post("bounded", "r", "in", 2)[1])
+        )
+        poster.start()
+        worker = runtime._workers["w"]
+        wait_until(lambda: worker.posters_waiting == 1, "the post to wait for room")
+        assert not posted  # it waits...
+        gate.set()  # ...until the actor takes message 1
+        poster.join(10)
+        assert posted and posted[0].wait(10) and posted[0].status == JobStatus.COMPLETED
 
 
 def test_overflow_drop_oldest_fails_the_dropped_job() -> None:
-    gate = blocked_flow(2)
+    gate, holding = blocked_flow(2)
     with Runtime(overflow="drop_oldest") as runtime:
-        first = runtime.post("bounded", "r", "in", 0)[1]
-        first.wait(0.05)
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)
         second = runtime.post("bounded", "r", "in", 1)[1]
         runtime.post("bounded", "r", "in", 2)
         runtime.post("bounded", "r", "in", 3)

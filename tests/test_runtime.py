@@ -277,10 +277,12 @@ def test_shutdown_with_timeout_cancels_what_is_left() -> None:
     single("stuck", lambda sd, m, ws: gate.wait(10))
     runtime = Runtime()
     _, job = runtime.post("stuck", "only", "in", 1)
-    timer = threading.Timer(0.5, gate.set)
-    timer.start()
+    # the routine is let go only once the shutdown has cancelled its job (the shutdown then
+    # waits for the actor to stop): nothing but the shutdown's timeout can end the job
+    releaser = threading.Thread(target=lambda: job.wait(10) and gate.set())
+    releaser.start()
     assert runtime.shutdown(wait=True, timeout=0.05) is False
-    timer.join()
+    releaser.join(10)
     assert job.status == JobStatus.CANCELLED
     assert job.error == "cancelled: runtime shut down"
 
