@@ -549,3 +549,51 @@ def test_emits_into_a_full_mailbox_are_refused_never_silently_dropped() -> None:
         assert job.status == JobStatus.FAILED and "max_queue_length=2" in (job.error or "")
         assert runtime.dead_letter_counts() == {"refused (mailbox full)": 1}
         gate.set()
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop_oldest"])
+@pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
+def test_one_emit_per_message_into_a_full_mailbox_honours_its_max_queue_length(
+    strict: bool, overflow: str
+) -> None:
+    """a -> b, b's slot holds 2 messages and b holds its first one: a's 4th and 5th emits find
+    b's mailbox full. One message in, one out, is a plain routine's fast path; it honours the
+    bound as every emit does: refused (the job fails) or, with drop_oldest, the oldest waiting
+    message is dropped (its job fails)."""
+    gate, holding = threading.Event(), threading.Event()
+    handled: list[int] = []
+
+    def hold(sd: Any, m: Any, ws: Any) -> None:
+        handled.append(sd["in"][0]["v"])
+        holding.set()
+        gate.wait(10)
+
+    a = make(lambda sd, m, ws: a.emit("out", v=sd["in"][0]), events=("out",))
+    b = Routine()
+    b.add_slot("in", max_queue_length=2)
+    b.set_logic(hold)
+    flow = Flow("bounded_hop")
+    flow.add_routine(a, "a")
+    flow.add_routine(b, "b")
+    flow.connect("a", "out", "b", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=strict, overflow=overflow) as runtime:
+        jobs = [runtime.post("bounded_hop", "a", "in", 0)[1]]
+        assert holding.wait(10)  # b holds message 0: its mailbox is empty
+        jobs += [runtime.post("bounded_hop", "a", "in", v)[1] for v in (1, 2, 3, 4)]
+        lost = (3, 4) if overflow == "block" else (1, 2)  # an actor never blocks: it refuses
+        assert all(jobs[v].wait(10) for v in lost), "an emit went past max_queue_length=2"
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+        dead = runtime.dead_letter_counts()
+    for v, job in enumerate(jobs):
+        if v in lost:
+            assert job.status == JobStatus.FAILED and "QueueFullError" in (job.error or "")
+        else:
+            assert job.status == JobStatus.COMPLETED, job.error
+    if overflow == "block":
+        assert "max_queue_length=2" in (jobs[3].error or "")
+        assert dead == {"refused (mailbox full)": 2} and handled == [0, 1, 2]
+    else:
+        assert "drop_oldest" in (jobs[1].error or "")
+        assert dead == {"dropped (mailbox full)": 2} and handled == [0, 3, 4]
