@@ -23,6 +23,7 @@ from actorflow import (
     Supervision,
     WorkerFailedError,
 )
+from actorflow.testing import DeterministicRuntime
 
 
 def make(logic: Any, events: tuple[str, ...] = ()) -> Routine:
@@ -112,6 +113,47 @@ def test_retry_reruns_with_the_same_input_and_backs_off(runtime: Runtime) -> Non
     assert [r["attempt"] for r in retries] == [1, 2, 3]
     gaps = [b[1] - a[1] for a, b in zip(calls, calls[1:], strict=False)]
     assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, (0.02, 0.04, 0.08), strict=True))
+
+
+RUNTIMES = {
+    "threads-fast": lambda: Runtime(strict=False),
+    "threads-strict": lambda: Runtime(strict=True),
+    "deterministic-fast": lambda: DeterministicRuntime(seed=3, strict=False),
+    "deterministic-strict": lambda: DeterministicRuntime(seed=3, strict=True),
+}
+
+
+@pytest.mark.parametrize("kind", list(RUNTIMES))
+def test_a_failed_try_delivers_nothing_it_emitted(kind: str) -> None:
+    """a emits, then raises on each message's first try (RETRY): only the try that returns
+    delivers, so b gets every message once, from its second try, and each job completes after
+    its retry."""
+    tries: Counter[int] = Counter()
+    received: list[tuple[int, int]] = []
+
+    def first_try_fails(sd: Any, m: Any, ws: Any) -> None:
+        value = sd["in"][0]
+        tries[value] += 1
+        a.emit("out", v=value, attempt=tries[value])
+        if tries[value] == 1:
+            raise ConnectionError(f"try 1 of {value} fails after its emit")
+
+    a = make(first_try_fails, events=("out",))
+    a.set_error_handler(ErrorStrategy.RETRY(max_retries=2, delay=0))
+    b = make(lambda sd, m, ws: received.append((sd["in"][0]["v"], sd["in"][0]["attempt"])))
+    flow = Flow("retried_emits")
+    flow.add_routine(a, "a")
+    flow.add_routine(b, "b")
+    flow.connect("a", "out", "b", "in")
+    FlowRegistry.get_instance().register(flow)
+    with RUNTIMES[kind]() as runtime:
+        jobs = [runtime.post("retried_emits", "a", "in", v)[1] for v in range(3)]
+        assert runtime.wait_until_all_jobs_finished(10)
+        dead = runtime.dead_letter_counts()
+    assert sorted(received) == [(0, 2), (1, 2), (2, 2)]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 3, [j.error for j in jobs]
+    assert all([e["action"] for e in job.trace_log] == ["retry"] for job in jobs)
+    assert dead == {}
 
 
 def test_retry_gives_up_with_the_last_error_and_the_number_of_tries(runtime: Runtime) -> None:
