@@ -51,6 +51,52 @@ def fan_out_counter_flow(flow_id: str, counters: int, concurrency: int = 1) -> N
     FlowRegistry.get_instance().register(flow)
 
 
+class WatchedTurn:
+    """A stand-in for a supervisor's turn (its lock) that shows who contends for it.
+
+    ``refused`` counts the calls that found the turn taken and went to the supervisor's
+    mailbox instead (:meth:`SupervisorCore.call_inline`); ``waiting`` is set once a thread
+    blocks for it (the supervisor's own thread, with a call in hand). With ``inline=False``
+    every call is refused the inline path, so every call goes through the mailbox, in order.
+    """
+
+    def __init__(self, inline: bool = True, on_wait: Any = None) -> None:
+        self._lock = threading.Lock()
+        self.inline = inline
+        self.refused: list[int] = []  # one entry per refusal (list.append is atomic)
+        self.waiting = threading.Event()
+        self._on_wait = on_wait
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not blocking:
+            if self.inline and self._lock.acquire(False):
+                return True
+            self.refused.append(1)
+            return False
+        if self._lock.acquire(False):
+            return True
+        self.waiting.set()
+        if self._on_wait is not None:
+            self._on_wait()
+        return self._lock.acquire(True, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def watch_turn(runtime: Runtime, worker_id: str, turn: WatchedTurn) -> Any:
+    """Put ``turn`` in place of the worker's supervisor turn (while nothing holds it)."""
+    worker = runtime._workers[worker_id]
+    worker.supervisor_core.turn = turn
+    return worker
+
+
 def test_four_routines_5000_jobs_lose_no_increment() -> None:
     fan_out_counter_flow("race", counters=4)
     with Runtime() as runtime:
@@ -75,7 +121,7 @@ def test_atomic_updates_hold_for_any_routine_count_and_concurrency(
     FlowRegistry.get_instance().clear()
     fan_out_counter_flow("race", counters=counters, concurrency=concurrency)
     with Runtime() as runtime:
-        state = runtime.exec("race")
+        state = runtime.exec("race", worker_id="w")
         bumper = threading.Thread(
             target=lambda: [
                 state.modify_routine_state(
@@ -84,9 +130,22 @@ def test_atomic_updates_hold_for_any_routine_count_and_concurrency(
                 for _ in range(outside)
             ]
         )
-        bumper.start()
-        for i in range(jobs):
-            runtime.post("race", "source", "in", i)
+        # The supervisor is busy until every caller (each counter actor with a message, and
+        # the bumper) has made its first call: those calls meet, whatever the scheduling.
+        turn = WatchedTurn(inline=False)
+        worker = watch_turn(runtime, "w", turn)
+        callers = counters * min(concurrency, jobs) + (1 if outside else 0)
+        turn.acquire()
+        try:
+            bumper.start()
+            for i in range(jobs):
+                runtime.post("race", "source", "in", i)
+            wait_until(
+                lambda: turn.waiting.is_set() and worker._supervisor_mailbox.qsize() == callers - 1,
+                f"{callers} state calls waiting for the supervisor",
+            )
+        finally:
+            turn.release()
         bumper.join()
         assert runtime.wait_until_all_jobs_finished(timeout=50)
         assert state.get_routine_state("_shared")["count"] == counters * jobs + outside
@@ -302,52 +361,6 @@ def test_cache_is_bounded_lru_and_expires_on_read() -> None:
             timed.put("bad", threading.Lock())
         with pytest.raises(ConfigurationError):
             state.cache("bad", max_entries=0)
-
-
-class WatchedTurn:
-    """A stand-in for a supervisor's turn (its lock) that shows who contends for it.
-
-    ``refused`` counts the calls that found the turn taken and went to the supervisor's
-    mailbox instead (:meth:`SupervisorCore.call_inline`); ``waiting`` is set once a thread
-    blocks for it (the supervisor's own thread, with a call in hand). With ``inline=False``
-    every call is refused the inline path, so every call goes through the mailbox, in order.
-    """
-
-    def __init__(self, inline: bool = True, on_wait: Any = None) -> None:
-        self._lock = threading.Lock()
-        self.inline = inline
-        self.refused: list[int] = []  # one entry per refusal (list.append is atomic)
-        self.waiting = threading.Event()
-        self._on_wait = on_wait
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if not blocking:
-            if self.inline and self._lock.acquire(False):
-                return True
-            self.refused.append(1)
-            return False
-        if self._lock.acquire(False):
-            return True
-        self.waiting.set()
-        if self._on_wait is not None:
-            self._on_wait()
-        return self._lock.acquire(True, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def watch_turn(runtime: Runtime, worker_id: str, turn: WatchedTurn) -> Any:
-    """Put ``turn`` in place of the worker's supervisor turn (while nothing holds it)."""
-    worker = runtime._workers[worker_id]
-    worker.supervisor_core.turn = turn
-    return worker
 
 
 @pytest.mark.parametrize("strict", [True, False], ids=["strict", "fast"])
