@@ -352,6 +352,7 @@ def assert_each_step_counted_once(jobs: list[Any]) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
 def test_ray_a_report_delivered_twice_is_applied_once(local_ray: None, strict: bool) -> None:
     """Every report reaches the driver twice before its job ends: its weight, writes and
@@ -365,6 +366,7 @@ def test_ray_a_report_delivered_twice_is_applied_once(local_ray: None, strict: b
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
 def test_ray_a_batch_redelivered_after_its_actor_died_is_counted_once(
     local_ray: None, tmp_path: Any, strict: bool
@@ -390,6 +392,7 @@ def test_ray_a_batch_redelivered_after_its_actor_died_is_counted_once(
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(120)
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
