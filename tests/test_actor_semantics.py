@@ -9,12 +9,20 @@ import pytest
 
 from actorflow import ConfigurationError, Flow, FlowRegistry, FlowValidationError, Routine, Runtime
 
+ROUNDS = 200
+BASES = (0, 1000, 2000, 3000)
 
-def test_a_routine_handles_one_message_at_a_time_in_mailbox_order(runtime: Runtime) -> None:
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "fast"])
+def test_a_routine_handles_one_message_at_a_time_in_mailbox_order(strict: bool) -> None:
+    """Four threads post in lock-step rounds (a barrier between rounds), so their messages
+    interleave in the mailbox; the actor holds the first message until every message is
+    posted, so a second actor on the mailbox, if there were one, would run meanwhile."""
     active = 0
     overlaps = 0
     order: list[int] = []
     threads: set[int] = set()
+    all_posted = threading.Event()
 
     def logic(slot_data: Any, msg: Any, ws: Any) -> None:
         nonlocal active, overlaps
@@ -23,9 +31,8 @@ def test_a_routine_handles_one_message_at_a_time_in_mailbox_order(runtime: Runti
             overlaps += 1
         order.append(slot_data["in"][0])
         threads.add(threading.get_ident())
-        # give other threads every chance to barge in
-        for _ in range(50):
-            pass
+        if len(order) == 1:
+            assert all_posted.wait(10)
         active -= 1
 
     routine = Routine()
@@ -34,24 +41,27 @@ def test_a_routine_handles_one_message_at_a_time_in_mailbox_order(runtime: Runti
     flow = Flow("serial")
     flow.add_routine(routine, "only")
     FlowRegistry.get_instance().register(flow)
-    posters = [
-        threading.Thread(
-            target=lambda base=base: [
-                runtime.post("serial", "only", "in", base + i) for i in range(500)
-            ]
-        )
-        for base in (0, 1000, 2000, 3000)
-    ]
-    for t in posters:
-        t.start()
-    for t in posters:
-        t.join()
-    assert runtime.wait_until_all_jobs_finished(20)
+    rounds = threading.Barrier(len(BASES), timeout=10)
+    with Runtime(strict=strict) as runtime:
+
+        def post_rounds(base: int) -> None:
+            for i in range(ROUNDS):
+                rounds.wait()  # every poster has posted its message of the round before
+                runtime.post("serial", "only", "in", base + i)
+
+        posters = [threading.Thread(target=post_rounds, args=(base,)) for base in BASES]
+        for t in posters:
+            t.start()
+        for t in posters:
+            t.join(30)
+        all_posted.set()
+        assert runtime.wait_until_all_jobs_finished(20)
     assert overlaps == 0
     assert len(threads) == 1 and threading.get_ident() not in threads
-    for base in (0, 1000, 2000, 3000):  # each poster's messages stay in its order
-        mine = [x for x in order if base <= x < base + 1000]
-        assert mine == list(range(base, base + 500))
+    # mailbox order: round i's four messages, in any order among them, before round i + 1's
+    count = len(BASES)
+    rounds_seen = [sorted(order[i * count : (i + 1) * count]) for i in range(ROUNDS)]
+    assert rounds_seen == [[base + i for base in BASES] for i in range(ROUNDS)]
 
 
 def test_on_start_and_on_stop_run_in_the_actor_thread() -> None:

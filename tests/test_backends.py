@@ -303,3 +303,119 @@ def test_a_half_filled_batch_is_released_by_its_timeout(backend: str) -> None:
         jobs = [runtime.post("timed_batches", "r", "in", i)[1] for i in range(2)]
         assert all(job.wait(60) for job in jobs)
         assert state.get_routine_state("r") == [[0, 1]]
+
+
+def traced_chain(flow_id: str, before_b: Any = None) -> None:
+    """a -> b; each traces what it handles and writes it into the job's data under its name
+    (b first calls ``before_b(value)``, if given)."""
+
+    def step(name: str, emits: bool) -> Routine:
+        routine = Routine()
+        routine.add_slot("in")
+        if emits:
+            routine.add_event("out")
+
+        def logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+            job = get_current_job()
+            assert job is not None
+            value = sd["in"][0] if emits else sd["in"][0]["v"]
+            if not emits and before_b is not None:
+                before_b(value)
+            job.trace(name, "handled", {"v": value})
+            job.set_data(name, value)
+            if emits:
+                routine.emit("out", v=value)
+
+        routine.set_logic(logic)
+        return routine
+
+    flow = Flow(flow_id)
+    flow.add_routine(step("a", True), "a")
+    flow.add_routine(step("b", False), "b")
+    flow.connect("a", "out", "b", "in")
+    FlowRegistry.get_instance().register(flow)
+
+
+def deliver_reports_twice(runtime: Runtime, after_the_end: bool) -> None:
+    """Make the Ray driver take every report of a routine twice, as after a redelivery: at
+    once while its job runs, and (``after_the_end``) also once the job has ended."""
+    backend = runtime._ray
+    apply = backend._apply
+
+    def twice(report: tuple[Any, ...]) -> None:
+        apply(report)
+        record = runtime._jobs.get(report[1])  # a report names its job second
+        if after_the_end or (record is not None and not record.finished):
+            apply(report)
+
+    backend._apply = twice
+
+
+def assert_each_step_counted_once(jobs: list[Any]) -> None:
+    for v, job in enumerate(jobs):
+        assert job.status == JobStatus.COMPLETED, job.error
+        assert dict(job.data) == {"a": v, "b": v}
+        assert [(e["routine_id"], e["action"]) for e in job.trace_log] == [
+            ("a", "handled"),
+            ("b", "handled"),
+        ]
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
+def test_ray_a_report_delivered_twice_is_applied_once(local_ray: None, strict: bool) -> None:
+    """Every report reaches the driver twice before its job ends: its weight, writes and
+    trace count once, so no job completes before b has run, and b's step is in every job."""
+    traced_chain("twice")
+    with Runtime(backend="ray", strict=strict) as runtime:
+        deliver_reports_twice(runtime, after_the_end=False)
+        jobs = [runtime.post("twice", "a", "in", v)[1] for v in range(20)]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+    assert_each_step_counted_once(jobs)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
+def test_ray_a_batch_redelivered_after_its_actor_died_is_counted_once(
+    local_ray: None, tmp_path: Any, strict: bool
+) -> None:
+    """b's process dies (os._exit) while it handles a message; Ray restarts the actor and
+    delivers that call's messages again. Every job completes with each step's data and
+    trace once."""
+    import os
+
+    died = tmp_path / "died"
+
+    def die_once(value: int) -> None:
+        if value == 3 and not died.exists():
+            died.touch()
+            os._exit(1)
+
+    traced_chain("redelivered", before_b=die_once)
+    with Runtime(backend="ray", strict=strict) as runtime:
+        jobs = [runtime.post("redelivered", "a", "in", v)[1] for v in range(10)]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+    assert died.exists()
+    assert_each_step_counted_once(jobs)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the Ray driver forgets a job's report ids when the job ends: a report delivered "
+    "again afterwards adds its trace entries again",
+)
+def test_ray_a_report_delivered_again_after_its_job_ended_changes_nothing(
+    local_ray: None,
+) -> None:
+    traced_chain("late_twice")
+    with Runtime(backend="ray") as runtime:
+        deliver_reports_twice(runtime, after_the_end=True)
+        jobs = [runtime.post("late_twice", "a", "in", v)[1] for v in range(5)]
+        assert runtime.wait_until_all_jobs_finished(timeout=60)
+        runtime.shutdown()  # every report has been taken when the shutdown returns
+    assert_each_step_counted_once(jobs)

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from _waiting import wait_until
 
 from actorflow import (
     ActorCrash,
@@ -22,6 +23,7 @@ from actorflow import (
     Supervision,
     WorkerFailedError,
 )
+from actorflow.testing import DeterministicRuntime
 
 
 def make(logic: Any, events: tuple[str, ...] = ()) -> Routine:
@@ -111,6 +113,47 @@ def test_retry_reruns_with_the_same_input_and_backs_off(runtime: Runtime) -> Non
     assert [r["attempt"] for r in retries] == [1, 2, 3]
     gaps = [b[1] - a[1] for a, b in zip(calls, calls[1:], strict=False)]
     assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, (0.02, 0.04, 0.08), strict=True))
+
+
+RUNTIMES = {
+    "threads-fast": lambda: Runtime(strict=False),
+    "threads-strict": lambda: Runtime(strict=True),
+    "deterministic-fast": lambda: DeterministicRuntime(seed=3, strict=False),
+    "deterministic-strict": lambda: DeterministicRuntime(seed=3, strict=True),
+}
+
+
+@pytest.mark.parametrize("kind", list(RUNTIMES))
+def test_a_failed_try_delivers_nothing_it_emitted(kind: str) -> None:
+    """a emits, then raises on each message's first try (RETRY): only the try that returns
+    delivers, so b gets every message once, from its second try, and each job completes after
+    its retry."""
+    tries: Counter[int] = Counter()
+    received: list[tuple[int, int]] = []
+
+    def first_try_fails(sd: Any, m: Any, ws: Any) -> None:
+        value = sd["in"][0]
+        tries[value] += 1
+        a.emit("out", v=value, attempt=tries[value])
+        if tries[value] == 1:
+            raise ConnectionError(f"try 1 of {value} fails after its emit")
+
+    a = make(first_try_fails, events=("out",))
+    a.set_error_handler(ErrorStrategy.RETRY(max_retries=2, delay=0))
+    b = make(lambda sd, m, ws: received.append((sd["in"][0]["v"], sd["in"][0]["attempt"])))
+    flow = Flow("retried_emits")
+    flow.add_routine(a, "a")
+    flow.add_routine(b, "b")
+    flow.connect("a", "out", "b", "in")
+    FlowRegistry.get_instance().register(flow)
+    with RUNTIMES[kind]() as runtime:
+        jobs = [runtime.post("retried_emits", "a", "in", v)[1] for v in range(3)]
+        assert runtime.wait_until_all_jobs_finished(10)
+        dead = runtime.dead_letter_counts()
+    assert sorted(received) == [(0, 2), (1, 2), (2, 2)]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 3, [j.error for j in jobs]
+    assert all([e["action"] for e in job.trace_log] == ["retry"] for job in jobs)
+    assert dead == {}
 
 
 def test_retry_gives_up_with_the_last_error_and_the_number_of_tries(runtime: Runtime) -> None:
@@ -342,21 +385,27 @@ def test_restart_backoff_delays_the_successor(runtime: Runtime) -> None:
 # -- back-pressure, timeouts ------------------------------------------------------------
 
 
-def blocked_flow(max_queue_length: int) -> threading.Event:
-    gate = threading.Event()
+def blocked_flow(max_queue_length: int) -> tuple[threading.Event, threading.Event]:
+    """One routine whose logic holds each message until ``gate`` is set; ``holding`` is set
+    once the actor holds its first message (its mailbox is then empty)."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(sd: Any, m: Any, ws: Any) -> None:
+        holding.set()
+        gate.wait(10)
+
     routine = Routine()
     routine.add_slot("in", max_queue_length=max_queue_length)
-    routine.set_logic(lambda sd, m, ws: gate.wait(10))
+    routine.set_logic(hold)
     one("bounded", routine)
-    return gate
+    return gate, holding
 
 
 def test_overflow_raise_refuses_at_once_and_posts_nothing() -> None:
-    gate = blocked_flow(2)
+    gate, holding = blocked_flow(2)
     with Runtime(overflow="raise") as runtime:
-        first = runtime.post("bounded", "r", "in", 0)[1]
-        while first.status == JobStatus.PENDING:  # the actor holds the first message
-            time.sleep(0.001)
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)  # the actor holds the first message
         runtime.post("bounded", "r", "in", 1)
         runtime.post("bounded", "r", "in", 2)
         with pytest.raises(QueueFullError, match="max_queue_length=2"):
@@ -366,25 +415,43 @@ def test_overflow_raise_refuses_at_once_and_posts_nothing() -> None:
 
 
 def test_overflow_block_waits_for_room_then_gives_up() -> None:
-    gate = blocked_flow(1)
+    gate, holding = blocked_flow(1)
     with Runtime(overflow="block", post_timeout=0.2) as runtime:
-        first = runtime.post("bounded", "r", "in", 0)[1]
-        first.wait(0.05)
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)
         runtime.post("bounded", "r", "in", 1)
         t0 = time.monotonic()
         with pytest.raises(QueueFullError, match="waited 0.2 s"):
             runtime.post("bounded", "r", "in", 2)
         assert time.monotonic() - t0 >= 0.19
-        threading.Timer(0.1, gate.set).start()
-        _, job = runtime.post("bounded", "r", "in", 3)  # unblocks once the actor takes one
-        assert job.wait(10)
+        gate.set()
+
+
+def test_overflow_block_goes_on_once_the_actor_takes_a_message() -> None:
+    gate, holding = blocked_flow(1)
+    with Runtime(overflow="block", post_timeout=30) as runtime:
+        runtime.exec("bounded", worker_id="w")
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)
+        runtime.post("bounded", "r", "in", 1)  # the mailbox is full
+        posted: list[Any] = []
+        poster = threading.Thread(
+            target=lambda: posted.append(runtime.post("bounded", "r", "in", 2)[1])
+        )
+        poster.start()
+        worker = runtime._workers["w"]
+        wait_until(lambda: worker.posters_waiting == 1, "the post to wait for room")
+        assert not posted  # it waits...
+        gate.set()  # ...until the actor takes message 1
+        poster.join(10)
+        assert posted and posted[0].wait(10) and posted[0].status == JobStatus.COMPLETED
 
 
 def test_overflow_drop_oldest_fails_the_dropped_job() -> None:
-    gate = blocked_flow(2)
+    gate, holding = blocked_flow(2)
     with Runtime(overflow="drop_oldest") as runtime:
-        first = runtime.post("bounded", "r", "in", 0)[1]
-        first.wait(0.05)
+        runtime.post("bounded", "r", "in", 0)
+        assert holding.wait(10)
         second = runtime.post("bounded", "r", "in", 1)[1]
         runtime.post("bounded", "r", "in", 2)
         runtime.post("bounded", "r", "in", 3)
@@ -524,3 +591,51 @@ def test_emits_into_a_full_mailbox_are_refused_never_silently_dropped() -> None:
         assert job.status == JobStatus.FAILED and "max_queue_length=2" in (job.error or "")
         assert runtime.dead_letter_counts() == {"refused (mailbox full)": 1}
         gate.set()
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop_oldest"])
+@pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
+def test_one_emit_per_message_into_a_full_mailbox_honours_its_max_queue_length(
+    strict: bool, overflow: str
+) -> None:
+    """a -> b, b's slot holds 2 messages and b holds its first one: a's 4th and 5th emits find
+    b's mailbox full. One message in, one out, is a plain routine's fast path; it honours the
+    bound as every emit does: refused (the job fails) or, with drop_oldest, the oldest waiting
+    message is dropped (its job fails)."""
+    gate, holding = threading.Event(), threading.Event()
+    handled: list[int] = []
+
+    def hold(sd: Any, m: Any, ws: Any) -> None:
+        handled.append(sd["in"][0]["v"])
+        holding.set()
+        gate.wait(10)
+
+    a = make(lambda sd, m, ws: a.emit("out", v=sd["in"][0]), events=("out",))
+    b = Routine()
+    b.add_slot("in", max_queue_length=2)
+    b.set_logic(hold)
+    flow = Flow("bounded_hop")
+    flow.add_routine(a, "a")
+    flow.add_routine(b, "b")
+    flow.connect("a", "out", "b", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=strict, overflow=overflow) as runtime:
+        jobs = [runtime.post("bounded_hop", "a", "in", 0)[1]]
+        assert holding.wait(10)  # b holds message 0: its mailbox is empty
+        jobs += [runtime.post("bounded_hop", "a", "in", v)[1] for v in (1, 2, 3, 4)]
+        lost = (3, 4) if overflow == "block" else (1, 2)  # an actor never blocks: it refuses
+        assert all(jobs[v].wait(10) for v in lost), "an emit went past max_queue_length=2"
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+        dead = runtime.dead_letter_counts()
+    for v, job in enumerate(jobs):
+        if v in lost:
+            assert job.status == JobStatus.FAILED and "QueueFullError" in (job.error or "")
+        else:
+            assert job.status == JobStatus.COMPLETED, job.error
+    if overflow == "block":
+        assert "max_queue_length=2" in (jobs[3].error or "")
+        assert dead == {"refused (mailbox full)": 2} and handled == [0, 1, 2]
+    else:
+        assert "drop_oldest" in (jobs[1].error or "")
+        assert dead == {"dropped (mailbox full)": 2} and handled == [0, 3, 4]

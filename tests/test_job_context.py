@@ -54,6 +54,38 @@ def test_data_set_upstream_is_visible_downstream_and_jobs_never_mix(runtime: Run
     assert seen == {i: f"user-{i}" for i in range(200)}
 
 
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "fast"])
+def test_actors_of_one_routine_inside_their_logic_at_once_each_see_their_own_job(
+    strict: bool,
+) -> None:
+    """Two actors of one routine hold two jobs at the same moment (a barrier lets neither
+    go on before both are in their logic): each sees its own job, before and after, and
+    writes into its own job only."""
+    both_inside = threading.Barrier(2, timeout=10)
+    seen: dict[int, tuple[Any, ...]] = {}
+
+    def logic(sd: Any, m: Any, ws: Any) -> None:
+        mine = sd["in"][0]
+        before = get_current_job()
+        both_inside.wait()
+        after = get_current_job()
+        assert before is not None and after is not None
+        after.set_data("handled", mine)
+        seen[mine] = (before.metadata["n"], after.metadata["n"], after.get_data("handled"))
+
+    routine = make(logic, events=())
+    routine.set_concurrency(2)
+    flow = Flow("pair")
+    flow.add_routine(routine, "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=strict) as runtime:
+        jobs = [runtime.post("pair", "r", "in", n, metadata={"n": n})[1] for n in (0, 1)]
+        assert runtime.wait_until_all_jobs_finished(10)
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2, [j.error for j in jobs]
+    assert seen == {0: (0, 0, 0), 1: (1, 1, 1)}
+    assert [dict(job.data) for job in jobs] == [{"handled": 0}, {"handled": 1}]
+
+
 def test_metadata_and_data_are_read_only(runtime: Runtime) -> None:
     pipeline("pipe", 1)
     _, job = runtime.post("pipe", "r0", "in", {"value": 1}, metadata={"user_id": 7})

@@ -10,6 +10,7 @@ import pytest
 from flows import pipeline
 
 from actorflow import (
+    ActorCrash,
     Flow,
     FlowRegistry,
     FlowValidationError,
@@ -20,6 +21,7 @@ from actorflow import (
     UnknownFlowError,
     get_current_job,
 )
+from actorflow.testing import DeterministicRuntime
 
 
 def single(flow_id: str, logic: Any, *, events: tuple[str, ...] = ("out",)) -> Flow:
@@ -277,12 +279,63 @@ def test_shutdown_with_timeout_cancels_what_is_left() -> None:
     single("stuck", lambda sd, m, ws: gate.wait(10))
     runtime = Runtime()
     _, job = runtime.post("stuck", "only", "in", 1)
-    timer = threading.Timer(0.5, gate.set)
-    timer.start()
+    # the routine is let go only once the shutdown has cancelled its job (the shutdown then
+    # waits for the actor to stop): nothing but the shutdown's timeout can end the job
+    releaser = threading.Thread(target=lambda: job.wait(10) and gate.set())
+    releaser.start()
     assert runtime.shutdown(wait=True, timeout=0.05) is False
-    timer.join()
+    releaser.join(10)
     assert job.status == JobStatus.CANCELLED
     assert job.error == "cancelled: runtime shut down"
+
+
+def left_in_the_mailbox(strict: bool, deterministic: bool) -> tuple[list[Any], Runtime]:
+    """Three jobs whose messages are still in routine "only"'s mailbox when the runtime shuts
+    down without waiting: in a deterministic runtime, nothing was delivered yet; on threads,
+    the routine's actor crashed and its successor waits out a 30 s restart backoff."""
+
+    def logic(slot_data: Any, msg: Any, ws: Any) -> None:
+        if slot_data["in"][0] == "crash":
+            raise ActorCrash("the successor starts in 30 s")
+
+    flow = single("stranded", logic)
+    flow.set_supervision(backoff_base=30.0, backoff_max=30.0)
+    if deterministic:
+        runtime: Runtime = DeterministicRuntime(seed=1, strict=strict)
+    else:
+        runtime = Runtime(strict=strict)
+        _, crashed = runtime.post("stranded", "only", "in", "crash")
+        assert crashed.wait(10) and crashed.status == JobStatus.FAILED  # no actor until +30 s
+    jobs = [runtime.post("stranded", "only", "in", n)[1] for n in range(3)]
+    runtime.shutdown(wait=False)
+    return jobs, runtime
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["threads", "deterministic"])
+@pytest.mark.parametrize("strict", [False, True], ids=["fast", "strict"])
+def test_messages_left_in_a_mailbox_when_its_worker_stops_are_dead_letters(
+    strict: bool, deterministic: bool
+) -> None:
+    jobs, runtime = left_in_the_mailbox(strict, deterministic)
+    assert [job.status for job in jobs] == [JobStatus.CANCELLED] * 3
+    assert [(d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()] == [
+        ("only", "in", "worker stopped")
+    ] * 3
+    if not strict:  # see the next test
+        assert [d["job_id"] for d in runtime.dead_letters()] == [job.job_id for job in jobs]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="WorkerCore.stop does not open a sealed envelope: its dead letter has no job id",
+)
+@pytest.mark.parametrize("deterministic", [False, True], ids=["threads", "deterministic"])
+def test_a_sealed_message_left_in_a_mailbox_is_a_dead_letter_of_its_job(
+    deterministic: bool,
+) -> None:
+    jobs, runtime = left_in_the_mailbox(True, deterministic)
+    assert [d["job_id"] for d in runtime.dead_letters()] == [job.job_id for job in jobs]
 
 
 def test_context_manager_waits_for_jobs() -> None:

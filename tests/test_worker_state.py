@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import pytest
+from _waiting import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,52 @@ def fan_out_counter_flow(flow_id: str, counters: int, concurrency: int = 1) -> N
     FlowRegistry.get_instance().register(flow)
 
 
+class WatchedTurn:
+    """A stand-in for a supervisor's turn (its lock) that shows who contends for it.
+
+    ``refused`` counts the calls that found the turn taken and went to the supervisor's
+    mailbox instead (:meth:`SupervisorCore.call_inline`); ``waiting`` is set once a thread
+    blocks for it (the supervisor's own thread, with a call in hand). With ``inline=False``
+    every call is refused the inline path, so every call goes through the mailbox, in order.
+    """
+
+    def __init__(self, inline: bool = True, on_wait: Any = None) -> None:
+        self._lock = threading.Lock()
+        self.inline = inline
+        self.refused: list[int] = []  # one entry per refusal (list.append is atomic)
+        self.waiting = threading.Event()
+        self._on_wait = on_wait
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not blocking:
+            if self.inline and self._lock.acquire(False):
+                return True
+            self.refused.append(1)
+            return False
+        if self._lock.acquire(False):
+            return True
+        self.waiting.set()
+        if self._on_wait is not None:
+            self._on_wait()
+        return self._lock.acquire(True, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def watch_turn(runtime: Runtime, worker_id: str, turn: WatchedTurn) -> Any:
+    """Put ``turn`` in place of the worker's supervisor turn (while nothing holds it)."""
+    worker = runtime._workers[worker_id]
+    worker.supervisor_core.turn = turn
+    return worker
+
+
 def test_four_routines_5000_jobs_lose_no_increment() -> None:
     fan_out_counter_flow("race", counters=4)
     with Runtime() as runtime:
@@ -74,7 +121,7 @@ def test_atomic_updates_hold_for_any_routine_count_and_concurrency(
     FlowRegistry.get_instance().clear()
     fan_out_counter_flow("race", counters=counters, concurrency=concurrency)
     with Runtime() as runtime:
-        state = runtime.exec("race")
+        state = runtime.exec("race", worker_id="w")
         bumper = threading.Thread(
             target=lambda: [
                 state.modify_routine_state(
@@ -83,9 +130,22 @@ def test_atomic_updates_hold_for_any_routine_count_and_concurrency(
                 for _ in range(outside)
             ]
         )
-        bumper.start()
-        for i in range(jobs):
-            runtime.post("race", "source", "in", i)
+        # The supervisor is busy until every caller (each counter actor with a message, and
+        # the bumper) has made its first call: those calls meet, whatever the scheduling.
+        turn = WatchedTurn(inline=False)
+        worker = watch_turn(runtime, "w", turn)
+        callers = counters * min(concurrency, jobs) + (1 if outside else 0)
+        turn.acquire()
+        try:
+            bumper.start()
+            for i in range(jobs):
+                runtime.post("race", "source", "in", i)
+            wait_until(
+                lambda: turn.waiting.is_set() and worker._supervisor_mailbox.qsize() == callers - 1,
+                f"{callers} state calls waiting for the supervisor",
+            )
+        finally:
+            turn.release()
         bumper.join()
         assert runtime.wait_until_all_jobs_finished(timeout=50)
         assert state.get_routine_state("_shared")["count"] == counters * jobs + outside
@@ -303,18 +363,55 @@ def test_cache_is_bounded_lru_and_expires_on_read() -> None:
             state.cache("bad", max_entries=0)
 
 
-def test_a_call_that_finds_the_supervisor_busy_waits_for_its_turn(runtime: Runtime) -> None:
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "fast"])
+def test_a_call_that_finds_the_supervisor_busy_waits_for_its_turn(strict: bool) -> None:
+    applied, moved = threading.Event(), threading.Event()
+
+    def count(sd: Any, m: Any, ws: Any) -> None:
+        ws.increment("_shared", "n")
+        applied.set()
+        moved.set()
+
     flow = Flow("turns")
-    flow.add_routine(routine(lambda sd, m, ws: ws.increment("_shared", "n")), "count")
+    flow.add_routine(routine(count), "count")
     FlowRegistry.get_instance().register(flow)
-    state = runtime.exec("turns", worker_id="w")
-    state.increment("_shared", "n")  # the supervisor is idle: applied on this thread
-    turn = runtime._workers["w"].supervisor_core.turn
-    turn.acquire()  # as if the supervisor were applying a long call
-    try:
-        _, job = runtime.post("turns", "count", "in", 1)
-        assert not job.wait(0.2)  # the routine's call waits in the supervisor's mailbox
-    finally:
-        turn.release()
-    assert job.wait(10) and job.status == "completed"
-    assert state.get_routine_state("_shared") == {"n": 2}
+    with Runtime(strict=strict) as runtime:
+        state = runtime.exec("turns", worker_id="w")
+        state.increment("_shared", "n")  # the supervisor is idle: applied on this thread
+        turn = WatchedTurn(on_wait=moved.set)
+        watch_turn(runtime, "w", turn)
+        turn.acquire()  # as if the supervisor were applying a long call
+        try:
+            _, job = runtime.post("turns", "count", "in", 1)
+            assert moved.wait(10)  # the call was applied, or it waits for the turn
+            assert not applied.is_set(), "a state call ran while the supervisor was busy"
+            assert turn.refused and not job.done  # it found the turn taken, and waits
+        finally:
+            turn.release()
+        assert job.wait(10) and job.status == "completed"
+        assert state.get_routine_state("_shared") == {"n": 2}
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "fast"])
+def test_increments_made_together_are_each_applied(strict: bool) -> None:
+    """Four routines increment one counter while the supervisor is busy: the four calls wait
+    together, so all four are made before any is applied. An increment that read the value
+    and wrote it back in two calls would lose three of them here, every time."""
+    fan_out_counter_flow("race", counters=4)
+    with Runtime(strict=strict) as runtime:
+        state = runtime.exec("race", worker_id="w")
+        turn = WatchedTurn(inline=False)  # every call goes through the mailbox, in order
+        worker = watch_turn(runtime, "w", turn)
+        turn.acquire()
+        try:
+            _, job = runtime.post("race", "source", "in", 1)
+            # one call is in the supervisor's hands (waiting for the turn), three in its mailbox
+            wait_until(
+                lambda: turn.waiting.is_set() and worker._supervisor_mailbox.qsize() == 3,
+                "four state calls waiting for the supervisor",
+            )
+            assert not job.done
+        finally:
+            turn.release()
+        assert job.wait(10) and job.status == "completed", job.error
+        assert state.get_routine_state("_shared") == {"count": 4}

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import pytest
+from _waiting import wait_until
 
 from actorflow import (
     ErrorStrategy,
@@ -289,22 +290,13 @@ def test_data_waiting_in_a_join_leaves_it_when_its_job_ends(how: str) -> None:
             return int(runtime.metrics()["routines"][worker_id]["join"]["queued"])
 
         # the left branch's data reaches the join and waits there for the right branch
-        deadline = threading.Event()
-        for _ in range(1000):
-            if queued() == 1:
-                break
-            deadline.wait(0.01)
-        assert queued() == 1
+        wait_until(lambda: queued() == 1, "the left branch's data to wait in the join")
         if how == "cancel":
             assert runtime.cancel_job(job.job_id)
         assert job.wait(10)
         gate.set()
         assert runtime.wait_until_all_jobs_finished(10)
-        for _ in range(1000):
-            if queued() == 0:
-                break
-            deadline.wait(0.01)
-        assert queued() == 0
+        wait_until(lambda: queued() == 0, "the join to let the ended job's data go")
         reasons = [entry["reason"] for entry in runtime.dead_letters()]
     assert job.status == (JobStatus.CANCELLED if how == "cancel" else JobStatus.FAILED)
     assert f"job {job.status.value}" in reasons

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _waiting import wait_until, waiting_inside
 
 from actorflow import Flow, FlowRegistry, Routine, Runtime
 
@@ -171,7 +172,10 @@ def test_concurrent_shutdown_waits_for_the_one_under_way_and_returns_its_result(
     assert job.wait(10) and job.status == "cancelled"  # the first shutdown is under way
     two = threading.Thread(target=second)
     two.start()
-    two.join(0.5)
+    wait_until(
+        lambda: not two.is_alive() or waiting_inside(two, "shutdown"),
+        "the second shutdown to wait or return",
+    )
     assert two.is_alive(), "a second shutdown returned while the first was still draining"
     release.set()
     one.join(10)
@@ -204,7 +208,8 @@ def test_a_shorter_timeout_in_a_concurrent_shutdown_cancels_jobs_sooner() -> Non
     patient = threading.Thread(target=lambda: results.setdefault("first", runtime.shutdown()))
     patient.start()  # no timeout: it would wait for the job as long as it runs
     try:
-        assert not job.wait(0.2)  # the graceful wait is under way
+        wait_until(lambda: waiting_inside(patient, "shutdown"), "the graceful wait")
+        assert not job.done  # the graceful wait is under way
         # wait=False brings the deadline to now: the job is cancelled, not waited for
         second = threading.Thread(
             target=lambda: results.setdefault("second", runtime.shutdown(wait=False))
