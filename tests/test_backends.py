@@ -344,8 +344,8 @@ def deliver_reports_twice(runtime: Runtime, after_the_end: bool) -> None:
 
     def twice(report: tuple[Any, ...]) -> None:
         apply(report)
-        record = runtime._jobs.get(report[1])  # a report names its job second
-        if after_the_end or (record is not None and not record.finished):
+        job = runtime.get_job(report[1])  # a report names its job second
+        if after_the_end or (job is not None and not job.done):
             apply(report)
 
     backend._apply = twice
@@ -403,12 +403,6 @@ def test_ray_a_batch_redelivered_after_its_actor_died_is_counted_once(
 
 @pytest.mark.ray
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the Ray driver forgets a job's report ids when the job ends: a report delivered "
-    "again afterwards adds its trace entries again",
-)
 def test_ray_a_report_delivered_again_after_its_job_ended_changes_nothing(
     local_ray: None,
 ) -> None:

@@ -325,11 +325,6 @@ def test_messages_left_in_a_mailbox_when_its_worker_stops_are_dead_letters(
         assert [d["job_id"] for d in runtime.dead_letters()] == [job.job_id for job in jobs]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="WorkerCore.stop does not open a sealed envelope: its dead letter has no job id",
-)
 @pytest.mark.parametrize("deterministic", [False, True], ids=["threads", "deterministic"])
 def test_a_sealed_message_left_in_a_mailbox_is_a_dead_letter_of_its_job(
     deterministic: bool,

@@ -476,8 +476,8 @@ class RayBackend:
         if parked is not None:
             parked.pop(report_id, None)
         record = self.record(job_id)
-        if record is None:
-            return
+        if record is None or record.finished:
+            return  # a report after the job's end (a branch still running, a redelivery)
         total, seen = self.weights.setdefault(job_id, (Fraction(0), set()))
         if report_id in seen:
             return  # delivered again after a restart: counted once
