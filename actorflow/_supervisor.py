@@ -15,8 +15,9 @@ before it is acknowledged, and only while this runtime holds the worker's lease 
 A call with an id (every call on Ray; none on threads) is applied once: the supervisor
 remembers the ids it applied with their results, and answers a call whose id it knows with the
 first result. With a durable store, a call that changes the state writes its id and result in
-the same atomic write as the change, and a supervisor that restores the state restores them
-too, so a call retried after the supervisor's process died is not applied twice.
+the same atomic write as the change, and a supervisor that restored the state reads them back
+before it applies its first call with an id (so a restore without ids, on threads, reads the
+store as before), so a call retried after the supervisor's process died is not applied twice.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class SupervisorCore:
         self._caches: dict[str, tuple[tuple[int, float | None], Cache[str, bytes]]] = {}
         self._applied: OrderedDict[str, Any] = OrderedDict()  # op id -> result
         self._op_id: str | None = None  # of the call being applied, with a store only
+        self._ids_unread = False  # restored: the store may hold ids of applied calls
         self._ops: dict[str, Callable[[StateCall], Any]] = {
             "get": self._get,
             "put": self._put,
@@ -159,8 +161,7 @@ class SupervisorCore:
                     blob = self._encode(key, value)
                     self._blobs[key] = blob
                     self._total += len(blob)
-                for op_id, result in store.load_applied():
-                    self._remember(op_id, result)
+                self._ids_unread = True  # read at the first call with an id (_apply)
             else:
                 store.refuse_or_discard(discard)
         except BaseException:
@@ -251,6 +252,12 @@ class SupervisorCore:
         if self._store is None:
             result = self._ops[call.op](call)
         else:  # a change writes the id and its result with it (_store_blob, _delete)
+            if self._ids_unread:
+                for stored_id, stored in self._store.load_applied():
+                    self._remember(stored_id, stored)
+                self._ids_unread = False
+                if op_id in applied:
+                    return applied[op_id]
             self._op_id = op_id
             try:
                 result = self._ops[call.op](call)

@@ -69,7 +69,7 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
 
 
 def start(
-    store: Store,
+    store: Any,
     *,
     restore: bool = False,
     discard: bool = False,
@@ -181,6 +181,38 @@ def test_calls_without_an_id_and_reads_store_no_id(reopen: Callable[[], Store]) 
     assert call(core, "snapshot", "", op_id="r#2") == {"_n": {"count": 1}, "_p": 1}
     assert call(core, "delete", "missing", op_id="r#3") is False  # changed nothing
     assert sorted(store.keys()) == ["worker:w", "worker:w:_n", "worker:w:_p"]
+
+
+class CountingStore:
+    """A store whose views count the range reads made through them, by prefix."""
+
+    def __init__(self, inner: Any, reads: Counter[str]) -> None:
+        self._inner = inner
+        self.reads = reads
+
+    def scope(self, name: str) -> CountingStore:
+        return CountingStore(self._inner.scope(name), self.reads)
+
+    def range_get(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads[self._inner.prefix] += 1
+        return self._inner.range_get(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_restore_reads_the_stored_ids_only_when_a_call_with_an_id_comes(
+    reopen: Callable[[], Store],
+) -> None:
+    """On threads no call has an id: a restore reads the state and nothing more."""
+    call(start(reopen()), "increment", "_n", "count", 1, op_id="e1#1")
+    reads: Counter[str] = Counter()
+    again = start(CountingStore(reopen(), reads), restore=True)
+    assert call(again, "increment", "_n", "count", 1) == 2
+    assert reads == {"worker:w:": 1}
+    assert call(again, "increment", "_n", "count", 1, op_id="e1#1") == 1
+    assert call(again, "increment", "_n", "count", 1, op_id="e2#1") == 3
+    assert reads == {"worker:w:": 1, "worker:w%applied:": 1}
 
 
 def test_a_failed_call_is_not_remembered(reopen: Callable[[], Store]) -> None:
