@@ -4,7 +4,15 @@ Layout, under the store's ``worker`` scope (``quote_scope_name`` keeps ``:`` and
 worker id out of the key, so no two ids share a key):
 
 * ``worker:<quoted id>:<key>`` -- the worker's state, one key per state key;
-* ``worker:<quoted id>`` -- its lease: ``{"owner": <runtime>, "expires_at": <epoch seconds>}``.
+* ``worker:<quoted id>`` -- its lease: ``{"owner": <runtime>, "expires_at": <epoch seconds>}``;
+* ``worker:<quoted id>%applied:<n>`` -- the ids of the last :data:`STORED_CALLS` state calls
+  that carried an id and changed the state, with their results: ``[<sequence number>, <call
+  id>, <result>]`` in slot ``n = sequence number % STORED_CALLS``, written in the same atomic
+  write as the change (``put_many_if``), and deleted with the lease when the worker stops
+  (no call of its runtime can come again) and at a start without restore. A quoted id never
+  holds ``%a`` (``%`` is quoted as ``%25``), so these keys are no worker's lease and no
+  worker's state: they lie outside every state scope ``worker:<quoted id>:``, and loading,
+  listing or snapshotting the state never sees them.
 
 A runtime takes the lease before it touches the state (one ``put_if``: atomic against every
 other runtime on the store), renews it every third of its duration, and deletes it when the
@@ -12,6 +20,10 @@ worker stops. Every write of the state is fenced by the lease: ``put_if(..., gua
 expected=<the lease as last written>)``, so once another runtime has taken the lease over, no
 write of the old owner can land. Expiry is wall-clock time, because runtimes in several
 processes (and hosts: keep their clocks in sync) compare it.
+
+A state call with an id (on Ray: every call) that changes the state writes its id with the
+change, so a supervisor that restarts from the store still knows which calls it applied and
+answers a call Ray retries with the first result instead of applying it again.
 """
 
 from __future__ import annotations
@@ -30,10 +42,15 @@ from loguru import logger
 from actorflow.errors import WorkerLeaseHeldError, WorkerLeaseLostError, WorkerStateExistsError
 from actorflow.store import ABSENT, quote_scope_name
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "WorkerStore", "new_owner_id"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "STORED_CALLS", "WorkerStore", "new_owner_id"]
 
 DEFAULT_LEASE_SECONDS = 15.0
 """How long a worker's lease lasts without renewal (``Runtime(lease_seconds=...)``)."""
+
+STORED_CALLS = 1024
+"""How many ids of applied state-changing calls a durable worker keeps in its store."""
+
+_APPLIED = "%applied"  # suffix of the quoted id naming the scope of the stored call ids
 
 _TAKE_ATTEMPTS = 20  # lost races with other runtimes taking the same lease at the same time
 
@@ -59,8 +76,9 @@ def _parse(lease: Any) -> tuple[str, float]:
 class WorkerStore:
     """One worker's state in a state store, written only while this runtime holds its lease.
 
-    ``store`` is the runtime's state store, ``owner`` the runtime's owner id. Thread-safe:
-    the renewal (on a timer thread) and the supervisor's writes take turns on one lock.
+    ``store`` is the runtime's state store, ``owner`` the runtime's owner id; ``stored_calls``
+    bounds the ids of applied calls kept in the store. Thread-safe: the renewal (on a timer
+    thread) and the supervisor's writes take turns on one lock.
     """
 
     def __init__(
@@ -71,6 +89,7 @@ class WorkerStore:
         lease_seconds: float,
         *,
         wall: Callable[[], float] = time.time,
+        stored_calls: int = STORED_CALLS,
     ) -> None:
         self.worker_id = worker_id
         self.owner = owner
@@ -79,6 +98,11 @@ class WorkerStore:
         self._root = store.scope("worker")
         self._state = self._root.scope(name)
         self._state_prefix = self._state.prefix[len(self._root.prefix) :]  # "<quoted id>:"
+        self._applied = self._root.scope(name + _APPLIED)
+        self._applied_prefix = self._applied.prefix[len(self._root.prefix) :]
+        self._stored_calls = stored_calls
+        self._sequence = 0  # of the next applied call written
+        self._has_applied = False  # ids were written or loaded: delete them at release
         self._lease_key = name
         self._wall = wall
         self._lock = threading.Lock()
@@ -193,11 +217,20 @@ class WorkerStore:
         return self._lost
 
     def release(self) -> None:
-        """Delete the lease if this runtime still holds it (the worker stopped)."""
+        """Delete the lease if this runtime still holds it (the worker stopped), with the
+        stored ids of applied calls, in one atomic write: no call of this runtime can come
+        again."""
         with self._lock:
             held, self._held = self._held, None
-            if held is not None and not self._lost:
+            if held is None or self._lost:
+                return
+            if not self._has_applied:
                 self._root.delete_if(self._lease_key, expected=held)
+                return
+            items = dict.fromkeys(self._applied_keys(), ABSENT)
+            items[self._lease_key] = ABSENT
+            self._root.put_many_if(items, guard=self._lease_key, expected=held)
+            self._has_applied = False
 
     def keep(self, call_at: Callable[[float, Callable[[], None]], None], monotonic: Any) -> None:
         """Renew the lease every third of its duration with ``call_at(deadline, callback)``
@@ -229,20 +262,56 @@ class WorkerStore:
             self._lose()
             raise self._lost_error()
 
-    def put(self, key: str, value: Any) -> None:
-        """Write ``value`` under the state key ``key``, only while holding the lease."""
+    def put(self, key: str, value: Any, applied: tuple[str, Any] | None = None) -> None:
+        """Write ``value`` under the state key ``key``, only while holding the lease; with
+        ``applied`` (the call's id and result), write that too, in the same atomic step."""
         full = self._state_prefix + key
         guard = self._lease_key
-        self._fenced(lambda lease: self._root.put_if(full, value, guard=guard, expected=lease))
+        if applied is None:
+            self._fenced(lambda lease: self._root.put_if(full, value, guard=guard, expected=lease))
+        else:
+            self._write_applied({full: value}, applied)
 
-    def delete(self, key: str) -> None:
-        """Delete the state key ``key``, only while holding the lease."""
+    def delete(self, key: str, applied: tuple[str, Any] | None = None) -> None:
+        """Delete the state key ``key``, only while holding the lease (``applied`` as for
+        :meth:`put`)."""
         full = self._state_prefix + key
         guard = self._lease_key
-        self._fenced(lambda lease: self._root.delete_if(full, guard=guard, expected=lease))
+        if applied is None:
+            self._fenced(lambda lease: self._root.delete_if(full, guard=guard, expected=lease))
+        else:
+            self._write_applied({full: ABSENT}, applied)
+
+    def _write_applied(self, items: dict[str, Any], applied: tuple[str, Any]) -> None:
+        """Write ``items`` and the applied call in one ``put_many_if`` fenced by the lease."""
+        sequence = self._sequence
+        op_id, result = applied
+        slot = self._applied_prefix + str(sequence % self._stored_calls)
+        items[slot] = [sequence, op_id, result]
+        guard = self._lease_key
+        self._fenced(lambda lease: self._root.put_many_if(items, guard=guard, expected=lease))
+        self._sequence = sequence + 1
+        self._has_applied = True
+
+    def load_applied(self) -> list[tuple[str, Any]]:
+        """The stored ids of applied calls with their results, oldest first (the next one
+        written follows the newest)."""
+        entries: list[tuple[int, str, Any]] = []
+        for _slot, entry in self._applied.range_get(""):
+            if (
+                isinstance(entry, list | tuple)
+                and len(entry) == 3
+                and isinstance(entry[0], int)
+                and isinstance(entry[1], str)
+            ):
+                entries.append((entry[0], entry[1], entry[2]))
+        entries.sort(key=lambda entry: entry[0])
+        self._sequence = entries[-1][0] + 1 if entries else 0
+        self._has_applied = bool(entries)
+        return [(op_id, result) for _, op_id, result in entries]
 
     def stored_keys(self) -> list[str]:
-        """Every state key stored for the worker."""
+        """Every state key stored for the worker (never the ids of applied calls)."""
         keys: list[str] = self._state.keys()
         return keys
 
@@ -252,9 +321,12 @@ class WorkerStore:
         return rows
 
     def refuse_or_discard(self, discard: bool) -> None:
-        """A start without restore: delete the stored state (``discard``), or refuse."""
+        """A start without restore: delete the stored state (``discard``), or refuse. The
+        ids of applied calls a previous run stored are not state: they are deleted either
+        way, unless the start is refused."""
         keys = self.stored_keys()
         if not keys:
+            self._forget_applied()
             return
         if not discard:
             shown = ", ".join(repr(key) for key in keys[:5]) + (", ..." if len(keys) > 5 else "")
@@ -266,3 +338,18 @@ class WorkerStore:
             )
         for key in keys:
             self.delete(key)
+        self._forget_applied()
+
+    def _applied_keys(self) -> list[str]:
+        slots: list[str] = self._applied.keys()  # a store view's keys, not a dict's
+        return [self._applied_prefix + slot for slot in slots]
+
+    def _forget_applied(self) -> None:
+        """Delete the stored ids of applied calls (one atomic write), fenced by the lease."""
+        self._sequence = 0
+        self._has_applied = False
+        keys = self._applied_keys()
+        if keys:
+            items = dict.fromkeys(keys, ABSENT)
+            guard = self._lease_key
+            self._fenced(lambda lease: self._root.put_many_if(items, guard=guard, expected=lease))

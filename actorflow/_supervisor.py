@@ -11,6 +11,13 @@ Values are stored encoded, so a reader always gets a fresh copy and no caller ca
 stored state behind its back. With a durable store, each change is written through to the store
 before it is acknowledged, and only while this runtime holds the worker's lease (see
 ``actorflow._lease``).
+
+A call with an id (every call on Ray; none on threads) is applied once: the supervisor
+remembers the ids it applied with their results, and answers a call whose id it knows with the
+first result. With a durable store, a call that changes the state writes its id and result in
+the same atomic write as the change, and a supervisor that restored the state reads them back
+before it applies its first call with an id (so a restore without ids, on threads, reads the
+store as before), so a call retried after the supervisor's process died is not applied twice.
 """
 
 from __future__ import annotations
@@ -80,7 +87,9 @@ class StateCall:
 
 
 APPLIED_CALLS = 100_000
-"""How many ids of applied calls a supervisor remembers (with their results)."""
+"""How many ids of applied calls a supervisor remembers in memory (with their results); with a
+durable store, the last ``actorflow._lease.STORED_CALLS`` that changed the state are also
+kept in the store."""
 
 
 class SupervisorCore:
@@ -107,6 +116,8 @@ class SupervisorCore:
         self._total = 0
         self._caches: dict[str, tuple[tuple[int, float | None], Cache[str, bytes]]] = {}
         self._applied: OrderedDict[str, Any] = OrderedDict()  # op id -> result
+        self._op_id: str | None = None  # of the call being applied, with a store only
+        self._ids_unread = False  # restored: the store may hold ids of applied calls
         self._ops: dict[str, Callable[[StateCall], Any]] = {
             "get": self._get,
             "put": self._put,
@@ -150,6 +161,7 @@ class SupervisorCore:
                     blob = self._encode(key, value)
                     self._blobs[key] = blob
                     self._total += len(blob)
+                self._ids_unread = True  # read at the first call with an id (_apply)
             else:
                 store.refuse_or_discard(discard)
         except BaseException:
@@ -237,15 +249,33 @@ class SupervisorCore:
         applied = self._applied
         if op_id in applied:
             return applied[op_id]
-        result = self._ops[call.op](call)
+        if self._store is None:
+            result = self._ops[call.op](call)
+        else:  # a change writes the id and its result with it (_store_blob, _delete)
+            if self._ids_unread:
+                for stored_id, stored in self._store.load_applied():
+                    self._remember(stored_id, stored)
+                self._ids_unread = False
+                if op_id in applied:
+                    return applied[op_id]
+            self._op_id = op_id
+            try:
+                result = self._ops[call.op](call)
+            finally:
+                self._op_id = None
+        self._remember(op_id, result)
+        return result
+
+    def _remember(self, op_id: str, result: Any) -> None:
+        applied = self._applied
         applied[op_id] = result
         if len(applied) > APPLIED_CALLS:
             applied.popitem(last=False)
-        return result
 
     # -- storing -----------------------------------------------------------------------
-    def _store_blob(self, key: str, blob: bytes) -> None:
-        """Check limits, write through to the durable store, then keep the blob."""
+    def _store_blob(self, key: str, blob: bytes, result: Any = None) -> None:
+        """Check limits, write through to the durable store (with the call's id and
+        ``result``, if it has an id), then keep the blob."""
         size = len(blob)
         limits = self._limits
         if limits.max_key_bytes is not None and size > limits.max_key_bytes:
@@ -261,7 +291,9 @@ class SupervisorCore:
                 f"is {limits.max_total_bytes}"
             )
         if self._store is not None:
-            self._store.put(key, self._decode(blob))
+            op_id = self._op_id
+            applied = None if op_id is None else (op_id, result)
+            self._store.put(key, self._decode(blob), applied)
         self._blobs[key] = blob
         self._total = total
 
@@ -278,7 +310,8 @@ class SupervisorCore:
         if blob is None:
             return False
         if self._store is not None:
-            self._store.delete(call.key)
+            op_id = self._op_id
+            self._store.delete(call.key, None if op_id is None else (op_id, True))
         del self._blobs[call.key]
         self._total -= len(blob)
         return True
@@ -287,8 +320,9 @@ class SupervisorCore:
         blob = self._blobs.get(call.key)
         old = None if blob is None else self._decode(blob)
         encoded = self._encode(call.key, call.arg(old))
-        self._store_blob(call.key, encoded)
-        return self._decode(encoded)
+        result = self._decode(encoded)
+        self._store_blob(call.key, encoded, result)
+        return result
 
     def _increment(self, call: StateCall) -> int | float:
         field, by = call.arg, call.extra
@@ -306,7 +340,7 @@ class SupervisorCore:
             )
         value: int | float = current + by
         state[field] = value
-        self._store_blob(call.key, self._encode(call.key, state))
+        self._store_blob(call.key, self._encode(call.key, state), value)
         return value
 
     def _snapshot(self, call: StateCall) -> dict[str, Any]:

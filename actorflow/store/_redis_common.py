@@ -15,7 +15,8 @@ to ``EXEC`` means another client changed the key, and the loop retries (two
 round trips per attempt instead of the three of redis-py's pipeline helper).
 
 ``write_if`` (``put_if``/``delete_if``) is one Lua script: it reads the guard and writes or
-deletes the key (value and index) in one atomic step, one round trip.
+deletes the key (value and index) in one atomic step, one round trip. ``write_many_if``
+(``put_many_if``) does the same for several keys in one script.
 
 Single-node Redis only: the range script reads keys it computes itself, which
 Redis Cluster does not allow.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +95,37 @@ return 1 + removed
 guard does not hold, 1 when it held (2: and a delete removed an entry)."""
 
 
+WRITE_MANY_IF_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+local removed = 0
+for i = 3, #KEYS do
+  local at = 4 + (i - 3) * 3
+  if ARGV[at] == 'put' then
+    if ARGV[3] == '' then
+      redis.call('SET', KEYS[i], ARGV[at + 1])
+    else
+      redis.call('SET', KEYS[i], ARGV[at + 1], 'PX', ARGV[3])
+    end
+    redis.call('ZADD', KEYS[2], 0, ARGV[at + 2])
+  else
+    removed = removed + redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[2], ARGV[at + 2])
+  end
+end
+return 1 + removed
+"""
+"""``write_many_if``: test the guard, then write (or delete) every key in one atomic step.
+KEYS: the guard, the index, then the value keys; ARGV: whether a value is expected, the
+expected bytes, the ``PX`` milliseconds (empty: none), then ``put``/``del``, the bytes and
+the index member of each key. Returns 0 when the guard does not hold, else 1 + the number
+of entries the deletes removed."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """Redis key names for one ``key_prefix``."""
@@ -157,6 +190,28 @@ def write_if_call(
         b"" if milliseconds is None else milliseconds,
         layout.member(key),
     ]
+    return keys, args
+
+
+def write_many_if_call(
+    layout: Layout,
+    guard: str,
+    expected: bytes | None,
+    writes: Sequence[tuple[str, bytes | None]],
+    ttl: float | None,
+) -> tuple[list[bytes], list[Any]]:
+    """KEYS and ARGV of :data:`WRITE_MANY_IF_SCRIPT`."""
+    milliseconds = ttl_milliseconds(ttl)
+    keys = [layout.value_key(guard), layout.index]
+    args: list[Any] = [
+        b"0" if expected is None else b"1",
+        b"" if expected is None else expected,
+        b"" if milliseconds is None else milliseconds,
+    ]
+    for key, data in writes:
+        keys.append(layout.value_key(key))
+        args += [b"del" if data is None else b"put", b"" if data is None else data]
+        args.append(layout.member(key))
     return keys, args
 
 

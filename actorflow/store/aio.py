@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, NoReturn
@@ -33,7 +33,14 @@ from actorflow.store._keys import (
     prefix_end,
 )
 from actorflow.store._options import TTL, ttl_seconds
-from actorflow.store.base import ABSENT, WRITE_VERBS, Backend, Store, conditional_write
+from actorflow.store.base import (
+    ABSENT,
+    WRITE_VERBS,
+    Backend,
+    Store,
+    conditional_write,
+    conditional_writes,
+)
 from actorflow.store.errors import DecodeError, ReadOnlyStoreError, StoreClosedError
 from actorflow.store.serializers import Serializer, encode_value
 
@@ -96,6 +103,24 @@ class AsyncBackend(ABC):
         raise NotImplementedError(
             f"the {self.name!r} backend has no conditional write (write_if), which "
             "put_if and delete_if need"
+        )
+
+    async def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
+        """Atomically apply every write if ``guard`` holds ``expected``, or none (see
+        :meth:`~actorflow.store.base.Backend.write_many_if`). The default handles one write
+        with :meth:`write_if` and refuses more."""
+        if len(writes) == 1:
+            key, data = writes[0]
+            return await self.write_if(guard, expected, key, data, ttl)
+        raise NotImplementedError(
+            f"the {self.name!r} backend has no atomic multi-key write (write_many_if), "
+            "which put_many_if needs"
         )
 
     @abstractmethod
@@ -167,6 +192,15 @@ class ThreadedAsyncBackend(AsyncBackend):
         self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
     ) -> bool:
         return await self._call(self.sync.write_if, guard, expected, key, data, ttl)  # type: ignore[no-any-return]
+
+    async def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
+        return await self._call(self.sync.write_many_if, guard, expected, writes, ttl)  # type: ignore[no-any-return]
 
     async def stats(self) -> dict[str, Any]:
         return await self._call(self.sync.stats)  # type: ignore[no-any-return]
@@ -384,6 +418,24 @@ class AsyncStore(AsyncStoreReader):
     async def delete_if(self, key: str, *, expected: Any, guard: str | None = None) -> bool:
         """Remove ``key`` only if ``guard`` holds ``expected`` (see :meth:`Store.delete_if`)."""
         return await self._write_if(key, None, expected, guard, None, False)
+
+    async def put_many_if(
+        self,
+        items: Mapping[str, Any],
+        *,
+        guard: str,
+        expected: Any = ABSENT,
+        ttl: TTL | None = None,
+    ) -> bool:
+        """Write every ``key: value`` of ``items`` (``ABSENT``: delete) only if ``guard``
+        holds ``expected``, all or none (see :meth:`Store.put_many_if`)."""
+        guard_full = self._full(guard)
+        seconds = self._ttl(ttl)
+        backend = self._live()
+        writes, want = conditional_writes(
+            backend.serializer, self._full, items, guard_full, expected
+        )
+        return await backend.write_many_if(guard_full, want, writes, seconds)
 
     def scope(self, name: str) -> AsyncStore:
         """A view whose keys are prefixed with ``name:`` (see :meth:`Store.scope`)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, NoReturn
 
@@ -42,9 +42,10 @@ __all__ = [
     "Store",
     "StoreReader",
     "conditional_write",
+    "conditional_writes",
 ]
 
-WRITE_VERBS = frozenset({"put", "delete", "update", "put_if", "delete_if"})
+WRITE_VERBS = frozenset({"put", "delete", "update", "put_if", "delete_if", "put_many_if"})
 """The verbs a read-only view does not have."""
 
 
@@ -61,8 +62,9 @@ class _Absent:
 
 
 ABSENT: Any = _Absent()
-"""``expected=ABSENT`` in :meth:`Store.put_if` / :meth:`Store.delete_if`: the guard key
-holds no live value (it was never written, was deleted or expired)."""
+"""``expected=ABSENT`` in :meth:`Store.put_if` / :meth:`Store.delete_if` /
+:meth:`Store.put_many_if`: the guard key holds no live value (it was never written, was
+deleted or expired). As a value in :meth:`Store.put_many_if`: the key is deleted."""
 
 
 class Backend(ABC):
@@ -131,6 +133,30 @@ class Backend(ABC):
             "put_if, delete_if and durable workers need"
         )
 
+    def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
+        """Atomically: if the live bytes under ``guard`` equal ``expected`` (``None``: no live
+        entry), apply every ``(key, data)`` of ``writes`` in order (``data`` ``None``: delete
+        ``key``; ``ttl`` for every stored entry) and return True; else change nothing and
+        return False.
+
+        All writes happen or none, atomic against every other writer of the backend, in
+        this process and in others. The default handles one write with :meth:`write_if`
+        and refuses more.
+        """
+        if len(writes) == 1:
+            key, data = writes[0]
+            return self.write_if(guard, expected, key, data, ttl)
+        raise NotImplementedError(
+            f"the {self.name!r} backend has no atomic multi-key write (write_many_if), "
+            "which put_many_if and durable workers on Ray need"
+        )
+
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Backend statistics (see :meth:`StoreReader.get_stats`)."""
@@ -150,6 +176,29 @@ def conditional_write(
     data = encode_value(serializer, value, key=key) if put else None
     want = None if expected is ABSENT else encode_value(serializer, expected, key=guard)
     return data, want
+
+
+def conditional_writes(
+    serializer: Serializer,
+    full: Callable[[object], str],
+    items: Mapping[str, Any],
+    guard: str,
+    expected: Any,
+) -> tuple[list[tuple[str, bytes | None]], bytes | None]:
+    """The ``(full key, bytes or None: delete)`` pairs and the bytes to expect under
+    ``guard`` for ``put_many_if`` (shared by the sync and async stores). Every key is
+    checked and every value encoded before anything is written."""
+    if not isinstance(items, Mapping):
+        raise TypeError(
+            f"put_many_if takes a mapping of keys to values, not {type(items).__name__}"
+        )
+    writes: list[tuple[str, bytes | None]] = []
+    for key, value in items.items():
+        full_key = full(key)
+        data = None if value is ABSENT else encode_value(serializer, value, key=full_key)
+        writes.append((full_key, data))
+    want = None if expected is ABSENT else encode_value(serializer, expected, key=guard)
+    return writes, want
 
 
 class StoreReader:
@@ -411,6 +460,35 @@ class Store(StoreReader):
         test and the delete are one atomic step, as in :meth:`put_if`.
         """
         return self._write_if(key, None, expected, guard, None, False)
+
+    def put_many_if(
+        self,
+        items: Mapping[str, Any],
+        *,
+        guard: str,
+        expected: Any = ABSENT,
+        ttl: TTL | None = None,
+    ) -> bool:
+        """Write every ``key: value`` of ``items`` only if ``guard`` holds ``expected``;
+        whether it did.
+
+        All writes happen or none: the test and every write are one atomic step against
+        every other writer of the store, in this process or another (the store lock in
+        memory, one transaction in SQLite, one Lua script in Redis), and no reader sees
+        some of them without the others. A value :data:`ABSENT` deletes its key. ``guard``
+        and ``expected`` are those of :meth:`put_if` (the guard may be one of the keys
+        written: a compare-and-set that writes other keys with it). Keys are checked and
+        values encoded before anything is written, so a bad key or an unencodable value
+        raises and writes nothing. ``ttl`` (or the ``default_ttl``) applies to every value
+        stored.
+        """
+        guard_full = self._full(guard)
+        seconds = self._ttl(ttl)
+        backend = self._live()
+        writes, want = conditional_writes(
+            backend.serializer, self._full, items, guard_full, expected
+        )
+        return backend.write_many_if(guard_full, want, writes, seconds)
 
     def scope(self, name: str) -> Store:
         """A view whose keys are prefixed with ``name:``; scopes nest.

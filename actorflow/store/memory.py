@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -241,22 +241,36 @@ class MemoryBackend(Backend):
             data = fn(None if entry is None else entry.data)
             self._set(key, data, ttl)
 
+    def _holds(self, guard: str, expected: bytes | None) -> bool:
+        """Whether ``guard`` holds ``expected`` (read without counting as a use)."""
+        cache = self._cache
+        current = None
+        if _stored(cache, guard):
+            entry = Cache.__getitem__(cache, guard)
+            if self._clock() < entry.expires_at:
+                current = entry.data
+        return current == expected
+
     def write_if(
         self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
     ) -> bool:
+        return self.write_many_if(guard, expected, ((key, data),), ttl)
+
+    def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
         with self._operation():
-            cache = self._cache
-            current = None  # read without counting as a use of the guard
-            if _stored(cache, guard):
-                entry = Cache.__getitem__(cache, guard)
-                if self._clock() < entry.expires_at:
-                    current = entry.data
-            if current != expected:
+            if not self._holds(guard, expected):
                 return False
-            if data is None:
-                self._remove(key)
-            else:
-                self._set(key, data, ttl)
+            for key, data in writes:
+                if data is None:
+                    self._remove(key)
+                else:
+                    self._set(key, data, ttl)
             return True
 
     def stats(self) -> dict[str, Any]:

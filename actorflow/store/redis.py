@@ -15,7 +15,7 @@ See :mod:`actorflow.store._redis_common` for the key layout.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis
@@ -27,6 +27,7 @@ from actorflow.store._redis_common import (
     MAX_UPDATE_ATTEMPTS,
     RANGE_SCRIPT,
     WRITE_IF_SCRIPT,
+    WRITE_MANY_IF_SCRIPT,
     Layout,
     RedisOptions,
     backoff,
@@ -38,6 +39,7 @@ from actorflow.store._redis_common import (
     watch_commands,
     write_commands,
     write_if_call,
+    write_many_if_call,
 )
 from actorflow.store.base import Backend, Store
 from actorflow.store.errors import ConcurrentUpdateError
@@ -63,6 +65,7 @@ class RedisBackend(Backend):
         self.client = redis.Redis(connection_pool=pool)
         self._range_script = self.client.register_script(RANGE_SCRIPT)
         self._write_if_script = self.client.register_script(WRITE_IF_SCRIPT)
+        self._write_many_if_script = self.client.register_script(WRITE_MANY_IF_SCRIPT)
         self._counts = dict.fromkeys(
             ("hits", "misses", "puts", "deletes", "evicted_capacity", "evicted_expired"), 0
         )
@@ -153,6 +156,21 @@ class RedisBackend(Backend):
                 self._counts["puts"] += 1
             elif outcome == 2:
                 self._counts["deletes"] += 1
+            return outcome > 0
+
+    def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
+        keys, args = write_many_if_call(self.layout, guard, expected, writes, ttl)
+        with self.lock:
+            outcome = int(self._write_many_if_script(keys=keys, args=args))
+            if outcome:
+                self._counts["puts"] += sum(1 for _, data in writes if data is not None)
+                self._counts["deletes"] += outcome - 1
             return outcome > 0
 
     def stats(self) -> dict[str, Any]:

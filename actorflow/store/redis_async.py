@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import redis
@@ -21,6 +21,7 @@ from actorflow.store._redis_common import (
     MAX_UPDATE_ATTEMPTS,
     RANGE_SCRIPT,
     WRITE_IF_SCRIPT,
+    WRITE_MANY_IF_SCRIPT,
     Layout,
     RedisOptions,
     backoff,
@@ -32,6 +33,7 @@ from actorflow.store._redis_common import (
     watch_commands,
     write_commands,
     write_if_call,
+    write_many_if_call,
 )
 from actorflow.store.aio import AsyncBackend, AsyncStore
 from actorflow.store.errors import ConcurrentUpdateError
@@ -59,6 +61,7 @@ class AsyncRedisBackend(AsyncBackend):
         self.client = aredis.Redis(connection_pool=pool)
         self._range_script = self.client.register_script(RANGE_SCRIPT)
         self._write_if_script = self.client.register_script(WRITE_IF_SCRIPT)
+        self._write_many_if_script = self.client.register_script(WRITE_MANY_IF_SCRIPT)
         self._update_lock = asyncio.Lock()
         self._counts = dict.fromkeys(
             ("hits", "misses", "puts", "deletes", "evicted_capacity", "evicted_expired"), 0
@@ -145,6 +148,20 @@ class AsyncRedisBackend(AsyncBackend):
             self._counts["puts"] += 1
         elif outcome == 2:
             self._counts["deletes"] += 1
+        return outcome > 0
+
+    async def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
+        keys, args = write_many_if_call(self.layout, guard, expected, writes, ttl)
+        outcome = int(await self._write_many_if_script(keys=keys, args=args))
+        if outcome:
+            self._counts["puts"] += sum(1 for _, data in writes if data is not None)
+            self._counts["deletes"] += outcome - 1
         return outcome > 0
 
     async def stats(self) -> dict[str, Any]:

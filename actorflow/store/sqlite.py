@@ -2,8 +2,8 @@
 
 * one ``sqlite3`` connection (``check_same_thread=False``) guarded by the store
   lock; other processes may open the same file (SQLite's own locking, with a
-  ``busy_timeout``); ``update()`` and ``write_if()`` run in a ``BEGIN IMMEDIATE``
-  transaction, so they are atomic across threads *and* processes;
+  ``busy_timeout``); ``update()``, ``write_if()`` and ``write_many_if()`` run in a
+  ``BEGIN IMMEDIATE`` transaction, so they are atomic across threads *and* processes;
 * ``synchronous=FULL`` by default: when ``put`` returns, the write-ahead log has
   been fsynced, so an acknowledged write survives a process crash *and* a power
   loss.  ``synchronous="normal"`` is faster and still survives a process crash,
@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -342,16 +342,26 @@ class SqliteBackend(Backend):
     def write_if(
         self, guard: str, expected: bytes | None, key: str, data: bytes | None, ttl: float | None
     ) -> bool:
+        return self.write_many_if(guard, expected, ((key, data),), ttl)
+
+    def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
         with self._operation(write=True) as now:  # one BEGIN IMMEDIATE transaction
             row = self._db.execute(
                 f"SELECT value FROM {_TABLE} WHERE key = ? AND {_LIVE}", (guard, now)
             ).fetchone()
             if (None if row is None else bytes(row[0])) != expected:
                 return False
-            if data is None:
-                self._remove(key, now)
-            else:
-                self._write(key, data, ttl, now)
+            for key, data in writes:
+                if data is None:
+                    self._remove(key, now)
+                else:
+                    self._write(key, data, ttl, now)
             return True
 
     def stats(self) -> dict[str, Any]:

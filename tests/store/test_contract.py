@@ -261,12 +261,100 @@ def test_put_if_is_atomic_across_threads_and_store_objects(harness: Harness) -> 
     assert stores[0].get("n") == 150 * count
 
 
+def test_put_many_if_writes_all_or_nothing(harness: Harness) -> None:
+    s = harness.make()
+    s.put("lease", {"owner": "a"})
+    s.put("old", 0)
+    s.put("gone", "x")
+    mine = {"owner": "a"}
+    items = {"n": 1, "m": {"v": [1, 2]}, "gone": ABSENT, "none": None}
+    assert s.put_many_if(items, guard="lease", expected=mine) is True
+    assert {key: s.get(key, ABSENT) for key in ("n", "m", "gone", "none", "old")} == {
+        "n": 1,
+        "m": {"v": [1, 2]},
+        "gone": ABSENT,
+        "none": None,
+        "old": 0,
+    }
+    s.put("lease", {"owner": "b"})  # another owner took the lease: nothing is written
+    assert s.put_many_if({"n": 2, "m": 2, "old": ABSENT}, guard="lease", expected=mine) is False
+    assert (s.get("n"), s.get("m"), s.get("old")) == (1, {"v": [1, 2]}, 0)
+    assert s.put_many_if({"n": 2}, guard="nobody") is True  # expected=ABSENT: held
+    assert s.put_many_if({"n": 3}, guard="lease") is False
+    assert s.put_many_if({}, guard="lease", expected={"owner": "b"}) is True  # a test only
+    assert s.get("n") == 2
+
+
+def test_put_many_if_with_its_guard_among_the_keys_is_a_compare_and_set(
+    harness: Harness,
+) -> None:
+    s = harness.make()
+    assert s.put_many_if({"version": 1, "a": "first", "b": "first"}, guard="version") is True
+    assert s.put_many_if({"version": 1, "a": "again"}, guard="version") is False
+    assert s.put_many_if({"version": 2, "a": "second"}, guard="version", expected=1) is True
+    assert (s.get("version"), s.get("a"), s.get("b")) == (2, "second", "first")
+
+
+def test_put_many_if_in_a_scope_and_bad_input_write_nothing(harness: Harness) -> None:
+    s = harness.make()
+    worker = s.scope("w")
+    assert worker.put_many_if({"a": 1, "b:c": 2}, guard="lease") is True
+    assert s.keys() == ["w:a", "w:b:c"]
+    with pytest.raises(UnencodableValueError):
+        worker.put_many_if({"a": 5, "z": {1, 2}}, guard="lease")
+    with pytest.raises(UnencodableValueError):
+        worker.put_many_if({"a": 5}, guard="lease", expected={1, 2})
+    with pytest.raises(InvalidKeyError):
+        worker.put_many_if({"a": 5, "": 1}, guard="lease")
+    with pytest.raises(InvalidKeyError):
+        worker.put_many_if({"a": 5}, guard="")
+    with pytest.raises(TypeError, match="mapping"):
+        worker.put_many_if([("a", 5)], guard="lease")
+    assert s.keys() == ["w:a", "w:b:c"]
+    assert worker.get("a") == 1
+
+
+def test_put_many_if_ttl_applies_to_every_value(harness: Harness) -> None:
+    s = harness.make()
+    assert s.put_many_if({"a": 1, "b": 2}, guard="g", ttl=1) is True
+    s.put("c", 3)
+    harness.advance(1.5)
+    assert s.keys() == ["c"]
+
+
+def test_put_many_if_is_atomic_across_threads_and_store_objects(harness: Harness) -> None:
+    """4 writers x 100 guarded transfers between two keys: every success moves exactly one
+    unit, and no write of one transfer lands without the others."""
+    count = 4
+    stores = (
+        [harness.make(name="transfer") for _ in range(count)]
+        if harness.shared_handles
+        else [harness.make()] * count
+    )
+    stores[0].put_many_if({"version": 0, "x": 0, "y": 0}, guard="version")
+    wins = [0] * count
+
+    def work(i: int) -> None:
+        store = stores[i]
+        while wins[i] < 100:
+            version = store.get("version")
+            x, y = store.get("x"), store.get("y")
+            items = {"version": version + 1, "x": x - 1, "y": y + 1}
+            if store.put_many_if(items, guard="version", expected=version):
+                wins[i] += 1
+
+    harness.run_threads(count, work)
+    total = 100 * count
+    assert [stores[0].get(key) for key in ("version", "x", "y")] == [total, -total, total]
+
+
 def test_read_only_views_have_no_conditional_writes(harness: Harness) -> None:
     s = harness.make()
     reader = s.reader()
     for verb, args, kwargs in (
         ("put_if", ("a", 1), {}),
         ("delete_if", ("a",), {"expected": ABSENT}),
+        ("put_many_if", ({"a": 1},), {"guard": "a"}),
     ):
         assert not hasattr(reader, verb)
         with pytest.raises(ReadOnlyStoreError, match="read-only"):

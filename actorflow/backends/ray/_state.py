@@ -5,7 +5,9 @@ With a store factory, the store is made in this process; :meth:`StateActor.open`
 worker's lease and applies the start rules of the thread backend (the same code), and every
 change is written through before it is acknowledged. A restarted state actor (its process
 died) takes the lease again as the same runtime and reads the state back from the store.
-Every call carries an id, so a call Ray retries after a restart is applied once.
+Every call carries an id, so a call Ray retries after a restart is applied once: the core
+remembers applied ids, and with a store it writes the id of each change with the change and
+restores the ids with the state.
 """
 
 from __future__ import annotations
