@@ -50,6 +50,7 @@ def _threads_strict(**options: Any) -> Runtime:
 def _deterministic(**options: Any) -> Runtime:
     from actorflow.testing import DeterministicRuntime
 
+    options.pop("deterministic", None)  # it is
     return DeterministicRuntime(**{"seed": DETERMINISTIC_SEED, "strict": False, **options})
 
 
@@ -96,7 +97,7 @@ def backend_params(known_defects: dict[str, str] | None = None) -> list[Any]:
     return params
 
 
-def defects(**reasons: str) -> Any:
+def defects(**reasons: str) -> pytest.MarkDecorator:
     """Mark the backends on which a test fails because of a known defect there.
 
     ``@defects(ray="what is wrong")`` runs the test on every backend as usual, and on Ray as a
@@ -296,7 +297,7 @@ class RayGate(ThreadGate):
         import ray
 
         super().__init__(seconds)
-        self._actor = ray.remote(_GateActor).remote()
+        self._actor: Any = ray.remote(_GateActor).remote()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_seconds": self._seconds, "_actor": self._actor}
@@ -388,9 +389,7 @@ def register(
 
 def append(worker_state: Any, key: str, value: Any) -> list[Any]:
     """Append ``value`` to the list stored under ``key``, atomically; the new list."""
-    result: list[Any] = worker_state.modify_routine_state(
-        key, lambda old: [*(old or []), value]
-    )
+    result: list[Any] = worker_state.modify_routine_state(key, lambda old: [*(old or []), value])
     return result
 
 

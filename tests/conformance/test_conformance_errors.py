@@ -75,7 +75,11 @@ def test_continue_records_the_error_and_the_job_completes(backend: Backend, how:
     assert job.status == JobStatus.COMPLETED, job.error
     assert dict(job.data) == {"pen": "priced", "ink": "priced"}
     assert job.errors == [
-        {"routine_id": "price", "error": "ValueError: cannot price 'broken'", "handled_as": "continue"}
+        {
+            "routine_id": "price",
+            "error": "ValueError: cannot price 'broken'",
+            "handled_as": "continue",
+        }
     ]
     assert [e["action"] for e in job.trace_log] == ["continue"]
     assert dead == {}
@@ -200,7 +204,7 @@ def test_a_waiting_retry_does_not_block_other_messages(backend: Backend) -> None
             raise ConnectionError("later")
         job.set_data("done", slot_data["in"][0])
 
-    strategy = ErrorStrategy.RETRY(max_retries=1, delay=2.0)
+    strategy = ErrorStrategy.RETRY(max_retries=1, delay=1.0)
     register("nonblocking", {"r": make_routine(logic, strategy=strategy)})
     with backend.runtime() as runtime:
         _, slow = runtime.post("nonblocking", "r", "in", "slow")

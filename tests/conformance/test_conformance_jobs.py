@@ -36,7 +36,9 @@ def test_a_job_timeout_fails_the_job_and_its_data_becomes_a_dead_letter(
     assert job.status == JobStatus.FAILED
     assert job.error == "JobTimeoutError: job 'slow' timed out after 0.2 s"
     assert other.status == JobStatus.COMPLETED
-    letters = [(d["job_id"], d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()]
+    letters = [
+        (d["job_id"], d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()
+    ]
     assert letters == [("slow", "batch", "in", "job failed")]
 
 
@@ -75,7 +77,9 @@ def test_cancelling_a_queued_job_ends_it_and_nothing_runs_for_it(backend: Backen
     assert (first.status, second.status) == (JobStatus.COMPLETED, JobStatus.CANCELLED)
     assert second.error == "cancelled"
     assert runtime.cancel_job("no-such-job") is False
-    letters = [(d["job_id"], d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()]
+    letters = [
+        (d["job_id"], d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()
+    ]
     assert letters == [("task-2", "work", "in", "job cancelled")]  # it never ran
 
 

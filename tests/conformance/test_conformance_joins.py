@@ -57,7 +57,9 @@ def _join_flow(
     def join_logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
         job = get_current_job()
         assert job is not None
-        job.set_data("pair", [[d["tag"] for d in slot_data["left"]], [d["tag"] for d in slot_data["right"]]])
+        job.set_data(
+            "pair", [[d["tag"] for d in slot_data["left"]], [d["tag"] for d in slot_data["right"]]]
+        )
         job.set_data("current", job.metadata["tag"])
         job.set_data("seen_left", job.get_data("left"))
         job.set_data("message", message)

@@ -108,7 +108,7 @@ def test_a_retried_batch_runs_again_with_the_same_data(backend: Backend) -> None
 
 
 def test_time_interval_runs_at_once_then_once_per_interval(backend: Backend) -> None:
-    _recorder(time_interval_policy(0.5))
+    _recorder(time_interval_policy(1.0))
     with backend.runtime() as runtime:
         state = runtime.exec("policy")
         (first,) = _post(runtime, range(1))

@@ -29,9 +29,7 @@ def _pipeline(flow_id: str, length: int) -> None:
     for i in range(length):
         last = i == length - 1
         routines[f"r{i}"] = make_routine(relay(f"r{i}", last), events=() if last else ("out",))
-    register(
-        flow_id, routines, [(f"r{i}", "out", f"r{i + 1}", "in") for i in range(length - 1)]
-    )
+    register(flow_id, routines, [(f"r{i}", "out", f"r{i + 1}", "in") for i in range(length - 1)])
 
 
 def test_a_pipeline_carries_every_job_through_every_routine_once(backend: Backend) -> None:
@@ -160,7 +158,9 @@ def test_get_current_job_is_the_job_of_the_message_and_none_outside(backend: Bac
         job.set_data("checked", slot_data["in"][0]["echo"])
 
     tag = make_routine(tag_logic, events=("out",))
-    register("ctx", {"tag": tag, "check": make_routine(check_logic)}, [("tag", "out", "check", "in")])
+    register(
+        "ctx", {"tag": tag, "check": make_routine(check_logic)}, [("tag", "out", "check", "in")]
+    )
     assert get_current_job() is None
     with backend.runtime() as runtime:
         jobs = [

@@ -55,18 +55,19 @@ RAY_WRAPS_STATE_ERRORS = (
 )
 
 
-def _probe(action: Any) -> Any:
-    """A logic that runs ``action(worker_state)`` and writes 'ok' or the StateAccessError's
-    text to the job's ``outcome``."""
+def _probe(**actions: Any) -> Any:
+    """A logic that runs each ``action(worker_state)`` and writes, under the action's name in
+    the job's data, 'ok' or the text of the StateAccessError it raised."""
 
     def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
         job = get_current_job()
         assert job is not None
-        try:
-            action(state)
-            job.set_data("outcome", "ok")
-        except StateAccessError as exc:
-            job.set_data("outcome", str(exc))
+        for name, action in actions.items():
+            try:
+                action(state)
+                job.set_data(name, "ok")
+            except StateAccessError as exc:
+                job.set_data(name, str(exc))
 
     return logic
 
@@ -75,38 +76,46 @@ def test_a_routine_touches_only_its_own_and_shared_keys_unless_granted(
     backend: Backend,
 ) -> None:
     routines = {
-        "reader": _probe(lambda ws: ws.get_routine_state("owner")),
-        "writer": _probe(lambda ws: ws.update_routine_state("owner", 1)),
-        "friend": _probe(lambda ws: ws.get_routine_state("owner")),
-        "friend2": _probe(lambda ws: ws.update_routine_state("owner", 2)),
-        "sharer": _probe(
-            lambda ws: (ws.increment("_shared", "n"), ws.update_routine_state("free_key", 1))
+        "stranger": _probe(
+            read=lambda ws: ws.get_routine_state("owner"),
+            write=lambda ws: ws.update_routine_state("owner", 1),
         ),
-        "owner": _probe(lambda ws: ws.update_routine_state("owner", 3)),
+        "friend": _probe(  # granted read access only
+            read=lambda ws: ws.get_routine_state("owner"),
+            write=lambda ws: ws.update_routine_state("owner", 2),
+        ),
+        "owner": _probe(
+            own=lambda ws: ws.update_routine_state("owner", 3),
+            shared=lambda ws: ws.increment("_shared", "n"),
+            free=lambda ws: ws.update_routine_state("free_key", 1),
+        ),
     }
     flow = register("iso", {name: make_routine(logic) for name, logic in routines.items()})
-    flow.grant_state_access("friend", "owner")
-    flow.grant_state_access("friend2", "owner", write=False)
+    flow.grant_state_access("friend", "owner", write=False)
     with backend.runtime() as runtime:
         state = runtime.exec("iso")
         outcomes = {}
         for name in routines:
             _, job = runtime.post("iso", name, "in", None)
             assert job.wait(backend.wait)
-            outcomes[name] = job.get_data("outcome")
-        state.update_routine_state("reader", {"outside": True})  # the exec handle may
+            outcomes[name] = dict(job.data)
+        state.update_routine_state("stranger", {"outside": True})  # the exec handle may
         assert state.get_routine_state("owner") == 3
         assert state.get_routine_state("_shared") == {"n": 1}
+        assert state.get_routine_state("free_key") == 1
     assert outcomes == {
-        "reader": "routine 'reader' may not read the state of routine 'owner' (use a shared "
-        "'_' key, or flow.grant_state_access('reader', 'owner'))",
-        "writer": "routine 'writer' may not write the state of routine 'owner' (use a shared "
-        "'_' key, or flow.grant_state_access('writer', 'owner', write=True))",
-        "friend": "ok",
-        "friend2": "routine 'friend2' may not write the state of routine 'owner' (use a shared "
-        "'_' key, or flow.grant_state_access('friend2', 'owner', write=True))",
-        "sharer": "ok",
-        "owner": "ok",
+        "stranger": {
+            "read": "routine 'stranger' may not read the state of routine 'owner' (use a "
+            "shared '_' key, or flow.grant_state_access('stranger', 'owner'))",
+            "write": "routine 'stranger' may not write the state of routine 'owner' (use a "
+            "shared '_' key, or flow.grant_state_access('stranger', 'owner', write=True))",
+        },
+        "friend": {
+            "read": "ok",
+            "write": "routine 'friend' may not write the state of routine 'owner' (use a "
+            "shared '_' key, or flow.grant_state_access('friend', 'owner', write=True))",
+        },
+        "owner": {"own": "ok", "shared": "ok", "free": "ok"},
     }
 
 

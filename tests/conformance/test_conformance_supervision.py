@@ -127,7 +127,9 @@ def test_past_the_restart_intensity_the_worker_fails_and_so_do_its_jobs(
         "fragile",
         {
             "crashy": make_routine(crash),
-            "batch": make_routine(lambda sd, m, ws: None, policy=batch_size_policy(10, timeout=None)),
+            "batch": make_routine(
+                lambda sd, m, ws: None, policy=batch_size_policy(10, timeout=None)
+            ),
         },
     )
     flow.set_supervision("one_for_one", max_restarts=2, period=60)
