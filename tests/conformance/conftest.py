@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import cloudpickle
 import pytest
 from conformance_kit import Backend, actorflow_threads, backend_params
 
@@ -57,6 +58,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.conformance)
+            module = getattr(item, "module", None)
+            if module is not None:  # its routines reach Ray's processes by value
+                cloudpickle.register_pickle_by_value(module)
 
 
 @pytest.fixture(params=backend_params())
