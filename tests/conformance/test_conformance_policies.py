@@ -1,0 +1,156 @@
+"""Activation policies on every backend: what each releases, with which current job, and when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance_kit import Backend, append, defects, make_routine, register
+
+from actorflow import (
+    ErrorStrategy,
+    JobStatus,
+    batch_size_policy,
+    custom_policy,
+    get_current_job,
+    time_interval_policy,
+)
+from actorflow.activation_policies import ActivationPolicy
+
+NEWEST_IS_A_TIE = (
+    "under virtual time every data point arrives at the same instant, so the 'newest' data "
+    "point of a batch is a tie and the current job is the job of the oldest one"
+)
+
+
+def _recorder(policy: ActivationPolicy, slots: tuple[str, ...] = ("in",)) -> None:
+    """A routine ``rec`` that appends (slot_data, policy_message, current job's name) to the
+    worker state ``runs`` at every run of its logic."""
+
+    def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        append(state, "runs", [slot_data, message, job.metadata.get("name")])
+
+    register("policy", {"rec": make_routine(logic, slots=slots, policy=policy)})
+
+
+def _post(runtime: Any, values: range, slot: str = "in") -> list[Any]:
+    return [
+        runtime.post("policy", "rec", slot, n, metadata={"name": f"job {n}"})[1] for n in values
+    ]
+
+
+@defects(deterministic=NEWEST_IS_A_TIE)
+def test_batch_size_releases_full_batches_with_the_newest_job_current(backend: Backend) -> None:
+    _recorder(batch_size_policy(3, timeout=None))
+    with backend.runtime() as runtime:
+        state = runtime.exec("policy")
+        jobs = _post(runtime, range(6))
+        assert runtime.wait_until_all_jobs_finished(backend.wait)
+        runs = state.get_routine_state("runs")
+    message = {"reason": "batch", "slot": "in", "size": 3}
+    assert runs == [
+        [{"in": [0, 1, 2]}, message, "job 2"],
+        [{"in": [3, 4, 5]}, message, "job 5"],
+    ]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 6
+
+
+def test_a_partial_batch_is_released_by_its_timeout(backend: Backend) -> None:
+    _recorder(batch_size_policy(10, timeout=0.2))
+    with backend.runtime() as runtime:
+        state = runtime.exec("policy")
+        jobs = _post(runtime, range(2))
+        assert all(job.wait(backend.wait) for job in jobs)
+        runs = state.get_routine_state("runs")
+    assert [run[:2] for run in runs] == [
+        [{"in": [0, 1]}, {"reason": "timeout", "sizes": {"in": 2}}]
+    ]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2
+
+
+def test_a_failing_batch_fails_every_job_whose_data_it_consumed(backend: Backend) -> None:
+    def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        raise ValueError(f"cannot write {slot_data['in']}")
+
+    register("policy", {"rec": make_routine(logic, policy=batch_size_policy(2, timeout=None))})
+    with backend.runtime() as runtime:
+        jobs = _post(runtime, range(2))
+        assert runtime.wait_until_all_jobs_finished(backend.wait)
+    assert [(job.status, job.error) for job in jobs] == [
+        (JobStatus.FAILED, "ValueError: cannot write [0, 1]")
+    ] * 2
+
+
+def test_a_retried_batch_runs_again_with_the_same_data(backend: Backend) -> None:
+    def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        append(state, "tries", slot_data["in"])
+        if len(state.get_routine_state("tries")) == 1:
+            raise ConnectionError("the first try fails")
+
+    register(
+        "policy",
+        {
+            "rec": make_routine(
+                logic,
+                policy=batch_size_policy(2, timeout=None),
+                strategy=ErrorStrategy.RETRY(max_retries=2, delay=0.05),
+            )
+        },
+    )
+    with backend.runtime() as runtime:
+        state = runtime.exec("policy")
+        jobs = _post(runtime, range(2))
+        assert runtime.wait_until_all_jobs_finished(backend.wait)
+        assert state.get_routine_state("tries") == [[0, 1], [0, 1]]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2
+    assert [[e["action"] for e in job.trace_log] for job in jobs] == [["retry"], ["retry"]]
+
+
+def test_time_interval_runs_at_once_then_once_per_interval(backend: Backend) -> None:
+    _recorder(time_interval_policy(1.0))
+    with backend.runtime() as runtime:
+        state = runtime.exec("policy")
+        (first,) = _post(runtime, range(1))
+        assert first.wait(backend.wait)
+        later = _post(runtime, range(1, 4))  # within the interval: they wait for its end
+        assert all(job.wait(backend.wait) for job in later)
+        runs = state.get_routine_state("runs")
+    assert [run[:2] for run in runs] == [
+        [{"in": [0]}, {"reason": "interval", "sizes": {"in": 1}}],
+        [{"in": [1, 2, 3]}, {"reason": "interval", "sizes": {"in": 3}}],
+    ]
+    assert [job.status for job in [first, *later]] == [JobStatus.COMPLETED] * 4
+
+
+def test_a_custom_policy_decides_when_and_how_much(backend: Backend) -> None:
+    def pairs(queued: Any) -> tuple[bool, dict[str, int], str]:
+        return len(queued["in"]) >= 2, {"in": 2}, "pair"
+
+    _recorder(custom_policy(pairs))
+    with backend.runtime() as runtime:
+        state = runtime.exec("policy")
+        jobs = _post(runtime, range(4))
+        assert all(job.wait(backend.wait) for job in jobs)
+        runs = state.get_routine_state("runs")
+    assert [run[:2] for run in runs] == [[{"in": [0, 1]}, "pair"], [{"in": [2, 3]}, "pair"]]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 4
+
+
+def test_queued_data_is_counted_until_released(backend: Backend) -> None:
+    """A custom policy that runs on ``go`` alone and keeps ``rows`` queued: once the ``go``
+    job (posted after the rows, to the same mailbox) completed, the rows are in the queue."""
+
+    def on_go(queued: Any) -> tuple[bool, dict[str, int], None]:
+        return bool(queued["go"]), {"go": len(queued["go"]), "rows": 0}, None
+
+    _recorder(custom_policy(on_go), slots=("rows", "go"))
+    with backend.runtime() as runtime:
+        runtime.exec("policy", worker_id="w")
+        rows = _post(runtime, range(3), slot="rows")
+        (go,) = _post(runtime, range(1), slot="go")
+        assert go.wait(backend.wait)
+        assert go.status == JobStatus.COMPLETED
+        metrics = runtime.metrics()["routines"]["w"]["rec"]
+        assert not any(job.done for job in rows)
+    assert (metrics["queued"], metrics["handled"]) == (3, 1)
