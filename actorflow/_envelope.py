@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import cloudpickle
+
 from actorflow.job import JobContext, JobRecord
 
 __all__ = ["Envelope", "Tick", "new_envelope"]
@@ -31,6 +33,16 @@ class Envelope:
     depth: int
     blob: bytes | None
     headers: dict[str, str] | None  # trace context (OpenTelemetry), when tracing is on
+
+    @property
+    def job_id(self) -> str | None:
+        """The id of the job this message works for (a sealed envelope is opened to find it)."""
+        if self.rec is not None:
+            return self.rec.job_id
+        if self.blob is not None:
+            job_id: str = cloudpickle.loads(self.blob).job_id
+            return job_id
+        return None
 
     @property
     def job(self) -> JobContext | None:

@@ -209,6 +209,7 @@ class RoutineCell:
         self.failed = 0
         self.retried = 0
         self.incomplete = 0  # joins released incomplete (stalled, timed out, flushed)
+        self._arrivals = 0  # data points queued so far (their order, for the newest one)
         self.seconds_sum = 0.0
         self.buckets = [0] * (len(BUCKET_BOUNDS) + 1)
         self._probes = self.probes = core.probes
@@ -257,6 +258,7 @@ class RoutineCell:
         self.queues = previous.queues
         self.failed, self.retried = previous.failed, previous.retried
         self.incomplete = previous.incomplete
+        self._arrivals = previous._arrivals
         self.seconds_sum, self.buckets = previous.seconds_sum, previous.buckets
         self.draining = previous.draining
         previous.queues = {name: deque() for name in self.slot_names}
@@ -442,7 +444,8 @@ class RoutineCell:
         except Exception as exc:  # a join's key function failed: the data's job fails
             rec.fail(exc, self.routine_id, "policy failed")
             return
-        queue.append(QueuedItem(payload, job, now, key))
+        self._arrivals += 1
+        queue.append(QueuedItem(payload, job, now, key, self._arrivals))
         stalled = False
         if self.parks:
             parked = rec.park(self._job_changed)
@@ -570,7 +573,7 @@ class RoutineCell:
         if self.parks:  # one job: the view joins what each branch carried
             job = JobContext._joined([item.job for item in live])
         else:
-            job = max(live, key=lambda item: item.arrived_at).job
+            job = max(live, key=lambda item: (item.arrived_at, item.seq)).job
         self._run(slot_data, release.message, job, records, 1)
         return True
 

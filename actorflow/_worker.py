@@ -42,16 +42,6 @@ def post_targets(
     }
 
 
-def _job_id_of(envelope: Envelope) -> str | None:
-    """The id of the job an envelope works for (a sealed one is opened to find it)."""
-    if envelope.rec is not None:
-        return envelope.rec.job_id
-    if envelope.blob is not None:
-        job_id: str = cloudpickle.loads(envelope.blob).job_id
-        return job_id
-    return None
-
-
 class _ChildCrashed:
     __slots__ = ("exc", "host", "records")
 
@@ -233,7 +223,7 @@ class WorkerCore:
                 except queue.Empty:
                     break
                 if type(message) is Envelope:
-                    self.dead_letter(_job_id_of(message), routine_id, message.slot, reason)
+                    self.dead_letter(message.job_id, routine_id, message.slot, reason)
         self.status = "failed" if failed else "stopped"
         self._log.debug("worker {} {}", self.worker_id, self.status)
 
@@ -366,7 +356,7 @@ class WorkerCore:
             if type(message) is not Envelope:
                 keep.append(message)  # control messages are never dropped
                 continue
-            job_id = _job_id_of(message)
+            job_id = message.job_id
             record = None if job_id is None else self.book.record(job_id)
             if record is not None:
                 record.fail(

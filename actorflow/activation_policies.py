@@ -46,6 +46,7 @@ class QueuedItem(NamedTuple):
     job: Any  # what the host needs to account for the data's job (a JobContext on threads)
     arrived_at: float
     key: Any = None  # the correlation key of a join (BoundPolicy.key_of)
+    seq: int = 0  # arrival order in its routine actor (breaks ties of arrived_at)
 
 
 class Release(NamedTuple):

@@ -408,6 +408,7 @@ class Runtime:
         if self._ray is not None:
             ray_worker = self._ray.new_worker(flow, worker_id)
             ray_worker.limits = state_limits
+            ray_worker.overflow = overflow or self.overflow
             ray_worker.start(restore, discard, take_over)
             self._workers[worker_id] = ray_worker
             default = self._default_worker.get(flow_id)

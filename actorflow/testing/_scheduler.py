@@ -86,7 +86,11 @@ class InlineHost:
         except BaseException as exc:
             self.crash(exc, message)
             return
-        if self.restart_requested:
+        self.restart_if_requested()
+
+    def restart_if_requested(self) -> None:
+        """A supervisor asked this healthy actor to restart: hand over to a successor."""
+        if self.restart_requested and not self.stopped:
             self.stopped = True
             self.actor_stopped.set()
             self._activate(lambda: self.cell.hand_over(self))
@@ -134,11 +138,20 @@ class DeterministicDispatcher:
 
     # -- scheduling --------------------------------------------------------------------
     def pending(self) -> bool:
-        return any(box.items for box in self._mailboxes)
+        return any(box.items and self._deliverable(box) for box in self._mailboxes)
+
+    @staticmethod
+    def _deliverable(box: InlineMailbox) -> bool:
+        assert box.routine_id is not None
+        return not _waiting_for_restart(box.owner, box.routine_id)
 
     def step(self) -> bool:
-        """Deliver one message; False when every mailbox is empty."""
-        ready = [box for box in self._mailboxes if box.items]
+        """Deliver one message; False when no mailbox has one that can be delivered now.
+
+        A routine whose actor is waiting for its restart (a supervision backoff) keeps its
+        messages until the successor starts, as its mailbox does on threads.
+        """
+        ready = [box for box in self._mailboxes if box.items and self._deliverable(box)]
         if not ready:
             return False
         box = ready[self.rng.randrange(len(ready))] if len(ready) > 1 else ready[0]
@@ -146,7 +159,11 @@ class DeterministicDispatcher:
         worker = box.owner
         routine_id = box.routine_id
         assert routine_id is not None
-        if message is STOP or message is WAKE:
+        if message is WAKE:  # restart the healthy actors a supervisor asked to restart
+            for other in list(worker.hosts.get(routine_id, ())):
+                other.restart_if_requested()
+            return True
+        if message is STOP:
             return True
         host = next((h for h in worker.hosts.get(routine_id, ()) if h.alive()), None)
         if host is None:
@@ -163,6 +180,13 @@ class DeterministicDispatcher:
         else:
             box.items.appendleft(message)  # the successor takes it, in order
         return True
+
+
+def _waiting_for_restart(worker: Any, routine_id: str) -> bool:
+    """The worker runs, but none of the routine's actors is alive: a restart is pending."""
+    if worker.status != "running":
+        return False
+    return not any(host.alive() for host in worker.hosts.get(routine_id, ()))
 
 
 def _sealed_job_id(envelope: Envelope) -> str | None:

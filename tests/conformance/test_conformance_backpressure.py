@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance_kit import Backend, append, defects, make_routine, register
+from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import JobStatus, QueueFullError, batch_size_policy
 
@@ -44,7 +44,6 @@ def _post_while_held(runtime: Any, gate: Any, rows: range) -> None:
     gate.during(post_rows)
 
 
-@defects(ray=NO_BOUNDED_MAILBOX)
 def test_overflow_raise_refuses_the_post_at_once(backend: Backend) -> None:
     gate = _held_sink(backend, 2)
     with backend.runtime(overflow="raise") as runtime:
@@ -62,7 +61,6 @@ def test_overflow_raise_refuses_the_post_at_once(backend: Backend) -> None:
     assert len(runtime.list_jobs()) == 3  # the refused post made no job
 
 
-@defects(ray=NO_BOUNDED_MAILBOX)
 def test_overflow_block_waits_for_room_then_refuses(backend: Backend) -> None:
     gate = _held_sink(backend, 2)
     with backend.runtime(overflow="block", post_timeout=0.2) as runtime:
@@ -75,7 +73,6 @@ def test_overflow_block_waits_for_room_then_refuses(backend: Backend) -> None:
     assert str(outcomes[2]).endswith("(max_queue_length=2; overflow policy 'block', waited 0.2 s)")
 
 
-@defects(ray=NO_BOUNDED_MAILBOX)
 def test_overflow_drop_oldest_drops_the_oldest_waiting_message(backend: Backend) -> None:
     gate = _held_sink(backend, 2)
     with backend.runtime(overflow="drop_oldest") as runtime:
@@ -95,7 +92,6 @@ def test_overflow_drop_oldest_drops_the_oldest_waiting_message(backend: Backend)
     assert dead == {"dropped (mailbox full)": 1}
 
 
-@defects(ray=NO_BOUNDED_MAILBOX)
 def test_emits_into_a_full_mailbox_are_refused_and_recorded(backend: Backend) -> None:
     gate = backend.gate()
 
@@ -134,10 +130,6 @@ def test_emits_into_a_full_mailbox_are_refused_and_recorded(backend: Backend) ->
     assert dead.get("refused (mailbox full)") == 1
 
 
-@defects(
-    ray="slot queues on Ray ignore max_queue_length: the data point beyond the bound is "
-    "queued, not refused"
-)
 def test_a_full_slot_queue_refuses_new_data(backend: Backend) -> None:
     """A routine cannot wait for room in a slot queue: ``block`` refuses there like ``raise``.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conformance_kit import Backend, append, defects, make_routine, register
+from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import ErrorStrategy, JobStatus, get_current_job
 
@@ -37,10 +37,6 @@ def _order_flow(flow_id: str, strategy: Any, *, flow_default: Any = None) -> Non
         flow.set_error_handler(flow_default)
 
 
-@defects(
-    ray="a message the actor already holds still runs after its job failed under STOP on Ray "
-    "(the 'ink' line is priced, no 'job failed' dead letter)"
-)
 def test_stop_fails_the_job_and_its_queued_messages_become_dead_letters(
     backend: Backend,
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance_kit import Backend, append, defects, make_routine, register
+from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import JobStatus, batch_size_policy, get_current_job
 
@@ -19,10 +19,6 @@ def _waiting_flow(*, flow_timeout: float | None = None) -> None:
         flow.set_job_timeout(flow_timeout)
 
 
-@defects(
-    ray="the data of a timed-out job waiting in a batch leaves no dead letter on Ray when the "
-    "shutdown's flush releases it"
-)
 def test_a_job_timeout_fails_the_job_and_its_data_becomes_a_dead_letter(
     backend: Backend,
 ) -> None:
@@ -53,10 +49,6 @@ def test_a_flow_job_timeout_applies_to_every_job_of_the_flow(backend: Backend) -
     ]
 
 
-@defects(
-    ray="a cancelled job's message already delivered to the routine actor still runs on Ray "
-    "(the cancellation reaches the actor after it)"
-)
 def test_cancelling_a_queued_job_ends_it_and_nothing_runs_for_it(backend: Backend) -> None:
     gate = backend.gate()
 
@@ -83,11 +75,6 @@ def test_cancelling_a_queued_job_ends_it_and_nothing_runs_for_it(backend: Backen
     assert letters == [("task-2", "work", "in", "job cancelled")]  # it never ran
 
 
-@defects(
-    ray="the emits of a job cancelled while its logic ran become a dead letter 'job ended' "
-    "(not 'job cancelled') on Ray, recorded only if another report reaches the driver before "
-    "the shutdown"
-)
 def test_cancelling_a_running_job_turns_its_emits_into_dead_letters(backend: Backend) -> None:
     gate = backend.gate()
 

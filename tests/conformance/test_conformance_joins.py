@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance_kit import Backend, append, defects, make_routine, register
+from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import (
     ErrorStrategy,
@@ -159,10 +159,6 @@ def test_a_join_timeout_fails_the_job_naming_the_missing_slot(backend: Backend) 
     )
 
 
-@defects(
-    ray="data of an ended job leaves a join on Ray as a dead letter with reason 'job ended' "
-    "instead of 'job failed' / 'job cancelled'"
-)
 def test_data_waiting_in_a_join_leaves_it_when_its_job_ends(backend: Backend) -> None:
     _join_flow(retry_right_delay=30.0)
     with backend.runtime() as runtime:
@@ -175,11 +171,6 @@ def test_data_waiting_in_a_join_leaves_it_when_its_job_ends(backend: Backend) ->
     assert letters == [("join", "left", "job failed")]
 
 
-@defects(
-    deterministic="under virtual time every data point arrives at the same instant, so the "
-    "'newest' data point is a tie and the current job of a keyed join is the job of slot "
-    "'a', not the one that completed the join"
-)
 def test_a_join_with_a_key_pairs_data_of_different_jobs(backend: Backend) -> None:
     def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
         job = get_current_job()

@@ -55,7 +55,7 @@ def test_metrics_count_every_outcome_exactly(backend: Backend) -> None:
     }
     finished = {"completed": 4, "failed": 2, "cancelled": 0}
     assert metrics["jobs"] == {"active": 0, **finished}
-    assert metrics["workers"]["w"]["jobs"] == finished
+    assert metrics["workers"]["w"]["jobs"] == {"active": 0, **finished}
     assert metrics["workers"]["w"]["status"] == "running"
     assert metrics["workers"]["w"]["flow_id"] == "counted"
     assert dead == {"skipped": 1}

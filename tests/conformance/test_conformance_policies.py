@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance_kit import Backend, append, defects, make_routine, register
+from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import (
     ErrorStrategy,
@@ -40,7 +40,6 @@ def _post(runtime: Any, values: range, slot: str = "in") -> list[Any]:
     ]
 
 
-@defects(deterministic=NEWEST_IS_A_TIE)
 def test_batch_size_releases_full_batches_with_the_newest_job_current(backend: Backend) -> None:
     _recorder(batch_size_policy(3, timeout=None))
     with backend.runtime() as runtime:

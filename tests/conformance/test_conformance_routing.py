@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance_kit import Backend, defects, make_routine, register
+from conformance_kit import Backend, make_routine, register
 
 from actorflow import ErrorStrategy, JobStatus, get_current_job
 
@@ -197,10 +197,6 @@ def test_a_routine_of_several_actors_handles_every_message_once(backend: Backend
     assert {job.status for job in jobs} == {JobStatus.COMPLETED}
 
 
-@defects(
-    ray="the immediate policy on Ray passes only the message's own slot in slot_data "
-    "(the other slots' empty lists are missing)"
-)
 def test_immediate_policy_gives_every_slot_a_list(backend: Backend) -> None:
     def record(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
         job = get_current_job()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conformance_kit import Backend, actorflow_threads, defects, make_routine, register
+from conformance_kit import Backend, actorflow_threads, make_routine, register
 
 from actorflow import (
     ErrorStrategy,
@@ -51,10 +51,6 @@ def test_a_graceful_shutdown_flushes_partial_batches_and_their_jobs_complete(
     assert runtime.dead_letter_counts() == {}
 
 
-@defects(
-    ray="data still queued in a routine's slot queues when Ray actors stop leaves no dead "
-    "letter ('routine stopped')"
-)
 def test_an_immediate_shutdown_cancels_the_jobs_of_queued_data(backend: Backend) -> None:
     """Rows wait in a slot queue (a custom policy runs on ``go`` alone); once the ``go`` job,
     posted after them, completed, they are queued."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conformance_kit import Backend, defects, make_routine, register
+from conformance_kit import Backend, make_routine, register
 
 from actorflow import (
     ActorCrash,
@@ -135,7 +135,6 @@ def test_routine_states_inside_a_routine_shows_only_what_it_may_read(backend: Ba
     assert job.get_data("visible") == {"a": "a", "_shared": "_shared", "other": "other"}
 
 
-@defects(ray=RAY_WRAPS_STATE_ERRORS)
 def test_state_values_must_be_json_and_reads_are_copies(backend: Backend) -> None:
     def store_a_set(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
         job = get_current_job()
@@ -184,7 +183,6 @@ def _reserve(stock: Any) -> Any:
     return stock - 1
 
 
-@defects(ray=RAY_WRAPS_STATE_ERRORS)
 def test_a_state_function_that_raises_changes_nothing_and_crashes_no_actor(
     backend: Backend,
 ) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conformance_kit import Backend, append, defects, make_routine, register
+from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import (
     ActorCrash,
@@ -43,7 +43,6 @@ class Stage(Routine):
         append(state, self.routine_id, self.incarnation)
 
 
-@defects(ray=CRASH_NOT_SUPERVISED)
 def test_an_actor_crash_fails_its_job_and_loses_no_queued_message(backend: Backend) -> None:
     gate = backend.gate()
 
@@ -93,16 +92,10 @@ def _crash_one_stage(backend: Backend, strategy: str) -> list[str]:
     return sorted(name for name, seen in incarnations.items() if seen[0] != seen[1])
 
 
-@defects(ray=CRASH_NOT_SUPERVISED)
 def test_one_for_one_restarts_the_crashed_actor_alone(backend: Backend) -> None:
     assert _crash_one_stage(backend, "one_for_one") == ["transform"]
 
 
-@defects(
-    ray=CRASH_NOT_SUPERVISED,
-    deterministic="the deterministic scheduler drops the WAKE that asks a healthy actor to "
-    "restart, so the other routines' next message is still handled by the old actor",
-)
 @pytest.mark.parametrize(
     ("strategy", "restarted"),
     [
@@ -116,7 +109,6 @@ def test_a_group_strategy_restarts_every_actor_it_names(
     assert _crash_one_stage(backend, strategy) == restarted
 
 
-@defects(ray=CRASH_NOT_SUPERVISED)
 def test_past_the_restart_intensity_the_worker_fails_and_so_do_its_jobs(
     backend: Backend,
 ) -> None:
@@ -172,7 +164,6 @@ class _FailsFirstStart(Routine):
         state.increment("r", "handled")
 
 
-@defects(ray="an on_start that raises is not restarted on Ray: the worker never starts")
 def test_an_on_start_that_raises_is_a_crash_the_supervisor_restarts(
     backend: Backend, tmp_path: Path
 ) -> None:
@@ -186,11 +177,6 @@ def test_an_on_start_that_raises_is_a_crash_the_supervisor_restarts(
     assert job.status == JobStatus.COMPLETED, job.error
 
 
-@defects(
-    ray=CRASH_NOT_SUPERVISED,
-    deterministic="during a restart backoff the deterministic scheduler finds no live actor "
-    "and drops the routine's messages as dead letters ('worker running'); their jobs never end",
-)
 def test_a_restart_waits_for_its_backoff(backend: Backend) -> None:
     flow = register("backoff", {"r": Stage()})
     flow.set_supervision(backoff_base=0.3, backoff_max=1.0)

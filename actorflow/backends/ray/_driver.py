@@ -25,7 +25,7 @@ from actorflow._services import WorkerServices
 from actorflow._timers import TimerService
 from actorflow._worker import post_targets
 from actorflow.activation_policies import _Immediate
-from actorflow.backends.ray._host import RoutineHost, call_state
+from actorflow.backends.ray._host import RoutineHost, call_state, task_error_cause
 from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._ledger import Ledger
 from actorflow.backends.ray._state import StateActor
@@ -33,6 +33,7 @@ from actorflow.backends.ray._wire import JobHeader, Wire, pack
 from actorflow.errors import (
     ActorflowError,
     ConfigurationError,
+    QueueFullError,
     RuntimeClosedError,
     SerializationError,
     WorkerFailedError,
@@ -44,6 +45,7 @@ from actorflow.worker import WorkerState
 
 __all__ = ["RayBackend", "RayWorker"]
 
+CONTROL_GROUP = "control"  # a routine actor's second thread: jobs ended while it is busy
 STOP_SECONDS = 10.0  # how long stopping a worker waits for its actors before killing them
 
 
@@ -51,25 +53,51 @@ def _remote_classes(ray: Any) -> tuple[Any, Any, Any]:
     """The actor classes as Ray actors: routine hosts and state actors restart with their
     process (Ray delivers the unfinished calls again); one ledger."""
     return (
-        ray.remote(max_restarts=-1, max_task_retries=-1)(RoutineHost),
+        ray.remote(max_restarts=-1, max_task_retries=-1, concurrency_groups={CONTROL_GROUP: 1})(
+            RoutineHost
+        ),
         ray.remote(max_restarts=-1, max_task_retries=-1)(StateActor),
         ray.remote(Ledger),
     )
 
 
 class _RaySender:
-    """``post`` puts envelopes here; the backend's sender thread batches them to the actor."""
+    """``post`` puts envelopes here; the backend's sender thread batches them to the actor.
+
+    Ray queues actor calls without a bound and cannot say how many wait, so the mailbox a
+    post sees is counted here: the jobs posted to the routine whose first message its actors
+    have not finished handling (``posted``, oldest first), less one per actor of the routine
+    (the message each may be running). Messages other routines emit to it are not counted:
+    a run's own emits are bounded by the routine cell as on every backend."""
 
     def __init__(self, backend: RayBackend, worker: RayWorker, routine_id: str) -> None:
         self.backend = backend
         self.worker = worker
         self.routine_id = routine_id
+        self.posted: dict[str, str] = {}  # job id -> slot, in post order (under worker.room)
 
     def qsize(self) -> int:
-        return 0
+        return max(0, len(self.posted) - len(self.worker.actors.get(self.routine_id, ())))
 
     def put(self, envelope: Envelope) -> None:
+        job_id = envelope.job_id
+        if job_id is not None:
+            with self.worker.room:
+                self.posted[job_id] = envelope.slot
+            self.backend.first_hops[job_id] = self
         self.backend.outbound.put((self.worker, self.routine_id, envelope))
+
+    def taken(self, job_id: str) -> None:
+        """The job's first message was handled (or dropped): room for one more."""
+        with self.worker.room:
+            if self.posted.pop(job_id, None) is not None:
+                self.worker.room.notify_all()
+
+    def waiting(self) -> list[tuple[str, str]]:
+        """``(job id, slot)`` of the posts whose message waits in the queue, oldest first (a
+        guess: the oldest ones, one per actor, are taken to be running)."""
+        with self.worker.room:
+            return list(self.posted.items())[len(self.worker.actors.get(self.routine_id, ())) :]
 
 
 class RayWorker:
@@ -94,6 +122,7 @@ class RayWorker:
         }
         self.max_queue = flow.slot_limits()
         self.slots = {rid: frozenset(limits) for rid, limits in self.max_queue.items()}
+        self.room = threading.Condition(threading.Lock())  # posters waiting for room
         self.mailboxes = {rid: _RaySender(backend, self, rid) for rid in routines}
         self.post_targets = post_targets(self.mailboxes, self.max_queue)
         self.actors: dict[str, list[Any]] = {}
@@ -133,7 +162,7 @@ class RayWorker:
         except Exception as exc:
             ray.kill(self.supervisor, no_restart=True)
             self.supervisor = None
-            cause = getattr(exc, "cause", None)  # a RayTaskError: the state actor's own error
+            cause = task_error_cause(exc)  # the state actor's own error, not Ray's wrapper
             if isinstance(cause, ActorflowError):
                 raise cause from None
             raise
@@ -174,13 +203,49 @@ class RayWorker:
 
     def flush(self) -> None:
         """Ask every queueing routine actor to release what it holds (before a shutdown)."""
+        self.backend.send_queued(STOP_SECONDS)
         for routine_id, actors in self.actors.items():
             if not isinstance(self.flow.get_routine(routine_id).activation_policy, _Immediate):
                 for actor in actors:
                     actor.flush.remote()
 
     def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
-        """Ray queues calls itself; post never finds a full mailbox here."""
+        """The routine has ``limit`` posted messages waiting: apply the overflow policy."""
+        mailbox = self.mailboxes[routine_id]
+        policy = self.overflow
+        if policy == "block":
+            with self.room:
+                if self.room.wait_for(lambda: mailbox.qsize() < limit, timeout):
+                    return
+        elif policy == "drop_oldest":
+            self._drop_oldest(mailbox, limit)
+            return
+        raise QueueFullError(
+            f"routine {routine_id!r} of worker {self.worker_id!r} already has "
+            f"{mailbox.qsize()} messages waiting (max_queue_length={limit}; overflow policy "
+            f"{policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
+        )
+
+    def _drop_oldest(self, mailbox: _RaySender, limit: int) -> None:
+        """Fail the jobs of the oldest waiting posts until there is room. Their messages stay
+        in Ray's queue: the actor learns the job ended (``mark_ended``, beside a running
+        call) and skips them without a second dead letter."""
+        routine_id = mailbox.routine_id
+        for job_id, slot in mailbox.waiting():
+            if mailbox.qsize() < limit:
+                return
+            record = self.backend.record(job_id)
+            if record is not None and record.fail(
+                QueueFullError(
+                    f"dropped: routine {routine_id!r} had {limit} messages waiting "
+                    "(overflow policy 'drop_oldest')"
+                ),
+                routine_id,
+                "dropped",
+            ):
+                self.backend.dropped.add((job_id, routine_id))
+                self.dead_letter(job_id, routine_id, slot, "dropped (mailbox full)")
+            mailbox.taken(job_id)
 
     # -- supervision (on the driver's report thread) -----------------------------------------
     def crashed(self, routine_id: str, index: int, job_ids: list[str], error: str, tb: str) -> None:
@@ -240,6 +305,7 @@ class RayWorker:
         budget = STOP_SECONDS if timeout is None else min(timeout, STOP_SECONDS)
         deadline = time.monotonic() + budget
         reason = "worker failed" if failed else "worker stopped"
+        self.backend.send_queued(budget)
         for routine_id in reversed(self.order):
             actors = self.actors.get(routine_id, [])
             calls = [actor.stop.remote(reason) for actor in actors]
@@ -309,6 +375,11 @@ class RayBackend:
         self.timers = TimerService(SystemClock(), name="actorflow-ray-restarts")
         self.outbound: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.weights: dict[str, tuple[Fraction, set[str]]] = {}
+        # job id -> the mailbox its first message was posted to, until that one is handled
+        self.first_hops: dict[str, _RaySender] = {}
+        # (job id, routine id) of posts dropped for room: the actor's own dead letter for the
+        # message, when it reaches it, is the same letter again
+        self.dropped: set[tuple[str, str]] = set()
         # job id -> envelope id -> (weight, actor): weight waiting in a join of that actor
         self.parked: dict[str, dict[str, tuple[Fraction, Any]]] = {}
         self._workers: dict[str, RayWorker] = {}
@@ -357,9 +428,13 @@ class RayBackend:
             stop = False
             grouped: dict[int, tuple[Any, list[Wire]]] = {}
             forgets: dict[int, tuple[Any, list[tuple[str, str]]]] = {}
+            sent: list[threading.Event] = []
             for entry in batch:
                 if entry is None:
                     stop = True
+                    continue
+                if isinstance(entry, threading.Event):
+                    sent.append(entry)
                     continue
                 if entry[0] == "forget":
                     _, actors, job_id, status = entry
@@ -374,9 +449,22 @@ class RayBackend:
             for actor, wires in grouped.values():
                 actor.deliver.remote(wires)
             for actor, ended in forgets.values():
+                actor.mark_ended.options(concurrency_group=CONTROL_GROUP).remote(ended)
                 actor.forget.remote(ended)
+            for event in sent:
+                event.set()
             if stop:
                 return
+
+    def send_queued(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until what was queued for the routine actors
+        has been sent: a call made after this reaches each actor after them (Ray runs one
+        caller's calls to an actor in order), so a stop cannot overtake a post or a forget."""
+        if threading.current_thread() is self._sender:
+            return
+        sent = threading.Event()
+        self.outbound.put(sent)
+        sent.wait(timeout)
 
     def _wire(self, envelope: Envelope) -> Wire | None:
         """The first message of a job, for its routine actor (None if it cannot cross)."""
@@ -433,6 +521,9 @@ class RayBackend:
             touched.add(report[1])
         elif kind == "dead":
             _, job_id, routine_id, slot, reason = report
+            if self.dropped and (job_id, routine_id) in self.dropped:
+                self.dropped.discard((job_id, routine_id))
+                return
             record = self.record(job_id) if job_id is not None else None
             worker_id = "" if record is None else record.worker_id
             self.dead_letter(job_id, worker_id, routine_id, slot, reason)
@@ -442,8 +533,16 @@ class RayBackend:
             if worker is not None:
                 worker.crashed(routine_id, index, job_ids, error, tb)
 
+    def _first_hop_done(self, job_id: str, report_id: str) -> None:
+        """A routine actor finished the message a post sent (id ``<job id>:0``)."""
+        if report_id.endswith(":0") and report_id == f"{job_id}:0":
+            mailbox = self.first_hops.pop(job_id, None)
+            if mailbox is not None:
+                mailbox.taken(job_id)
+
     def _parked(self, report: tuple[Any, ...]) -> None:
         _, job_id, envelope_id, num, den, actor = report
+        self._first_hop_done(job_id, envelope_id)
         record = self.record(job_id)
         if record is None or record.finished:
             return
@@ -472,6 +571,7 @@ class RayBackend:
 
     def _apply(self, report: tuple[Any, ...]) -> None:
         _, job_id, report_id, num, den, merges, trace, errors, end = report
+        self._first_hop_done(job_id, report_id)
         parked = self.parked.get(job_id)
         if parked is not None:
             parked.pop(report_id, None)

@@ -37,7 +37,7 @@ from actorflow.errors import SerializationError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus, record_of
 
-__all__ = ["RayCellCore", "RoutineHost", "call_state"]
+__all__ = ["RayCellCore", "RoutineHost", "call_state", "task_error_cause"]
 
 REMEMBERED_ENVELOPES = 100_000  # ids of delivered envelopes kept to skip a redelivery
 REMEMBERED_JOBS = 100_000  # jobs this actor knows (ended ones among them)
@@ -49,7 +49,17 @@ def call_state(supervisor: Any, op: str, key: Any, arg: Any, extra: Any, op_id: 
     """One WorkerState call to the worker's state owner, by Ray (``op_id`` makes it
     idempotent: a call Ray retries, or a logic run again after a restart, applies once)."""
     ray = import_ray()
-    return ray.get(supervisor.call.remote(op, key, cloudpickle.dumps(arg), extra, op_id))
+    try:
+        return ray.get(supervisor.call.remote(op, key, cloudpickle.dumps(arg), extra, op_id))
+    except ray.exceptions.RayTaskError as exc:
+        raise task_error_cause(exc) from None
+
+
+def task_error_cause(error: BaseException) -> BaseException:
+    """The exception a Ray task raised, without Ray's wrapper (so a state error has the same
+    type and message on Ray as on threads); ``error`` itself when it carries none."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, Exception) else error
 
 
 def _none_waiting() -> int:
@@ -144,6 +154,7 @@ class RoutineHost:
         self.pending: list[Wire] = []
         self.local: deque[Any] = deque()  # messages the cell sent itself
         self.jobs: OrderedDict[str, RemoteJob] = OrderedDict()
+        self._jobs_lock = threading.Lock()  # mark_ended runs on the control group's thread
         self.seen: set[str] = set()
         self.seen_order: deque[str] = deque()
         self.targets: dict[str, list[Any]] = {}  # routine id -> its actors
@@ -209,11 +220,13 @@ class RoutineHost:
         if len(self.seen_order) > REMEMBERED_ENVELOPES:
             self.seen.discard(self.seen_order.popleft())
         payload, data, weight = unpack(wire)
-        job = self._job(wire.header)
+        with self._jobs_lock:
+            job = self._job(wire.header)
         record = new_remote_record(self, job, envelope_id, weight, self.core.clock)
         return new_envelope(self.routine_id, wire.slot, payload, record, data, wire.depth)
 
     def _job(self, header: JobHeader) -> RemoteJob:
+        """The actor's view of a job (callers hold ``_jobs_lock``)."""
         job = self.jobs.get(header.job_id)
         if job is None:
             job = self.jobs[header.job_id] = RemoteJob(header)
@@ -254,17 +267,27 @@ class RoutineHost:
         finally:
             self._flush()
 
+    def mark_ended(self, ended: list[tuple[str, str]]) -> None:
+        """These jobs ended early ``(job id, status)``. Called in the ``control`` concurrency
+        group, beside a running ``deliver``: a message of such a job still waiting in this
+        actor's queue, and the emits of a logic now running for it, become dead letters
+        instead of running (:meth:`forget` follows in order, for the joins)."""
+        with self._jobs_lock:
+            for job_id, status in ended:
+                job = self._job(JobHeader(job_id, "", self.worker_id, {}, 0.0))
+                job.status = JobStatus(status)
+                job.ended = True
+
     def forget(self, ended: list[tuple[str, str]]) -> None:
         """These jobs ended early ``(job id, status)``: later messages are dead letters, and
         their data waiting in a join leaves it."""
         self._enter()
         try:
             for job_id, status in ended:
-                job = self.jobs.get(job_id)
-                if job is None:
+                with self._jobs_lock:
                     job = self._job(JobHeader(job_id, "", self.worker_id, {}, 0.0))
-                job.ended = True
-                job.status = JobStatus(status)
+                    job.status = JobStatus(status)
+                    job.ended = True
                 if job.last is not None and self.cell.parks and not self.crashed:
                     self._run(JoinCheck(job.last))
             self._drain()
