@@ -334,12 +334,14 @@ class RoutineCell:
                     logic(slot_data, None, state)
                 except Exception as exc:
                     self._observe(perf_counter() - started)
+                    self._timeline((rec,), started, "raised")
                     self.failed += 1
                     job = self._take_view()
                     self.outbox = None
                     self._on_error(exc, slot_data, None, job, (rec,), 1)
                 else:
                     elapsed = perf_counter() - started
+                    rec.add_step(routine_id, started, elapsed, "ok")
                     self.seconds_sum += elapsed
                     if elapsed < _FIRST_BOUND:
                         buckets[0] += 1
@@ -614,6 +616,7 @@ class RoutineCell:
                 self._traced(slot_data, message, job)
         except Exception as exc:
             self._observe(perf_counter() - started)
+            self._timeline(records, started, "raised")
             self.failed += 1
             self.current_job = None
             self.outbox = None
@@ -621,6 +624,7 @@ class RoutineCell:
             self._on_error(exc, slot_data, message, job, records, attempt)
             return
         self._observe(perf_counter() - started)
+        self._timeline(records, started, "ok")
         self.current_job = None
         self.outbox = None
         self._running = ()
@@ -740,6 +744,13 @@ class RoutineCell:
             self.buckets[0] += 1
         else:
             self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
+
+    def _timeline(self, records: Sequence[JobRecord], started: float, outcome: str) -> None:
+        """Add one handling step (from ``started``, a perf_counter reading, to now) to each job
+        the run was for: what ``JobContext.timeline`` shows."""
+        seconds = perf_counter() - started
+        for record in records:
+            record.add_step(self.routine_id, started, seconds, outcome)
 
     @property
     def handled(self) -> int:

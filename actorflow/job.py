@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import traceback as _traceback
 from collections.abc import Callable, Container, Generator, Mapping
 from contextvars import ContextVar
@@ -56,6 +57,7 @@ _ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routin
 # the first write makes the record its own, under _FIRST_WRITE when no record lock covers it.
 _NO_DATA: dict[Any, Any] = {}
 _NO_TRACE: list[dict[str, Any]] = []
+_NO_STEPS: list[tuple[str, float, float, str]] = []
 _FIRST_WRITE = threading.Lock()
 # Records share a ring of locks instead of making one each (a lock is a GC-tracked object, and
 # a job's lock lives as long as the job runs). A record holds its lock only for a few field
@@ -63,6 +65,13 @@ _FIRST_WRITE = threading.Lock()
 # on one lock wait for each other only if a thread switch lands inside those few updates.
 # A record's lock is picked by its id's hash, which the str caches for the dict insertions after.
 _RECORD_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+MAX_TIMELINE_STEPS = 256
+"""How many handling steps a job keeps for :attr:`JobContext.timeline` (later ones are counted
+in :attr:`JobContext.timeline_dropped`)."""
+# Steps are timed with perf_counter (as the handling-time histogram is); this turns such a
+# reading into seconds since the epoch, in this process.
+_PERF_TO_WALL = time.time() - time.perf_counter()
 
 
 class _Activation(Protocol):
@@ -127,6 +136,8 @@ class JobRecord:
         "metadata",
         "pump",
         "started",
+        "steps",
+        "steps_dropped",
         "timeout_armed",
         "trace",
         "worker_id",
@@ -147,6 +158,9 @@ class JobRecord:
     errors: list[dict[str, Any]] | None
     data: dict[Any, Any]  # starts as _NO_DATA, never written in place: see merge
     trace: list[dict[str, Any]]  # starts as _NO_TRACE, never appended to: see extend_trace
+    # (routine id, perf_counter start, seconds, outcome); starts as _NO_STEPS: see add_step
+    steps: list[tuple[str, float, float, str]]
+    steps_dropped: int  # set (read with getattr) once a step found the timeline full
     finished: bool
     _depths: dict[Any, int] | None
     _lock: threading.Lock | None
@@ -360,6 +374,24 @@ class JobRecord:
                     trace = self.trace = []
         trace.extend(entries)
 
+    def add_step(self, routine_id: str, started: float, seconds: float, outcome: str) -> None:
+        """Record that ``routine_id`` handled a message of the job from ``started`` (a
+        ``perf_counter`` reading) for ``seconds``, ending ``outcome`` ("ok" or "raised").
+
+        Keeps the first :data:`MAX_TIMELINE_STEPS` steps and counts the others.
+        """
+        steps = self.steps
+        if steps is _NO_STEPS:
+            with _FIRST_WRITE:
+                steps = self.steps
+                if steps is _NO_STEPS:
+                    steps = self.steps = []
+        if len(steps) < MAX_TIMELINE_STEPS:
+            steps.append((routine_id, started + _PERF_TO_WALL, seconds, outcome))
+        else:
+            with _FIRST_WRITE:
+                self.steps_dropped = getattr(self, "steps_dropped", 0) + 1
+
     # -- waiting -----------------------------------------------------------------------
     def wait(self, timeout: float | None) -> bool:
         if self.finished:
@@ -413,6 +445,7 @@ def new_record(
     record.errors = None
     record.data = _NO_DATA
     record.trace = _NO_TRACE
+    record.steps = _NO_STEPS
     record.finished = False
     record._depths = None
     record._lock = _RECORD_LOCKS[hash(job_id) & 63]
@@ -621,6 +654,31 @@ class JobContext:
     def trace_log(self) -> list[dict[str, Any]]:
         """A copy of the trace entries, oldest first."""
         return list(self._rec.trace)
+
+    @property
+    def timeline(self) -> list[dict[str, Any]]:
+        """Which routine handled the job's messages when, and for how long, oldest first.
+
+        One entry per handled message (each try of a retried one): ``routine_id``,
+        ``started_at`` (ISO 8601, UTC), ``duration_ms`` and ``outcome`` (``"ok"``, or
+        ``"raised"`` when the logic raised). At most :data:`MAX_TIMELINE_STEPS` are kept; see
+        :attr:`timeline_dropped`.
+        """
+        steps = sorted(self._rec.steps, key=lambda step: step[1])
+        return [
+            {
+                "routine_id": routine_id,
+                "started_at": iso_timestamp(started),
+                "duration_ms": seconds * 1000,
+                "outcome": outcome,
+            }
+            for routine_id, started, seconds, outcome in steps
+        ]
+
+    @property
+    def timeline_dropped(self) -> int:
+        """How many handling steps were not kept in :attr:`timeline` (it was full)."""
+        return int(getattr(self._rec, "steps_dropped", 0))
 
     # -- waiting -----------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:

@@ -41,7 +41,7 @@ from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
-    from actorflow.monitor import MonitorServer
+    from actorflow.web import WebServer
     from actorflow.testing.probe import Probe
 
 __all__ = ["Runtime"]
@@ -729,24 +729,35 @@ class Runtime:
             "timers": {"callback_errors": self._timers.callback_errors},
         }
 
-    def serve_monitor(self, port: int = 0, host: str = "127.0.0.1") -> MonitorServer:
-        """Serve this runtime's monitoring endpoint over HTTP and return its server.
+    def serve_monitor(
+        self, port: int = 0, host: str = "127.0.0.1", token: str | None = None
+    ) -> WebServer:
+        """Serve this runtime's web app (:func:`actorflow.web.create_app`) and return its server.
 
-        JSON at ``/api/workers``, ``/api/jobs``, ``/api/metrics``, ``/api/dead-letters`` and
-        ``/api/flows``, Prometheus text at ``/metrics`` and a live page at ``/`` (see
-        ``actorflow.monitor``). Listens on ``host:port`` (loopback by default; ``port=0``
-        picks a free port, read it from ``.port`` or ``.url``) from a daemon thread named
-        ``actorflow-monitor``. ``shutdown()`` stops it; so does the server's ``stop()``.
-        One monitor at a time: serving again while one runs raises ``ConfigurationError``.
+        The monitor page at ``/``, the JSON API under ``/api/``, server-sent events at
+        ``/api/events`` and Prometheus text at ``/metrics``, run by uvicorn from a daemon thread
+        named ``actorflow-monitor``. Listens on ``host:port`` (loopback by default; ``port=0``
+        picks a free port, read it from ``.port`` or ``.url``); answers as soon as it returns.
+        ``token`` turns on job submission and cancellation (``Authorization: Bearer
+        <token>``); without one the app is read-only. ``shutdown()`` stops it; so does the
+        server's ``close()``. One at a time: serving again while one runs raises
+        ``ConfigurationError``. Needs the ``web`` extra (``pip install 'actorflow[web]'``).
         """
-        from actorflow.monitor import MonitorServer  # noqa: PLC0415
+        from actorflow.web import WebServer, create_app  # noqa: PLC0415
 
         with self._lock:
             self._check_open()
             current = getattr(self, "_monitor", None)
             if current is not None and current.running:
                 raise ConfigurationError(f"a monitor already serves at {current.url}")
-            self._monitor = MonitorServer(self, port, host)
+            app = create_app(self, token)
+            self._monitor = WebServer(
+                app,
+                port,
+                host,
+                thread_name="actorflow-monitor",
+                on_close=app.state.actorflow_close,
+            )
             return self._monitor
 
     def fault_log(self) -> list[dict[str, Any]]:

@@ -222,6 +222,7 @@ def new_remote_record(
     record.host = host
     record.merges = []
     record.trace_out = []
+    record.steps = []
     record.errors_out = []
     record.failure = None
     record.partials = 0

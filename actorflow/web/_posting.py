@@ -1,0 +1,29 @@
+"""Posting a job from the event loop without blocking it (internal).
+
+``Runtime.post`` may wait for room in a full mailbox (the ``block`` overflow policy), so it
+runs in a worker thread of the ASGI server's thread pool; the loop goes on meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from actorflow.job import JobContext
+from actorflow.web._runtime_api import RuntimeApi
+
+__all__ = ["post_job"]
+
+
+async def post_job(
+    runtime: RuntimeApi,
+    flow_id: str,
+    routine_id: str,
+    slot: str,
+    data: Any,
+    metadata: dict[str, Any] | None,
+) -> JobContext:
+    """Post a job and return its context, awaiting the post instead of blocking the loop."""
+    _, job = await run_in_threadpool(runtime.post, flow_id, routine_id, slot, data, metadata)
+    return job
