@@ -36,6 +36,7 @@ from actorflow.error_handling import ErrorStrategy
 from actorflow.errors import QueueFullError, SerializationError
 from actorflow.job import (
     CURRENT_ACTIVATION,
+    MAX_TIMELINE_STEPS,
     JobContext,
     JobRecord,
     JobStatus,
@@ -341,7 +342,11 @@ class RoutineCell:
                     self._on_error(exc, slot_data, None, job, (rec,), 1)
                 else:
                     elapsed = perf_counter() - started
-                    rec.add_step(routine_id, started, elapsed, "ok")
+                    steps = rec.steps  # the job's timeline (JobContext.timeline), inlined
+                    if len(steps) < MAX_TIMELINE_STEPS:
+                        steps.append((routine_id, started, elapsed, "ok"))
+                    else:
+                        rec.drop_step()
                     self.seconds_sum += elapsed
                     if elapsed < _FIRST_BOUND:
                         buckets[0] += 1

@@ -57,7 +57,6 @@ _ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routin
 # the first write makes the record its own, under _FIRST_WRITE when no record lock covers it.
 _NO_DATA: dict[Any, Any] = {}
 _NO_TRACE: list[dict[str, Any]] = []
-_NO_STEPS: list[tuple[str, float, float, str]] = []
 _FIRST_WRITE = threading.Lock()
 # Records share a ring of locks instead of making one each (a lock is a GC-tracked object, and
 # a job's lock lives as long as the job runs). A record holds its lock only for a few field
@@ -158,7 +157,8 @@ class JobRecord:
     errors: list[dict[str, Any]] | None
     data: dict[Any, Any]  # starts as _NO_DATA, never written in place: see merge
     trace: list[dict[str, Any]]  # starts as _NO_TRACE, never appended to: see extend_trace
-    # (routine id, perf_counter start, seconds, outcome); starts as _NO_STEPS: see add_step
+    # (routine id, perf_counter start, seconds, outcome), at most MAX_TIMELINE_STEPS: appended
+    # to by the routine cell (inline on its hot path), add_step and extend_steps
     steps: list[tuple[str, float, float, str]]
     steps_dropped: int  # set (read with getattr) once a step found the timeline full
     finished: bool
@@ -381,16 +381,26 @@ class JobRecord:
         Keeps the first :data:`MAX_TIMELINE_STEPS` steps and counts the others.
         """
         steps = self.steps
-        if steps is _NO_STEPS:
-            with _FIRST_WRITE:
-                steps = self.steps
-                if steps is _NO_STEPS:
-                    steps = self.steps = []
         if len(steps) < MAX_TIMELINE_STEPS:
-            steps.append((routine_id, started + _PERF_TO_WALL, seconds, outcome))
+            steps.append((routine_id, started, seconds, outcome))
         else:
-            with _FIRST_WRITE:
-                self.steps_dropped = getattr(self, "steps_dropped", 0) + 1
+            self.drop_step()
+
+    def drop_step(self) -> None:
+        """Count a step the full timeline did not keep."""
+        with _FIRST_WRITE:
+            self.steps_dropped = getattr(self, "steps_dropped", 0) + 1
+
+    def wall_steps(self) -> list[tuple[str, float, float, str]]:
+        """The steps with their start in seconds since the epoch (to cross a process)."""
+        return [(r, started + _PERF_TO_WALL, s, o) for r, started, s, o in self.steps]
+
+    def extend_steps(self, steps: list[tuple[str, float, float, str]], dropped: int = 0) -> None:
+        """Add steps made elsewhere (by :meth:`wall_steps`, e.g. in a Ray actor)."""
+        for routine_id, started, seconds, outcome in steps:
+            self.add_step(routine_id, started - _PERF_TO_WALL, seconds, outcome)
+        for _ in range(dropped):
+            self.drop_step()
 
     # -- waiting -----------------------------------------------------------------------
     def wait(self, timeout: float | None) -> bool:
@@ -445,7 +455,7 @@ def new_record(
     record.errors = None
     record.data = _NO_DATA
     record.trace = _NO_TRACE
-    record.steps = _NO_STEPS
+    record.steps = []
     record.finished = False
     record._depths = None
     record._lock = _RECORD_LOCKS[hash(job_id) & 63]
@@ -661,14 +671,15 @@ class JobContext:
 
         One entry per handled message (each try of a retried one): ``routine_id``,
         ``started_at`` (ISO 8601, UTC), ``duration_ms`` and ``outcome`` (``"ok"``, or
-        ``"raised"`` when the logic raised). At most :data:`MAX_TIMELINE_STEPS` are kept; see
+        ``"raised"`` when the logic raised). Steps are timed in real time, also on the
+        deterministic runtime. At most :data:`MAX_TIMELINE_STEPS` are kept; see
         :attr:`timeline_dropped`.
         """
         steps = sorted(self._rec.steps, key=lambda step: step[1])
         return [
             {
                 "routine_id": routine_id,
-                "started_at": iso_timestamp(started),
+                "started_at": iso_timestamp(started + _PERF_TO_WALL),
                 "duration_ms": seconds * 1000,
                 "outcome": outcome,
             }

@@ -271,3 +271,34 @@ def test_strict_mode_gives_each_routine_its_own_copy() -> None:
         assert job.wait(10)
     assert shared == {"items": [1]}
     assert len(set(seen_ids)) == 2
+
+
+class _Countdown(Routine):
+    """Sends its input back to itself, one less each time, until it reaches 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_slot("in")
+        self.add_event("again")
+
+    def logic(self, slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        item = slot_data["in"][0]
+        left = item if isinstance(item, int) else item["value"]
+        if left > 0:
+            self.emit("again", value=left - 1)
+
+
+def test_the_timeline_keeps_the_first_steps_and_counts_the_rest() -> None:
+    from actorflow.job import MAX_TIMELINE_STEPS  # noqa: PLC0415
+
+    flow = Flow("countdown")
+    flow.add_routine(_Countdown(), "count")
+    flow.connect("count", "again", "count", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime() as runtime:
+        _, job = runtime.post("countdown", "count", "in", MAX_TIMELINE_STEPS + 43)
+        assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED, job.error
+    assert len(job.timeline) == MAX_TIMELINE_STEPS == 256
+    assert job.timeline_dropped == 44
+    assert {step["routine_id"] for step in job.timeline} == {"count"}

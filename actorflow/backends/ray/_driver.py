@@ -570,7 +570,7 @@ class RayBackend:
                 actor.join_check.remote(job_id)
 
     def _apply(self, report: tuple[Any, ...]) -> None:
-        _, job_id, report_id, num, den, merges, trace, errors, end = report
+        _, job_id, report_id, num, den, merges, trace, errors, end, steps = report
         self._first_hop_done(job_id, report_id)
         parked = self.parked.get(job_id)
         if parked is not None:
@@ -587,6 +587,7 @@ class RayBackend:
         for key, value, depth in merges:
             record.merge(key, value, depth)
         record.extend_trace(trace)
+        record.extend_steps(steps)
         for entry in errors:
             if record.errors is None:
                 record.errors = []

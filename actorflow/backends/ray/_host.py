@@ -413,14 +413,14 @@ class RoutineHost:
         self._report_record(record, record.envelope_id, returned)
 
     def _report_record(self, record: RemoteRecord, report_id: str, weight: Fraction) -> None:
-        merges, trace, errors, failure = record.take_report()
+        merges, trace, errors, failure, steps = record.take_report()
         self._written.pop(id(record), None)
         end = None
         if record.job.ended and record.job.status is not JobStatus.RUNNING:
             end = (record.job.status.value, record.error, failure[1] if failure else "")
         self.reports.append(
             ("done", record.job_id, report_id, weight.numerator, weight.denominator, merges,
-             trace, errors, end)
+             trace, errors, end, steps)
         )  # fmt: skip
 
     def _send(self, envelope: Envelope) -> None:

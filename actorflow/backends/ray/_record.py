@@ -189,10 +189,14 @@ class RemoteRecord(JobRecord):
     def stalled(self) -> bool:
         return not self.job.ended and self.job.stalled
 
-    def take_report(self) -> tuple[list[Any], list[Any], list[Any], tuple[str, str] | None]:
-        """What was written since the last report: (merges, trace, errors, failure)."""
-        out = (self.merges, self.trace_out, self.errors_out, self.failure)
+    def take_report(
+        self,
+    ) -> tuple[list[Any], list[Any], list[Any], tuple[str, str] | None, list[Any]]:
+        """What was written since the last report: (merges, trace, errors, failure, and the
+        handling steps with their start as epoch seconds)."""
+        out = (self.merges, self.trace_out, self.errors_out, self.failure, self.wall_steps())
         self.merges, self.trace_out, self.errors_out, self.failure = [], [], [], None
+        self.steps = []
         return out
 
 
