@@ -6,6 +6,7 @@
     actorflow chaos app.py:flow --post parse.line='"pen,3"' --jobs 200 --drop 0.1 \\
         --crash store:40 --raise parse:0.2 --seed 7 --deterministic
     actorflow inspect http://localhost:8080
+    actorflow serve app.py:flow --port 8000 --token-env ACTORFLOW_TOKEN
     actorflow bench --quick
 
 A TARGET is ``path/to/app.py:name`` or ``package.module:name`` (``name`` is a ``Flow``, or a
@@ -13,7 +14,7 @@ function that takes no argument and returns one; without ``:name`` the module's 
 used), or a ``.yaml``/``.yml``/``.json`` flow file (see :mod:`actorflow.flowfile`).
 
 Exit codes: 0 when every job completed (``run``), the steady state held (``chaos``) or every
-endpoint answered (``inspect``); 1 otherwise; 2 for a usage error (bad TARGET, bad option,
+endpoint answered (``inspect``) or the server stopped cleanly (``serve``); 1 otherwise; 2 for a usage error (bad TARGET, bad option,
 unknown routine or slot), reported in one line without a traceback.
 """
 
@@ -907,6 +908,79 @@ def inspect_command(ctx: click.Context, url: str, timeout: float, as_json: bool)
         for problem in problems.values():
             click.echo(f"error: {problem}", err=True)
     ctx.exit(1 if problems else 0)
+
+
+# -- serve -----------------------------------------------------------------------------------
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@main.command()
+@click.argument("target")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+    help="port to listen on (0 picks a free one)",
+)  # fmt: skip
+@click.option(
+    "--token-env", metavar="VAR", default=None,
+    help="environment variable holding the bearer token that turns on job submission and "
+    "cancellation (without it the app is read-only)",
+)  # fmt: skip
+@click.pass_context
+def serve(ctx: click.Context, target: str, host: str, port: int, token_env: str | None) -> None:
+    """Run TARGET's flow in a runtime and serve its web app (actorflow.web) under uvicorn.
+
+    The monitor page at /, the JSON API under /api/, /metrics for Prometheus. Prints the
+    address it serves at, then serves until interrupted (Ctrl-C or SIGTERM), and shuts the
+    runtime down. Needs the web extra: pip install 'actorflow[web]'.
+    """
+    token = None
+    if token_env is not None:
+        token = os.environ.get(token_env, "")
+        if not token.strip():
+            raise click.BadParameter(
+                f"the environment variable {token_env} is not set or empty",
+                param_hint="'--token-env'",
+            )
+    try:
+        from actorflow.web import WebServer, create_app  # noqa: PLC0415
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    flow = load_target(target)
+    FlowRegistry.get_instance().register(flow)
+    if host not in _LOOPBACK:
+        click.echo(f"warning: serving on {host}, beyond this machine", err=True)
+    try:
+        with Runtime() as runtime:
+            runtime.exec(flow.flow_id)
+            app = create_app(runtime, token)
+            server = WebServer(
+                app, port, host, thread_name="actorflow-serve", on_close=app.state.actorflow_close
+            )
+            with server:
+                click.echo(f"serving flow {flow.flow_id!r} at {server.url}", err=False)
+                sys.stdout.flush()
+                _wait_for_a_signal()
+    except ActorflowError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    ctx.exit(0)
+
+
+def _wait_for_a_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        stop.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":
