@@ -300,8 +300,12 @@ function drawTimeline(job) {
                              "data-routine": s.routine_id, "data-step": i});
     bar.append(svg("title", {}, `${s.routine_id}: ${ms(s.duration_ms)} ms, ${s.outcome}`));
     root.append(bar);
-    root.append(svg("text", {class: "tick", x: Math.min(x + w + 4, width - right + 4),
-                             y: top + lane * laneH + 16}, ms(s.duration_ms) + " ms"));
+    // a label after the bar, unless the lane's next bar starts too close to it
+    const next = steps.findIndex((t, k) => k > i && t.routine_id === s.routine_id);
+    if (next < 0 || left + starts[next] * scale - (x + w) > 70) {
+      root.append(svg("text", {class: "tick", x: Math.min(x + w + 4, width - right + 4),
+                               y: top + lane * laneH + 16}, ms(s.duration_ms) + " ms"));
+    }
   });
   return root;
 }
