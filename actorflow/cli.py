@@ -13,9 +13,10 @@ A TARGET is ``path/to/app.py:name`` or ``package.module:name`` (``name`` is a ``
 function that takes no argument and returns one; without ``:name`` the module's only Flow is
 used), or a ``.yaml``/``.yml``/``.json`` flow file (see :mod:`actorflow.flowfile`).
 
-Exit codes: 0 when every job completed (``run``), the steady state held (``chaos``) or every
-endpoint answered (``inspect``) or the server stopped cleanly (``serve``); 1 otherwise; 2 for a usage error (bad TARGET, bad option,
-unknown routine or slot), reported in one line without a traceback.
+Exit codes: 0 when every job completed (``run``), the steady state held (``chaos``), every
+endpoint answered (``inspect``) or the server stopped on a signal (``serve``); 1 otherwise; 2
+for a usage error (bad TARGET, bad option, unknown routine or slot), reported in one line
+without a traceback.
 """
 
 from __future__ import annotations

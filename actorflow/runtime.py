@@ -41,8 +41,8 @@ from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
-    from actorflow.web import WebServer
     from actorflow.testing.probe import Probe
+    from actorflow.web import WebServer
 
 __all__ = ["Runtime"]
 

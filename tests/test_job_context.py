@@ -289,7 +289,7 @@ class _Countdown(Routine):
 
 
 def test_the_timeline_keeps_the_first_steps_and_counts_the_rest() -> None:
-    from actorflow.job import MAX_TIMELINE_STEPS  # noqa: PLC0415
+    from actorflow.job import MAX_TIMELINE_STEPS
 
     flow = Flow("countdown")
     flow.add_routine(_Countdown(), "count")

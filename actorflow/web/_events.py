@@ -10,6 +10,7 @@ away, when the app is closed, or (after one last snapshot) when the runtime shut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -58,10 +59,8 @@ class Closing:
             event = self._waiters.get(loop)
             if event is None:
                 event = self._waiters[loop] = asyncio.Event()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
         return self._closed
 
 

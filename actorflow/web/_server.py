@@ -19,7 +19,7 @@ __all__ = ["WebServer"]
 START_TIMEOUT = 10.0
 """Seconds :class:`WebServer` waits for uvicorn to start serving."""
 
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 5
 """Seconds :meth:`WebServer.close` waits for the requests in flight and the thread."""
 
 

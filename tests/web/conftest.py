@@ -14,7 +14,7 @@ from actorflow import Flow, FlowRegistry, JobContext, Routine, Runtime
 pytest.importorskip("starlette", reason="starlette is not installed (the web extra)")
 pytest.importorskip("uvicorn", reason="uvicorn is not installed (the web extra)")
 
-from actorflow.web import WebServer  # noqa: E402
+from actorflow.web import WebServer
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

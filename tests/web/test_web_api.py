@@ -158,7 +158,7 @@ def test_every_answer_carries_the_browser_headers(served: Served) -> None:
 
 # -- the OpenAPI description -----------------------------------------------------------------
 def test_the_openapi_description_lists_every_route(served: Served) -> None:
-    from starlette.routing import Route  # noqa: PLC0415
+    from starlette.routing import Route
 
     described = _json(served.client.get("/api/openapi.json"))
     assert described["openapi"].startswith("3.")
@@ -264,7 +264,7 @@ def test_state_changing_routes_refuse_a_missing_or_wrong_token(
 
 
 def test_with_no_token_the_state_changing_routes_are_off(runtime: Runtime) -> None:
-    from conftest import orders_flow  # noqa: PLC0415
+    from conftest import orders_flow
 
     orders_flow()
     server = runtime.serve_monitor()
@@ -332,7 +332,7 @@ def test_an_unknown_flow_answers_404(served: Served) -> None:
 
 
 def test_a_body_over_the_limit_answers_413(runtime: Runtime) -> None:
-    from conftest import orders_flow  # noqa: PLC0415
+    from conftest import orders_flow
 
     orders_flow()
     app = create_app(runtime, TOKEN, max_body=100)
@@ -375,9 +375,7 @@ def test_a_full_mailbox_answers_503(runtime: Runtime) -> None:
     try:
         with WebServer(app) as server, httpx.Client(base_url=server.url, timeout=WAIT) as c:
             body = {"routine": "hold", "slot": "item", "data": 1}
-            statuses = [
-                c.post("/api/flows/narrow/jobs", json=body, headers=AUTH) for _ in range(4)
-            ]
+            statuses = [c.post("/api/flows/narrow/jobs", json=body, headers=AUTH) for _ in range(4)]
             full = [r for r in statuses if r.status_code == 503]
             assert full and all(r.headers["retry-after"] == "1" for r in full)
             assert "messages waiting (max_queue_length=1" in _json(full[0], 503)["error"]

@@ -111,7 +111,7 @@ def test_the_event_stream_delivers_an_update_after_a_job_is_submitted(served: Se
             first = next(snapshots)
             assert first["metrics"]["jobs"]["completed"] == 2
             assert first["can_submit"] is True
-            assert [job["job_id"] for job in first["jobs"]["jobs"]][0] == served.jobs[2].job_id
+            assert first["jobs"]["jobs"][0]["job_id"] == served.jobs[2].job_id
             body = {"routine": "split", "slot": "order", "data": ["pen"]}
             answer = served.client.post("/api/flows/orders/jobs", json=body, headers=AUTH)
             job_id = answer.json()["job_id"]
@@ -161,10 +161,10 @@ def test_events_are_sent_only_on_change_and_at_a_bounded_rate(runtime: Runtime) 
 
 # -- mounted in a service's app ----------------------------------------------------------------
 def test_mounted_under_a_prefix_in_a_starlette_service(runtime: Runtime) -> None:
-    from starlette.applications import Starlette  # noqa: PLC0415
-    from starlette.requests import Request  # noqa: PLC0415
-    from starlette.responses import JSONResponse  # noqa: PLC0415
-    from starlette.routing import Mount, Route  # noqa: PLC0415
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
 
     orders_flow()
 
