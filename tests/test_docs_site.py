@@ -59,7 +59,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     reference = (site / "reference" / "index.html").read_text(encoding="utf-8")
     for name in ("actorflow.Runtime", "serve_monitor", "actorflow.Routine", "JobContext",
                  "WorkerState", "StateAccessError", "ErrorStrategy", "FaultPlan",
-                 "create_store", "DeterministicRuntime", "MonitorServer"):  # fmt: skip
+                 "create_store", "DeterministicRuntime", "create_app", "WebServer"):  # fmt: skip
         assert name in reference, name
     assert ":::" not in reference  # every directive was expanded
     # fenced blocks with extra words in the info string (```python no-run) still render as code
