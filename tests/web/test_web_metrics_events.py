@@ -246,3 +246,38 @@ def test_actorflow_serve_runs_a_flow_under_uvicorn(tmp_path: Path) -> None:
     )  # fmt: skip
     assert missing.returncode == 2
     assert "NOT_SET_ANYWHERE is not set or empty" in missing.stderr
+
+
+def test_a_snapshot_is_renumbered_only_when_it_changed() -> None:
+    from actorflow.web._events import SharedSnapshot
+
+    state = {"n": 0}
+    made: list[int] = []
+
+    def make() -> dict[str, int]:
+        made.append(1)
+        return dict(state)
+
+    snapshot = SharedSnapshot(make, interval=0.0)
+    first = snapshot.current()
+    assert [snapshot.current() for _ in range(5)] == [first] * 5 and first[0] == 1
+    state["n"] = 1
+    assert snapshot.current() == (2, '{"n": 1}')
+    slow = SharedSnapshot(make, interval=3600.0)
+    calls = len(made)
+    assert slow.current() == slow.current() == (1, '{"n": 1}')
+    assert len(made) == calls + 1  # looked at once within the interval, however often asked
+
+
+def test_event_streams_take_no_thread_per_client(served: Served) -> None:
+    before = threading.active_count()
+    with httpx.Client(base_url=served.url, timeout=WAIT) as client:
+        streams = [client.stream("GET", "/api/events") for _ in range(8)]
+        opened = [stream.__enter__() for stream in streams]
+        try:
+            for response in opened:
+                assert next(_snapshots(response.iter_lines()))["metrics"]["jobs"]["completed"]
+            assert threading.active_count() <= before + 1
+        finally:
+            for stream in streams:
+                stream.__exit__(None, None, None)
