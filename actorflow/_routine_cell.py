@@ -315,6 +315,7 @@ class RoutineCell:
         probes = self._probes
         buckets = self.buckets
         routine_id = self.routine_id
+        max_steps = MAX_TIMELINE_STEPS
         if mailbox is not None:
             take = mailbox.get_nowait
         while True:
@@ -343,7 +344,7 @@ class RoutineCell:
                 else:
                     elapsed = perf_counter() - started
                     steps = rec.steps  # the job's timeline (JobContext.timeline), inlined
-                    if len(steps) < MAX_TIMELINE_STEPS:
+                    if len(steps) < max_steps:
                         steps.append((routine_id, started, elapsed, "ok"))
                     else:
                         rec.drop_step()
