@@ -250,8 +250,9 @@ class RayWorker:
     # -- supervision (on the driver's report thread) -----------------------------------------
     def crashed(self, routine_id: str, index: int, job_ids: list[str], error: str, tb: str) -> None:
         """A routine actor crashed: restart per the worker's supervision, or fail the worker;
-        then fail the job(s) it was working for."""
-        if self.status == "running":
+        then fail the job(s) it was working for. An ``on_start`` that raises may report
+        while the worker is still starting: that crash is supervised too."""
+        if self.status in ("starting", "running"):
             decision = self.intensity.crashed(self.worker_id, routine_id, error, time.monotonic())
             if decision.failure is not None:
                 self._fail(decision.failure)
