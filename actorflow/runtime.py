@@ -24,7 +24,8 @@ from actorflow._job_book import JobBook
 from actorflow._lease import DEFAULT_LEASE_SECONDS, new_owner_id
 from actorflow._services import WorkerServices
 from actorflow._timers import TimerService
-from actorflow._worker import WorkerCore
+from actorflow.backends.base import Backend, BackendWorker
+from actorflow.backends.threads import ThreadBackend
 from actorflow.errors import (
     ConfigurationError,
     FlowValidationError,
@@ -89,7 +90,7 @@ def _no_such_target(worker: Any, flow_id: str, routine_id: str, slot: str) -> Ex
     )
 
 
-def _check_worker_running(worker: WorkerCore) -> None:
+def _check_worker_running(worker: BackendWorker) -> None:
     if worker.status == "failed":
         raise WorkerFailedError(worker.failure or f"worker {worker.worker_id!r} failed")
     if worker.status != "running":
@@ -283,19 +284,21 @@ class Runtime:
             from actorflow._tracing import Tracing  # noqa: PLC0415
 
             self._tracing = services.tracing = Tracing()
-        self._ray: Any = None
+        self._backend: Backend
         if backend == "ray":
             from actorflow.backends.ray import RayBackend  # noqa: PLC0415
 
-            self._ray = RayBackend(services, ray_address)
+            self._backend = RayBackend(services, ray_address)
+        else:
+            self._backend = ThreadBackend(services)
         self._lock = threading.Lock()
         self._closed = False
         self._shutdown_done: threading.Event | None = None  # set when a shutdown call ends
         self._shutdown_thread: threading.Thread | None = None  # the thread shutting down
         self._shutdown_result: bool | None = None
         self._shutdown_deadline: float | None = None  # when the shutdown cancels jobs
-        self._workers: dict[str, WorkerCore] = {}
-        self._default_worker: dict[str, WorkerCore] = {}
+        self._workers: dict[str, BackendWorker] = {}
+        self._default_worker: dict[str, BackendWorker] = {}
         self._worker_seq = itertools.count(1)
         self._job_seq = itertools.count(1)
         self._job_prefix = f"s{self.seed}" if self.deterministic else os.urandom(4).hex()
@@ -384,7 +387,7 @@ class Runtime:
         overflow: str | None = None,
         discard: bool = False,
         take_over: bool = False,
-    ) -> WorkerCore:
+    ) -> BackendWorker:
         flow = self._registry.require(flow_id)
         if worker_id is None:
             worker_id = f"{flow_id}-worker-{next(self._worker_seq)}"
@@ -405,18 +408,7 @@ class Runtime:
                     f"flow {flow_id!r} needs {needed} routine actor threads per worker; "
                     f"thread_pool_size={limit}"
                 )
-        if self._ray is not None:
-            ray_worker = self._ray.new_worker(flow, worker_id)
-            ray_worker.limits = state_limits
-            ray_worker.overflow = overflow or self.overflow
-            ray_worker.start(restore, discard, take_over)
-            self._workers[worker_id] = ray_worker
-            default = self._default_worker.get(flow_id)
-            if default is None or default.status != "running":
-                self._default_worker[flow_id] = ray_worker
-            return ray_worker  # type: ignore[no-any-return]
-        worker = WorkerCore(self._services, flow, worker_id, state_limits)
-        worker.overflow = overflow or self.overflow
+        worker = self._backend.new_worker(flow, worker_id, state_limits, overflow or self.overflow)
         worker.start(restore, discard, take_over)
         self._workers[worker_id] = worker
         default = self._default_worker.get(flow_id)
@@ -558,7 +550,7 @@ class Runtime:
 
         self._timers.call_at(self._clock.monotonic() + seconds, expire)
 
-    def _worker_for(self, flow_id: str, worker_id: str | None) -> WorkerCore:
+    def _worker_for(self, flow_id: str, worker_id: str | None) -> BackendWorker:
         if worker_id is not None:
             worker = self._workers.get(worker_id)
             if worker is None:
@@ -680,7 +672,7 @@ class Runtime:
 
         if not isinstance(routine_id, str) or not isinstance(event, str):
             raise TypeError("probe(routine_id, event) takes two str")
-        if self._ray is not None:
+        if not self._backend.supports_probes:
             raise ConfigurationError(
                 "probes watch emits in this process: they need the thread backend "
                 "(on Ray, assert on job data, worker state, dead letters or metrics)"
@@ -838,7 +830,7 @@ class Runtime:
         done.set()
         return finished
 
-    def _shut_down(self, workers: list[WorkerCore], wait: bool, timeout: float | None) -> bool:
+    def _shut_down(self, workers: list[BackendWorker], wait: bool, timeout: float | None) -> bool:
         """The steps of :meth:`shutdown`, run by the one call that shuts the runtime down."""
         finished = True
         if wait:
@@ -855,8 +847,7 @@ class Runtime:
                 finished = False
         for worker in reversed(workers):
             worker.stop(timeout)
-        if self._ray is not None:
-            self._ray.close()
+        self._backend.close()
         if getattr(self, "_monitor", None) is not None:
             self._monitor.stop()
         self._timers.stop()

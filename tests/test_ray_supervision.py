@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +211,59 @@ def test_shutdown_with_a_timeout_stays_bounded_when_a_logic_hangs(local_ray: Non
     took = time.monotonic() - started
     assert job.status == JobStatus.CANCELLED
     assert took < 5, f"shutdown(timeout=1) took {took:.1f} s"
+
+
+class _FailsFirstStart(Routine):
+    """Its first ``on_start`` (anywhere: the marker is a file) raises."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.add_slot("in")
+        self.set_config(marker=marker)
+
+    def on_start(self) -> None:
+        marker = Path(self.get_config("marker"))
+        if not marker.exists():
+            marker.write_text("started once")
+            raise OSError("the resource is not ready yet")
+
+    def logic(self, slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        state.increment("r", "handled")
+
+
+class _StartsAfter(Routine):
+    """Its ``on_start`` waits until the marker exists (the other routine's first start
+    crashed), then holds the worker's start a while longer, so the crash is reported while
+    the worker is still starting."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.add_slot("in")
+        self.set_config(marker=marker)
+
+    def on_start(self) -> None:
+        marker = Path(self.get_config("marker"))
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)  # widens the window: the crash report arrives during the start
+
+    def logic(self, slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        pass
+
+
+def test_an_on_start_crash_reported_while_the_worker_starts_is_supervised(
+    tmp_path: Path,
+) -> None:
+    marker = str(tmp_path / "marker")
+    flow = Flow("starting")
+    flow.add_routine(_FailsFirstStart(marker), "r")
+    flow.add_routine(_StartsAfter(marker), "later")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend="ray") as runtime:
+        state = runtime.exec("starting", worker_id="w")
+        _, job = runtime.post("starting", "r", "in", 1)
+        assert job.wait(30)  # before the fix: the crash was ignored and the job never ran
+        assert state.get_routine_state("r") == {"handled": 1}
+        assert runtime.metrics()["workers"]["w"]["restarts"] == 1
+    assert job.status == JobStatus.COMPLETED

@@ -40,6 +40,7 @@ from actorflow.errors import (
 )
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobRecord, JobStatus, view_parts
+from actorflow.state_limits import StateLimits
 from actorflow.supervision import RestartIntensity
 from actorflow.worker import WorkerState
 
@@ -133,7 +134,7 @@ class RayWorker:
         self._calls = itertools.count(1)
         self._uid = os.urandom(6).hex()
         self._flow_ref: Any = None
-        self.limits: Any = None
+        self.limits: StateLimits | None = None
         self._log = logger.bind(worker=worker_id, flow=flow.flow_id)
 
     def start(self, restore: bool = False, discard: bool = False, take_over: bool = False) -> None:
@@ -250,8 +251,9 @@ class RayWorker:
     # -- supervision (on the driver's report thread) -----------------------------------------
     def crashed(self, routine_id: str, index: int, job_ids: list[str], error: str, tb: str) -> None:
         """A routine actor crashed: restart per the worker's supervision, or fail the worker;
-        then fail the job(s) it was working for."""
-        if self.status == "running":
+        then fail the job(s) it was working for. An ``on_start`` that raises may report
+        while the worker is still starting: that crash is supervised too."""
+        if self.status in ("starting", "running"):
             decision = self.intensity.crashed(self.worker_id, routine_id, error, time.monotonic())
             if decision.failure is not None:
                 self._fail(decision.failure)
@@ -351,6 +353,9 @@ class RayWorker:
 class RayBackend:
     """Connects a runtime to Ray: starts or joins Ray, carries posts out and reports back."""
 
+    name = "ray"
+    supports_probes = False  # a probe would watch emits in the routine actors' processes
+
     def __init__(self, services: WorkerServices, address: str | None) -> None:
         ray = import_ray()
         self.ray = ray
@@ -393,8 +398,13 @@ class RayBackend:
         self._sender.start()
         self._pump.start()
 
-    def new_worker(self, flow: Flow, worker_id: str) -> RayWorker:
+    def new_worker(
+        self, flow: Flow, worker_id: str, state_limits: StateLimits | None, overflow: str
+    ) -> RayWorker:
+        """A worker whose routines will be Ray actors (started by ``worker.start``)."""
         worker = RayWorker(self, flow, worker_id)
+        worker.limits = state_limits
+        worker.overflow = overflow
         self._workers[worker_id] = worker
         return worker
 

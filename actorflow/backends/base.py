@@ -1,0 +1,99 @@
+"""What the runtime needs from a backend (internal): a way to start workers, and the workers.
+
+:class:`~actorflow.runtime.Runtime` is a facade over one :class:`Backend`: it keeps the jobs'
+books, checks what users pass, and hands each flow instance to the backend as a
+:class:`BackendWorker`. The thread backend (:mod:`actorflow.backends.threads`, also the
+deterministic runtime: the same workers with a seeded dispatcher) and the Ray backend
+(:mod:`actorflow.backends.ray`) host the same routine cell; they differ in where the actors
+run and how messages and state calls travel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from actorflow.flow import Flow
+from actorflow.state_limits import StateLimits
+from actorflow.worker import WorkerState
+
+__all__ = ["Backend", "BackendWorker"]
+
+
+class BackendWorker(Protocol):
+    """One running instance of a flow, as the runtime sees it on any backend."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def flow(self) -> Flow: ...
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def status(self) -> str:
+        """starting, running, stopping, stopped or failed."""
+
+    @property
+    def failure(self) -> str | None:
+        """Why the worker failed (None while it has not)."""
+
+    @property
+    def overflow(self) -> str:
+        """What a post does when a mailbox is full (see Runtime)."""
+
+    @property
+    def restart_count(self) -> int: ...
+    @property
+    def routine_ids(self) -> frozenset[str]: ...
+    @property
+    def slots(self) -> Mapping[str, frozenset[str]]:
+        """Routine id -> its slot names."""
+
+    @property
+    def post_targets(self) -> Mapping[str, Mapping[str, tuple[Any, int]]]:
+        """Routine id -> slot -> (mailbox, max_queue_length): where a post puts its envelope."""
+
+    @property
+    def handle(self) -> WorkerState:
+        """The worker's state, with full access."""
+
+    @property
+    def grants(self) -> Mapping[tuple[str, str], Any]: ...
+
+    def start(self, restore: bool = False, discard: bool = False, take_over: bool = False) -> None:
+        """Start the state owner (restoring or discarding stored state), then the actors."""
+
+    def flush(self) -> None:
+        """Ask every queueing routine to release what it holds (before a shutdown)."""
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the actors in reverse start order, then the state owner."""
+
+    def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
+        """A post found the routine's mailbox full: apply the worker's overflow policy."""
+
+    def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        """One WorkerState operation, applied by the state owner."""
+
+    def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
+        """Each routine's counters and handling-time histogram (``bounds`` in seconds)."""
+
+    def dead_letter(
+        self, job_id: str | None, routine_id: str, slot: str | None, reason: str
+    ) -> None:
+        """Record a message that will never be handled."""
+
+
+class Backend(Protocol):
+    """Where a runtime's workers run."""
+
+    name: str
+    supports_probes: bool  # probes watch emits in the runtime's process
+
+    def new_worker(
+        self, flow: Flow, worker_id: str, state_limits: StateLimits | None, overflow: str
+    ) -> BackendWorker:
+        """A worker for ``flow``, not started yet."""
+
+    def close(self) -> None:
+        """Release what the backend holds once every worker has stopped."""

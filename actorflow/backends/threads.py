@@ -1,0 +1,34 @@
+"""The thread backend (internal): every routine actor on a thread of this process.
+
+With the deterministic runtime the same workers run on one seeded dispatcher instead of
+threads (the dispatcher is one of the :class:`~actorflow._services.WorkerServices`).
+"""
+
+from __future__ import annotations
+
+from actorflow._services import WorkerServices
+from actorflow._worker import WorkerCore
+from actorflow.flow import Flow
+from actorflow.state_limits import StateLimits
+
+__all__ = ["ThreadBackend"]
+
+
+class ThreadBackend:
+    """Starts :class:`~actorflow._worker.WorkerCore` workers: pykka actors on threads."""
+
+    name = "threads"
+    supports_probes = True
+
+    def __init__(self, services: WorkerServices) -> None:
+        self.services = services
+
+    def new_worker(
+        self, flow: Flow, worker_id: str, state_limits: StateLimits | None, overflow: str
+    ) -> WorkerCore:
+        worker = WorkerCore(self.services, flow, worker_id, state_limits)
+        worker.overflow = overflow
+        return worker
+
+    def close(self) -> None:
+        """Nothing to release: each worker stopped its own actors."""
