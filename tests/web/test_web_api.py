@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AUTH, TOKEN, WAIT, Served
+from web_kit import AUTH, TOKEN, WAIT, Served
 
 from actorflow import ConfigurationError, Flow, FlowRegistry, Routine, Runtime
 from actorflow.graph import flow_to_mermaid
@@ -264,7 +264,7 @@ def test_state_changing_routes_refuse_a_missing_or_wrong_token(
 
 
 def test_with_no_token_the_state_changing_routes_are_off(runtime: Runtime) -> None:
-    from conftest import orders_flow
+    from web_kit import orders_flow
 
     orders_flow()
     server = runtime.serve_monitor()
@@ -332,7 +332,7 @@ def test_an_unknown_flow_answers_404(served: Served) -> None:
 
 
 def test_a_body_over_the_limit_answers_413(runtime: Runtime) -> None:
-    from conftest import orders_flow
+    from web_kit import orders_flow
 
     orders_flow()
     app = create_app(runtime, TOKEN, max_body=100)

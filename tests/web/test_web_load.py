@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AUTH, TOKEN, WAIT
+from web_kit import AUTH, TOKEN, WAIT
 
 from actorflow import Flow, FlowRegistry, Routine, Runtime
 from actorflow.web import WebServer, create_app

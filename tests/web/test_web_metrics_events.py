@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 from click.testing import CliRunner
-from conftest import AUTH, TOKEN, WAIT, Served, orders_flow
 from prometheus_client.parser import text_string_to_metric_families
+from web_kit import AUTH, TOKEN, WAIT, Served, orders_flow
 
 from actorflow import Flow, FlowRegistry, Routine, Runtime
 from actorflow.cli import main

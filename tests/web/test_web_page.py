@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AUTH, Served
+from web_kit import AUTH, Served
 
 CHROMIUM = Path("/usr/bin/chromium")
 OK_GREEN = (0x2F, 0x85, 0x5A)  # svg.timeline rect.ok (monitor.css --ok)
