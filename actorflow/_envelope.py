@@ -14,7 +14,7 @@ from typing import Any
 
 import cloudpickle
 
-from actorflow.job import JobContext, JobRecord
+from actorflow.job import JobContext, JobRecord, new_view
 
 __all__ = ["Envelope", "Tick", "new_envelope"]
 
@@ -50,7 +50,7 @@ class Envelope:
         rec = self.rec
         if rec is None:
             return None
-        return JobContext._view(rec, self.data, self.depth)
+        return new_view(rec, self.data, self.depth)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (

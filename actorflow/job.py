@@ -506,6 +506,12 @@ def view_parts(view: JobContext) -> tuple[JobRecord, dict[Any, Any], int]:
     return view._rec, dict(view._rec.data) if data is None else data, view._depth
 
 
+def new_view(record: JobRecord, data: dict[Any, Any] | None, depth: int) -> JobContext:
+    """A view of ``record`` carrying ``data`` at ``depth`` (internal: what an envelope
+    hands the routine that receives it)."""
+    return JobContext._view(record, data, depth)
+
+
 def with_record(view: JobContext, record: JobRecord) -> JobContext:
     """A view carrying ``view``'s data and depth for ``record`` (internal: links a copy that
     crossed a process boundary back to the job's record)."""

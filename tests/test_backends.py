@@ -339,7 +339,7 @@ def traced_chain(flow_id: str, before_b: Any = None) -> None:
 def deliver_reports_twice(runtime: Runtime, after_the_end: bool) -> None:
     """Make the Ray driver take every report of a routine twice, as after a redelivery: at
     once while its job runs, and (``after_the_end``) also once the job has ended."""
-    backend = runtime._ray
+    backend = runtime._backend
     apply = backend._apply
 
     def twice(report: tuple[Any, ...]) -> None:

@@ -359,7 +359,7 @@ class AsyncStore(AsyncStoreReader):
         ``offload`` runs calls in worker threads; by default it is on for every
         backend except ``memory``.
         """
-        backend = store._live()
+        backend = store.open_backend()
         threads = backend.name != "memory" if offload is None else offload
         return cls._view(ThreadedAsyncBackend(backend, offload=threads), store.prefix)  # type: ignore[no-any-return]
 

@@ -257,6 +257,11 @@ class StoreReader:
             raise StoreClosedError(f"{self!r} is closed")
         return self._backend
 
+    def open_backend(self) -> Backend:
+        """The backend this store works on (``StoreClosedError`` if the store is closed): for
+        an adapter that shares it, such as ``AsyncStore.from_store``."""
+        return self._live()
+
     def _full(self, key: object) -> str:
         return self._prefix + check_key(key)
 
