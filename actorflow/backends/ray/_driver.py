@@ -147,6 +147,13 @@ class RayWorker:
             )
         if restore and factory is None:
             raise ConfigurationError("restore=True needs a worker_id and a state_store")
+        async_routines = sorted(rid for rid, r in self.flow.routines.items() if r.is_async)
+        if async_routines:
+            raise ConfigurationError(
+                f"flow {self.flow.flow_id!r} has async routines {async_routines}: async logic "
+                "is not supported on the Ray backend yet (use the thread backend, or make the "
+                "logic a plain function)"
+            )
         ray = self.backend.ray
         routine_cls, state_cls, _ = self.backend.classes
         self.supervisor = state_cls.remote(
