@@ -198,10 +198,12 @@ class TaskActivation:
         "cell",
         "current_job",
         "direct_events",
+        "headers",
         "outbox",
         "probes",
         "routine",
         "silent_events",
+        "span",
     )
 
     def __init__(self, cell: RoutineCell, job: JobContext) -> None:
@@ -212,6 +214,8 @@ class TaskActivation:
         self.direct_events = cell.direct_events
         self.silent_events = cell.silent_events
         self.probes = cell.probes
+        self.span: Any = None  # its tracing span (tracing on), and the headers it sends
+        self.headers: dict[str, str] | None = None
 
     def emit_for(self, routine: Routine, event: str, data: dict[str, Any]) -> None:
         self.cell.emit_into(self.outbox, routine, event, data)
@@ -720,6 +724,11 @@ class RoutineCell:
         try:
             if self._injector is not None:
                 self._injector.before_logic(self.core, self.routine_id, job)
+            if self._tracing is not None:  # a span from the task's start to its end
+                name, attributes = self._span_of(job)
+                activation.span, activation.headers = context.run(
+                    self._tracing.begin, self._headers_in, name, attributes
+                )
             coroutine = context.run(self.logic, slot_data, message, self.state)
         except Exception as exc:
             self.occupied -= 1
@@ -745,6 +754,9 @@ class RoutineCell:
         self.occupied -= 1
         outbox, activation.outbox = activation.outbox, None
         error = None if task.cancelled() else task.exception()
+        if activation.span is not None:
+            self._tracing.end(activation.span, error)
+            self._headers_out = activation.headers
         if error is None or isinstance(error, Exception):
             if task.cancelled():  # its job ended (or the loop stopped): emits go nowhere
                 for record in records:
@@ -871,19 +883,21 @@ class RoutineCell:
     def _traced(self, slot_data: dict[str, list[Any]], message: Any, job: JobContext) -> None:
         """Run the logic in a span (tracing on): its parent came with the envelope."""
         assert self._tracing is not None
-        rec = record_of(job)
+        _, self._headers_out = self._tracing.run(
+            self._headers_in,
+            *self._span_of(job),
+            lambda: self.logic(slot_data, message, self.state),
+        )
+
+    def _span_of(self, job: JobContext) -> tuple[str, dict[str, str]]:
+        """The name and attributes of the span of one run of the logic for ``job``."""
         attributes = {
-            "actorflow.job_id": rec.job_id,
+            "actorflow.job_id": record_of(job).job_id,
             "actorflow.worker_id": self.core.worker_id,
             "actorflow.flow_id": self.core.flow_id,
             "actorflow.routine_id": self.routine_id,
         }
-        _, self._headers_out = self._tracing.run(
-            self._headers_in,
-            f"routine {self.routine_id}",
-            attributes,
-            lambda: self.logic(slot_data, message, self.state),
-        )
+        return f"routine {self.routine_id}", attributes
 
     def _observe(self, elapsed: float) -> None:
         self.seconds_sum += elapsed
