@@ -171,8 +171,9 @@ class LoopHost:
                 message = mailbox.get_nowait()
             except queue.Empty:
                 return
-            if message is STOP:
+            if message is STOP:  # the runtime ended every job first: their tasks end too
                 self._stopping = True
+                cell.cancel_tasks()
                 self._slot_freed()
                 return
             if message is not WAKE:

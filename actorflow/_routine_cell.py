@@ -272,6 +272,7 @@ class RoutineCell:
         self.limit = routine.concurrency if self.is_async else 1
         self.occupied = 0  # tasks running, and runs waiting behind their job's task
         self._lines: dict[JobRecord, deque[_Run]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.crash_handler: Callable[[BaseException], None] | None = None
         self.task_done_hook: Callable[[], None] | None = None
         # A plain routine's host feeds it runs of envelopes (run_plain) instead of one by one.
@@ -738,6 +739,7 @@ class RoutineCell:
             return
         loop = self.core.event_loop()
         task = loop.create_task(coroutine, context=context)
+        self._tasks.add(task)
 
         def cancel() -> None:  # the job ended (failed, timed out, cancelled): stop awaiting
             if not task.done():
@@ -752,6 +754,7 @@ class RoutineCell:
         """A task of async logic ended: the same second half as called logic."""
         slot_data, message, job, records, attempt = run
         self.occupied -= 1
+        self._tasks.discard(task)
         outbox, activation.outbox = activation.outbox, None
         error = None if task.cancelled() else task.exception()
         if activation.span is not None:
@@ -772,6 +775,11 @@ class RoutineCell:
         self._next_in_line(records)
         if self.task_done_hook is not None:
             self.task_done_hook()
+
+    def cancel_tasks(self) -> None:
+        """Cancel every task of this routine still in flight (at stop: their jobs have ended)."""
+        for task in list(self._tasks):
+            task.cancel()
 
     def _next_in_line(self, records: Sequence[JobRecord]) -> None:
         """Start the next run waiting behind a job's task (its message order), if any."""

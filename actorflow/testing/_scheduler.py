@@ -110,7 +110,8 @@ class InlineHost:
             return
         self.stopped = True
         self.actor_stopped.set()
-        if self.cell.is_async:  # its tasks end first (their jobs were cancelled)
+        if self.cell.is_async:  # its tasks end first (their jobs have ended)
+            self.cell.cancel_tasks()
             loop = self.cell.core.event_loop()
             while self.cell.occupied and loop.has_ready():
                 loop.turn()

@@ -124,6 +124,8 @@ def test_a_job_timeout_cancels_the_awaiting_task_and_its_emits_become_dead_lette
     backend: Backend,
 ) -> None:
     async def slow(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        if slot_data["in"][0] == "quick":
+            return
         routines["slow"].emit("out", early=True)
         try:
             await asyncio.sleep(600)
@@ -143,7 +145,10 @@ def test_a_job_timeout_cancels_the_awaiting_task_and_its_emits_become_dead_lette
             return
         _, job = runtime.post("timing-out", "slow", "in", 1, job_id="slow-job", timeout=0.2)
         assert job.wait(backend.wait)
-        runtime.shutdown(timeout=backend.wait)  # the stop awaits the cancelled task
+        # one message at a time: this one runs only once the timed-out job's task has ended
+        _, quick = runtime.post("timing-out", "slow", "in", "quick")
+        assert quick.wait(backend.wait)
+        assert quick.status == JobStatus.COMPLETED
     assert job.status == JobStatus.FAILED
     assert job.error == "JobTimeoutError: job 'slow-job' timed out after 0.2 s"
     assert job.data["saw"] == "CancelledError"
@@ -157,6 +162,8 @@ def test_cancelling_a_job_cancels_its_awaiting_task(backend: Backend) -> None:
     async def wait_forever(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
         job = get_current_job()
         assert job is not None
+        if slot_data["in"][0] == "quick":
+            return
         gate.block()  # the test cancels the job here
         try:
             await asyncio.sleep(600)
@@ -172,7 +179,10 @@ def test_cancelling_a_job_cancels_its_awaiting_task(backend: Backend) -> None:
         _, job = runtime.post("cancelling", "wait", "in", "a")
         gate.during(lambda: runtime.cancel_job(job.job_id))
         assert job.wait(backend.wait)
-        runtime.shutdown(timeout=backend.wait)  # the stop awaits the cancelled task
+        # one message at a time: this one runs only once the cancelled job's task has ended
+        _, quick = runtime.post("cancelling", "wait", "in", "quick")
+        assert quick.wait(backend.wait)
+        assert quick.status == JobStatus.COMPLETED
     assert gate.result() is True
     assert job.status == JobStatus.CANCELLED
     assert dict(job.data) == {"saw": "CancelledError"}
