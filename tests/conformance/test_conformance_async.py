@@ -316,3 +316,45 @@ def test_plain_state_calls_from_async_logic_work(backend: Backend) -> None:
             runtime.post("plain-state", "count", "in", n)
         assert runtime.wait_until_all_jobs_finished(backend.wait)
         assert state.get_routine_state("count") == {"n": 20}
+
+
+def test_shutdown_awaits_the_tasks_in_flight(backend: Backend) -> None:
+    async def call(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        await asyncio.sleep(0.05)
+        job = get_current_job()
+        assert job is not None
+        job.set_data("done", slot_data["in"][0])
+
+    register("draining", {"call": make_routine(call, concurrency=3)})
+    with backend.runtime() as runtime:
+        if _refused(backend, runtime, "draining"):
+            return
+        jobs = [runtime.post("draining", "call", "in", n)[1] for n in range(6)]
+        assert runtime.shutdown(timeout=backend.wait) is True
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 6
+    assert [job.data["done"] for job in jobs] == list(range(6))
+
+
+def test_shutdown_cancels_the_tasks_still_in_flight_at_its_timeout(backend: Backend) -> None:
+    async def hang(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        try:
+            await asyncio.sleep(600)
+        except asyncio.CancelledError:
+            job.set_data("saw", "CancelledError")
+            raise
+
+    register("hanging", {"hang": make_routine(hang, concurrency=2)})
+    with backend.runtime() as runtime:
+        if _refused(backend, runtime, "hanging"):
+            return
+        jobs = [runtime.post("hanging", "hang", "in", n)[1] for n in range(3)]
+        backend.settle(runtime)
+        assert runtime.shutdown(timeout=0.2) is False
+    assert [job.status for job in jobs] == [JobStatus.CANCELLED] * 3
+    assert [job.error for job in jobs] == ["cancelled: runtime shut down"] * 3
+    # the two in flight saw their cancellation; the third never started (a dead letter)
+    assert [job.data.get("saw") for job in jobs] == ["CancelledError", "CancelledError", None]
+    letters = [(d["job_id"], d["routine_id"]) for d in runtime.dead_letters()]
+    assert letters == [(jobs[2].job_id, "hang")]
