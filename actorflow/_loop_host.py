@@ -65,6 +65,7 @@ class LoopThread:
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())  # asyncio.to_thread's
         finally:
             loop.close()
 

@@ -193,3 +193,22 @@ def test_deterministic_async_runs_replay_on_virtual_time() -> None:
     now, order, _ = first
     assert sorted(order) == list(range(6))
     assert now >= (30 + 0) + (30 + 3)  # two waves of three at least
+
+
+def test_the_loop_thread_and_its_executor_end_with_the_worker() -> None:
+    def blocking_call(n: int) -> int:
+        return n * 2
+
+    async def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        doubled = await asyncio.to_thread(blocking_call, slot_data["in"][0])
+        job = get_current_job()
+        assert job is not None
+        job.set_data("doubled", doubled)
+
+    _register("offloading", logic)
+    before = set(threading.enumerate())
+    with Runtime() as runtime:
+        _, job = runtime.post("offloading", "r", "in", 21)
+        assert job.wait(10)
+    assert job.data == {"doubled": 42}
+    assert [t.name for t in threading.enumerate() if t not in before] == []
