@@ -124,6 +124,11 @@ class LoopMailbox:
         if host is not None:
             host.pump()
 
+    def wake_later(self, later: bool) -> None:
+        """(On the loop.) ``later``: the host is full and pumps again when a task ends, so a
+        ``put`` need not wake the loop meanwhile; else every ``put`` wakes it."""
+        self._waking = later
+
 
 class LoopHost:
     """The actor of one async routine: takes its messages on the loop, up to its concurrency."""
@@ -167,7 +172,11 @@ class LoopHost:
         cell = self.cell
         mailbox = self.mailbox
         run = self._context.run
-        while not self._stopping and self.alive() and cell.occupied < cell.limit:
+        mailbox.wake_later(False)
+        while not self._stopping and self.alive():
+            if cell.occupied >= cell.limit:
+                mailbox.wake_later(True)  # the next task to end pumps again
+                return
             try:
                 message = mailbox.get_nowait()
             except queue.Empty:
