@@ -6,6 +6,7 @@ refusal is a named error)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from actorflow import (
     ConfigurationError,
     ErrorStrategy,
     JobStatus,
+    Routine,
     Runtime,
     get_current_job,
 )
@@ -363,3 +365,66 @@ def test_shutdown_cancels_the_tasks_still_in_flight_at_its_timeout(backend: Back
     else:
         assert jobs[2].data["saw"] == "CancelledError"
         assert letters == []
+
+
+class _Stage(Routine):
+    """Records which incarnation of its actor (a new one per ``on_start``) handled each
+    message, under its own state key; crashes on ``"crash"``. Plain or async logic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_slot("in")
+        self.incarnation = ""
+
+    def on_start(self) -> None:
+        self.incarnation = uuid.uuid4().hex
+
+    def logic(self, slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        if slot_data["in"][0] == "crash":
+            raise ActorCrash(f"{self.routine_id} lost its connection")
+        assert self.routine_id is not None
+        state.modify_routine_state(self.routine_id, lambda old: [*(old or []), self.incarnation])
+
+
+class _AsyncStage(_Stage):
+    async def logic(  # type: ignore[override]
+        self, slot_data: dict[str, list[Any]], message: Any, state: Any
+    ) -> None:
+        await asyncio.sleep(0)
+        if slot_data["in"][0] == "crash":
+            raise ActorCrash(f"{self.routine_id} lost its connection")
+        assert self.routine_id is not None
+        await _append(state, self.routine_id, self.incarnation)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "crashing", "restarted"),
+    [
+        pytest.param("one_for_all", "plain", ["fetch", "plain"], id="one_for_all"),
+        pytest.param("one_for_one", "fetch", ["fetch"], id="one_for_one-async-crash"),
+        pytest.param("rest_for_one", "plain", ["fetch", "plain"], id="rest_for_one"),
+    ],
+)
+def test_supervision_restarts_async_routines_like_plain_ones(
+    backend: Backend, strategy: str, crashing: str, restarted: list[str]
+) -> None:
+    flow = register("supervised", {"plain": _Stage(), "fetch": _AsyncStage()})
+    flow.set_supervision(strategy)
+    names = ("plain", "fetch")
+    with backend.runtime() as runtime:
+        if _refused(backend, runtime, "supervised"):
+            return
+        state = runtime.exec("supervised", worker_id="w")
+        before = [runtime.post("supervised", name, "in", "ok")[1] for name in names]
+        assert all(job.wait(backend.wait) for job in before)
+        _, crashed = runtime.post("supervised", crashing, "in", "crash")
+        assert crashed.wait(backend.wait)
+        after = [runtime.post("supervised", name, "in", "ok")[1] for name in names]
+        assert all(job.wait(backend.wait) for job in after)
+        incarnations = {name: state.get_routine_state(name) for name in names}
+        restarts = runtime.metrics()["workers"]["w"]["restarts"]
+    assert crashed.error == f"ActorCrash: {crashing} lost its connection (routine actor crashed)"
+    assert [job.status for job in after] == [JobStatus.COMPLETED] * 2
+    assert all(len(seen) == 2 for seen in incarnations.values()), incarnations
+    assert restarts == 1
+    assert sorted(name for name, seen in incarnations.items() if seen[0] != seen[1]) == restarted
