@@ -40,7 +40,7 @@ from actorflow.routine import Routine
 from actorflow.runtime import Runtime
 from actorflow.state_limits import StateLimits
 from actorflow.supervision import Supervision
-from actorflow.worker import StateCache, WorkerState
+from actorflow.worker import AsyncWorkerState, StateCache, WorkerState
 
 _logger.disable("actorflow")
 
@@ -49,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorCrash",
     "ActorflowError",
+    "AsyncWorkerState",
     "ConfigurationError",
     "Connection",
     "ErrorStrategy",

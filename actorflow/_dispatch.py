@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actorflow._actor_host import STOP, ActorHost, new_mailbox, start_host
+from actorflow._loop_host import LoopHost, LoopMailbox
 
 __all__ = ["Dispatcher", "Host", "Mailbox", "ThreadDispatcher"]
 
@@ -38,14 +39,19 @@ class Dispatcher(Protocol):
 
 
 class ThreadDispatcher:
-    """Every actor on its own pykka thread (the default)."""
+    """Every actor on its own pykka thread (the default); an async routine's actor on its
+    worker's event loop thread instead (see ``actorflow._loop_host``)."""
 
     inline = False
 
     def mailbox(self, owner: Any, routine_id: str | None) -> Mailbox:
+        if routine_id is not None and owner.routines[routine_id].is_async:
+            return LoopMailbox(owner.event_loop)
         return new_mailbox()
 
-    def start(self, mailbox: Mailbox, cell: Any, name: str) -> ActorHost:
+    def start(self, mailbox: Mailbox, cell: Any, name: str) -> ActorHost | LoopHost:
+        if isinstance(mailbox, LoopMailbox):
+            return LoopHost(mailbox, cell, name)
         return start_host(mailbox, cell, name)  # type: ignore[arg-type]
 
     def stop_hosts(self, mailbox: Mailbox, hosts: Callable[[], list[Any]]) -> None:
@@ -54,8 +60,15 @@ class ThreadDispatcher:
         for _ in hosts():
             mailbox.put(STOP)
         while True:
-            alive = [h for h in hosts() if h.thread is not None and h.thread.is_alive()]
+            alive = [
+                h
+                for h in hosts()
+                if (h.alive() if isinstance(h, LoopHost) else h.thread and h.thread.is_alive())
+            ]
             if not alive:
                 return
             for host in alive:
-                host.thread.join()
+                if isinstance(host, LoopHost):
+                    host.join()
+                else:
+                    host.thread.join()

@@ -5,10 +5,11 @@ Lighter than a Condition-based future: the waiter blocks on a lock the replier r
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
-__all__ = ["Reply"]
+__all__ = ["LoopReply", "Reply"]
 
 
 class Reply:
@@ -35,3 +36,27 @@ class Reply:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class LoopReply:
+    """A reply slot an event loop awaits: the replier resolves ``future`` on that loop."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self._loop = loop
+        self._future = future
+
+    def set(self, value: Any) -> None:
+        self._loop.call_soon_threadsafe(self._settle, value, None)
+
+    def set_error(self, error: BaseException) -> None:
+        self._loop.call_soon_threadsafe(self._settle, None, error)
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        if self._future.done():  # the waiter gave up (its timeout)
+            return
+        if error is not None:
+            self._future.set_exception(error)
+        else:
+            self._future.set_result(value)

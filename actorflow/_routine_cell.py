@@ -14,9 +14,11 @@ the job's count of messages in flight as it is.
 
 from __future__ import annotations
 
+import contextvars
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Container, Sequence
+from contextlib import suppress
 from queue import Empty
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,11 +49,22 @@ from actorflow.job import (
 from actorflow.worker import WorkerState
 
 if TYPE_CHECKING:
+    import asyncio
+
     from actorflow._clock import Clock
     from actorflow.flow import Flow
     from actorflow.routine import Routine
 
-__all__ = ["FLUSH", "CellCore", "Flush", "JoinCheck", "Retry", "RoutineCell", "summed_metrics"]
+__all__ = [
+    "FLUSH",
+    "CellCore",
+    "Flush",
+    "JoinCheck",
+    "Retry",
+    "RoutineCell",
+    "TaskActivation",
+    "summed_metrics",
+]
 
 Send = Callable[[Any], None]
 BUCKET_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
@@ -133,6 +146,7 @@ class CellCore(Protocol):
     def child_crashed(self, host: Any, exc: BaseException, records: list[JobRecord]) -> None: ...
     def replace_host(self, host: Any) -> None: ...
     def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any: ...
+    def event_loop(self) -> asyncio.AbstractEventLoop: ...
 
 
 class Flush:
@@ -171,6 +185,41 @@ class Retry:
         self.job = job
         self.records = records
         self.attempt = attempt
+
+
+_Run = tuple[dict[str, list[Any]], Any, JobContext, Sequence[JobRecord], int]
+"""One run of the logic: ``(slot_data, policy_message, job, records, attempt)``."""
+
+
+class TaskActivation:
+    """What one run of async logic sees as its activation (each task has its own, in its
+    context): its job for ``get_current_job()`` and its outbox for ``Routine.emit``."""
+
+    __slots__ = (
+        "cell",
+        "current_job",
+        "direct_events",
+        "headers",
+        "outbox",
+        "probes",
+        "routine",
+        "silent_events",
+        "span",
+    )
+
+    def __init__(self, cell: RoutineCell, job: JobContext) -> None:
+        self.cell = cell
+        self.routine = cell.routine
+        self.current_job: JobContext | None = job
+        self.outbox: list[tuple[str, Any]] | None = []
+        self.direct_events = cell.direct_events
+        self.silent_events = cell.silent_events
+        self.probes = cell.probes
+        self.span: Any = None  # its tracing span (tracing on), and the headers it sends
+        self.headers: dict[str, str] | None = None
+
+    def emit_for(self, routine: Routine, event: str, data: dict[str, Any]) -> None:
+        self.cell.emit_into(self.outbox, routine, event, data)
 
 
 class RoutineCell:
@@ -218,12 +267,22 @@ class RoutineCell:
         self._clock = core.clock
         self._strict = core.strict
         self._log = logger.bind(worker=core.worker_id, routine=routine_id)
+        # Async logic runs as tasks on the worker's event loop (see _run_async): up to
+        # ``limit`` at once, one at a time per job; its host sets the two hooks.
+        self.is_async = routine.is_async
+        self.limit = routine.concurrency if self.is_async else 1
+        self.occupied = 0  # tasks running, and runs waiting behind their job's task
+        self._lines: dict[JobRecord, deque[_Run]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.crash_handler: Callable[[BaseException], None] | None = None
+        self.task_done_hook: Callable[[], None] | None = None
         # A plain routine's host feeds it runs of envelopes (run_plain) instead of one by one.
         self.batch: Callable[[Envelope, Any, Any], Any] | None = None
         # Events with exactly one connection, for the one-in-one-out hot path (set_routes).
         self._single: dict[str, tuple[str, str, Send, Callable[[], int], int]] = {}
         if (
             self.immediate
+            and not self.is_async
             and self.single_slot
             and not self._strict
             and self._tracing is None
@@ -608,6 +667,9 @@ class RoutineCell:
         records: Sequence[JobRecord],
         attempt: int,
     ) -> None:
+        if self.is_async:
+            self._run_async((slot_data, message, job, records, attempt))
+            return
         self.current_job = job
         self._running = records
         outbox: list[tuple[str, Any]] = []
@@ -621,20 +683,128 @@ class RoutineCell:
             else:
                 self._traced(slot_data, message, job)
         except Exception as exc:
-            self._observe(perf_counter() - started)
-            self._timeline(records, started, "raised")
-            self.failed += 1
-            self.current_job = None
-            self.outbox = None
-            self._running = ()
-            self._on_error(exc, slot_data, message, job, records, attempt)
+            self._after_logic(started, outbox, exc, slot_data, message, job, records, attempt)
             return
+        self._after_logic(started, outbox, None, slot_data, message, job, records, attempt)
+
+    def _after_logic(
+        self,
+        started: float,
+        outbox: list[tuple[str, Any]],
+        error: Exception | None,
+        slot_data: dict[str, list[Any]],
+        message: Any,
+        job: JobContext,
+        records: Sequence[JobRecord],
+        attempt: int,
+    ) -> None:
+        """The half after the logic returned or raised (called or awaited): time it, then
+        deliver its emits, or apply the error strategy."""
         self._observe(perf_counter() - started)
-        self._timeline(records, started, "ok")
+        self._timeline(records, started, "ok" if error is None else "raised")
         self.current_job = None
         self.outbox = None
         self._running = ()
+        if error is not None:
+            self.failed += 1
+            self._on_error(error, slot_data, message, job, records, attempt)
+            return
         self._deliver(outbox, job, records)
+
+    # -- async logic (on the worker's event loop) ----------------------------------------
+    def _run_async(self, run: _Run) -> None:
+        """Start async logic as a task: up to ``limit`` at once, one at a time per job (a run
+        of a job whose task is in flight here waits behind it, in arrival order)."""
+        self.occupied += 1
+        records = run[3]
+        if len(records) == 1:
+            line = self._lines.get(records[0])
+            if line is not None:
+                line.append(run)
+                return
+            self._lines[records[0]] = deque()
+        self._start_task(run)
+
+    def _start_task(self, run: _Run) -> None:
+        slot_data, message, job, records, attempt = run
+        activation = TaskActivation(self, job)
+        context = contextvars.copy_context()
+        context.run(CURRENT_ACTIVATION.set, activation)
+        started = perf_counter()
+        try:
+            if self._injector is not None:
+                self._injector.before_logic(self.core, self.routine_id, job)
+            if self._tracing is not None:  # a span from the task's start to its end
+                name, attributes = self._span_of(job)
+                activation.span, activation.headers = context.run(
+                    self._tracing.begin, self._headers_in, name, attributes
+                )
+            coroutine = context.run(self.logic, slot_data, message, self.state)
+        except Exception as exc:
+            self.occupied -= 1
+            outbox, activation.outbox = activation.outbox, None
+            self._after_logic(started, outbox or [], exc, slot_data, message, job, records, attempt)
+            self._next_in_line(records)
+            return
+        loop = self.core.event_loop()
+        task = loop.create_task(coroutine, context=context)
+        self._tasks.add(task)
+
+        def cancel() -> None:  # the job ended (failed, timed out, cancelled): stop awaiting
+            if not task.done():
+                with suppress(RuntimeError):  # the loop has closed, and its tasks with it
+                    loop.call_soon_threadsafe(task.cancel)
+
+        for record in records:
+            record.add_done_callback(cancel)
+        task.add_done_callback(lambda done: self._task_done(done, started, activation, run))
+
+    def _task_done(self, task: Any, started: float, activation: TaskActivation, run: _Run) -> None:
+        """A task of async logic ended: the same second half as called logic."""
+        slot_data, message, job, records, attempt = run
+        self.occupied -= 1
+        self._tasks.discard(task)
+        outbox, activation.outbox = activation.outbox, None
+        error = None if task.cancelled() else task.exception()
+        if activation.span is not None:
+            self._tracing.end(activation.span, error)
+            self._headers_out = activation.headers
+        if error is None or isinstance(error, Exception):
+            if task.cancelled():  # its job ended (or the loop stopped): emits go nowhere
+                for record in records:
+                    record.finish(JobStatus.CANCELLED, "cancelled: its routine task was cancelled")
+            self._after_logic(
+                started, outbox or [], error, slot_data, message, job, records, attempt
+            )
+        else:  # a crash of this actor (ActorCrash, ...): its supervisor restarts it
+            self._running = records
+            if self.crash_handler is not None:
+                self.crash_handler(error)
+            self._running = ()
+        self._next_in_line(records)
+        if self.task_done_hook is not None:
+            self.task_done_hook()
+
+    def cancel_tasks(self) -> None:
+        """Cancel every task of this routine still in flight (at stop: their jobs have ended)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _next_in_line(self, records: Sequence[JobRecord]) -> None:
+        """Start the next run waiting behind a job's task (its message order), if any."""
+        if len(records) != 1:
+            return
+        rec = records[0]
+        line = self._lines.get(rec)
+        while line:
+            run = line.popleft()
+            if not rec.finished:
+                self._start_task(run)
+                return
+            self.occupied -= 1
+            slot = next((name for name, data in run[0].items() if data), None)
+            self.core.dead_letter(rec.job_id, self.routine_id, slot, f"job {rec.status}")
+        self._lines.pop(rec, None)
 
     def _deliver(
         self, outbox: list[tuple[str, Any]], job: JobContext, records: Sequence[JobRecord]
@@ -730,19 +900,21 @@ class RoutineCell:
     def _traced(self, slot_data: dict[str, list[Any]], message: Any, job: JobContext) -> None:
         """Run the logic in a span (tracing on): its parent came with the envelope."""
         assert self._tracing is not None
-        rec = record_of(job)
+        _, self._headers_out = self._tracing.run(
+            self._headers_in,
+            *self._span_of(job),
+            lambda: self.logic(slot_data, message, self.state),
+        )
+
+    def _span_of(self, job: JobContext) -> tuple[str, dict[str, str]]:
+        """The name and attributes of the span of one run of the logic for ``job``."""
         attributes = {
-            "actorflow.job_id": rec.job_id,
+            "actorflow.job_id": record_of(job).job_id,
             "actorflow.worker_id": self.core.worker_id,
             "actorflow.flow_id": self.core.flow_id,
             "actorflow.routine_id": self.routine_id,
         }
-        _, self._headers_out = self._tracing.run(
-            self._headers_in,
-            f"routine {self.routine_id}",
-            attributes,
-            lambda: self.logic(slot_data, message, self.state),
-        )
+        return f"routine {self.routine_id}", attributes
 
     def _observe(self, elapsed: float) -> None:
         self.seconds_sum += elapsed
@@ -846,7 +1018,16 @@ class RoutineCell:
 
     def emit_for(self, routine: Routine, event: str, data: dict[str, Any]) -> None:
         """``Routine.emit`` lands here: queue ``data`` for every slot connected to ``event``."""
-        outbox = self.outbox
+        self.emit_into(self.outbox, routine, event, data)
+
+    def emit_into(
+        self,
+        outbox: list[tuple[str, Any]] | None,
+        routine: Routine,
+        event: str,
+        data: dict[str, Any],
+    ) -> None:
+        """Queue ``data`` in ``outbox`` (None: no logic runs) for every slot of ``event``."""
         if (
             outbox is not None
             and routine is self.routine

@@ -56,3 +56,23 @@ class Tracing:
                 span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(exc)))
                 raise
             return result, self.inject()
+
+    def begin(
+        self, headers: dict[str, str] | None, name: str, attributes: dict[str, str]
+    ) -> tuple[Any, dict[str, str]]:
+        """Start a span whose parent came in ``headers`` and make it current (in the caller's
+        context: a task's, for async logic); returns (span, headers for the envelopes sent
+        under it). :meth:`end` ends it."""
+        from opentelemetry import context as otel_context  # noqa: PLC0415
+
+        parent = self._propagate.extract(headers) if headers else None
+        span = self.tracer.start_span(name, context=parent, attributes=attributes)
+        otel_context.attach(self._trace.set_span_in_context(span, parent))
+        return span, self.inject()
+
+    def end(self, span: Any, error: BaseException | None) -> None:
+        """End a span :meth:`begin` started, recording ``error`` if the call failed."""
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)))
+        span.end()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import cloudpickle
@@ -14,7 +16,8 @@ from actorflow._actor_host import STOP, WAKE, ActorHost, start_host
 from actorflow._dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow._envelope import Envelope
 from actorflow._lease import WorkerStore
-from actorflow._reply import Reply
+from actorflow._loop_host import LoopThread
+from actorflow._reply import LoopReply, Reply
 from actorflow._routine_cell import FLUSH, RoutineCell, summed_metrics
 from actorflow._services import WorkerServices
 from actorflow._supervisor import BUSY, StateCall, SupervisorCore
@@ -40,6 +43,11 @@ def post_targets(
         routine_id: {slot: (mailboxes[routine_id], limit) for slot, limit in slots.items()}
         for routine_id, slots in limits.items()
     }
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _ChildCrashed:
@@ -90,6 +98,8 @@ class WorkerCore:
         }
         self.max_queue = flow.slot_limits()
         self.slots = {rid: frozenset(limits) for rid, limits in self.max_queue.items()}
+        self._loop_thread: LoopThread | None = None  # for async routines, made when needed
+        self._loop_lock = threading.Lock()
         self.mailboxes: dict[str, Mailbox] = {
             rid: self.dispatcher.mailbox(self, rid) for rid in routines
         }
@@ -107,6 +117,7 @@ class WorkerCore:
         self.overflow = "block"
         self.posters_waiting = 0
         self._room = threading.Condition(threading.Lock())
+        self._room_futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.hosts: dict[str, list[Any]] = {}
         self._hosts_lock = threading.RLock()
         self._inline_lock = threading.RLock()
@@ -137,6 +148,18 @@ class WorkerCore:
             return put
         wrapped: Send = self.injector.wrap(self, source, event, target, slot, put)
         return wrapped
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this worker's async routines run on: the deterministic scheduler's,
+        or this worker's own loop thread (started now if it was not)."""
+        if self.dispatcher.inline:
+            loop: asyncio.AbstractEventLoop = self.dispatcher.event_loop()  # type: ignore[attr-defined]
+            return loop
+        with self._loop_lock:
+            if self._loop_thread is None:
+                self._loop_thread = LoopThread(f"actorflow-loop-{self.worker_id}")
+            loop_thread = self._loop_thread
+        return loop_thread.loop
 
     # -- life cycle --------------------------------------------------------------------
     def _new_cell(self, routine_id: str, previous: RoutineCell | None = None) -> RoutineCell:
@@ -174,9 +197,9 @@ class WorkerCore:
             with self._hosts_lock:
                 for routine_id in self.order:
                     routine = self.routines[routine_id]
-                    self.hosts[routine_id] = [
-                        self._start_actor(routine_id) for _ in range(routine.concurrency)
-                    ]
+                    # an async routine is one actor whatever its concurrency (tasks in flight)
+                    actors = 1 if routine.is_async else routine.concurrency
+                    self.hosts[routine_id] = [self._start_actor(routine_id) for _ in range(actors)]
                 self.status = "running"
         except BaseException:
             self.supervisor_core.close_store()  # a worker that never ran owns nothing
@@ -209,6 +232,11 @@ class WorkerCore:
                     return list(self.hosts.get(routine_id, ()))
 
             self.dispatcher.stop_hosts(self.mailboxes[routine_id], group)
+        with self._loop_lock:
+            loop_thread = self._loop_thread
+            if loop_thread is None:  # none may start from now on
+                loop_thread = self._loop_thread = LoopThread(f"actorflow-loop-{self.worker_id}")
+        loop_thread.stop()
         if self._supervisor is not None:
             self._supervisor_mailbox.put(STOP)
             if self._supervisor.thread is not None:
@@ -339,11 +367,7 @@ class WorkerCore:
         elif policy == "drop_oldest":
             self.drop_oldest(routine_id, limit)
             return
-        raise QueueFullError(
-            f"routine {routine_id!r} of worker {self.worker_id!r} already has "
-            f"{mailbox.qsize()} messages waiting (max_queue_length={limit}; overflow policy "
-            f"{policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
-        )
+        raise self._queue_full(routine_id, limit, policy, timeout)
 
     def drop_oldest(self, routine_id: str, limit: int) -> None:
         mailbox = self.mailboxes[routine_id]
@@ -371,10 +395,56 @@ class WorkerCore:
         for message in keep:
             mailbox.put(message)
 
+    async def wait_for_room(self, routine_id: str, limit: int, timeout: float) -> None:
+        """``make_room`` for ``overflow="block"`` as an await: wait (without blocking the
+        caller's event loop) until the routine's mailbox holds fewer than ``limit`` messages;
+        ``QueueFullError`` after ``timeout`` seconds."""
+        mailbox = self.mailboxes[routine_id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with self._room:
+            self.posters_waiting += 1
+        try:
+            while mailbox.qsize() >= limit:
+                future: asyncio.Future[None] = loop.create_future()
+                waiter = (loop, future)
+                with self._room:
+                    self._room_futures.append(waiter)
+                try:
+                    if mailbox.qsize() < limit:  # room was made before we listened
+                        return
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise self._queue_full(routine_id, limit, "block", timeout)
+                    try:
+                        await asyncio.wait_for(future, remaining)
+                    except TimeoutError:
+                        if mailbox.qsize() < limit:
+                            return
+                        raise self._queue_full(routine_id, limit, "block", timeout) from None
+                finally:
+                    with self._room:
+                        if waiter in self._room_futures:
+                            self._room_futures.remove(waiter)
+        finally:
+            with self._room:
+                self.posters_waiting -= 1
+
+    def _queue_full(self, routine_id: str, limit: int, policy: str, timeout: float) -> Exception:
+        return QueueFullError(
+            f"routine {routine_id!r} of worker {self.worker_id!r} already has "
+            f"{self.mailboxes[routine_id].qsize()} messages waiting (max_queue_length={limit}; "
+            f"overflow policy {policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
+        )
+
     def room_made(self) -> None:
         """A routine took a message out of its mailbox while a poster waits for room."""
         with self._room:
             self._room.notify_all()
+            futures, self._room_futures = self._room_futures, []
+        for loop, future in futures:
+            with suppress(RuntimeError):  # that loop has closed: nobody waits there any more
+                loop.call_soon_threadsafe(_resolve, future)
 
     # -- messages ----------------------------------------------------------------------
     def sender(self, routine_id: str) -> Callable[[Any], None]:
@@ -394,6 +464,29 @@ class WorkerCore:
         self.to_supervisor(StateCall(op, key, arg, extra, reply))
         try:
             return reply.get(STATE_CALL_TIMEOUT)
+        except TimeoutError:
+            raise RuntimeClosedError(
+                f"the supervisor of worker {self.worker_id!r} did not answer within "
+                f"{STATE_CALL_TIMEOUT} s"
+            ) from None
+
+    async def state_call_async(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        """:meth:`state_call` as an await: the caller's event loop runs on while the
+        supervisor answers."""
+        if self.status in ("stopped", "failed"):
+            raise RuntimeClosedError(
+                f"worker {self.worker_id!r} is {self.status}; its state can no longer be used"
+            )
+        if self.dispatcher.inline:  # the supervisor answers on this thread, at once
+            return self.state_call(op, key, arg, extra)
+        result = self.supervisor_core.call_inline(StateCall(op, key, arg, extra, None))
+        if result is not BUSY:
+            return result
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.to_supervisor(StateCall(op, key, arg, extra, LoopReply(loop, future)))  # type: ignore[arg-type]
+        try:
+            return await asyncio.wait_for(future, STATE_CALL_TIMEOUT)
         except TimeoutError:
             raise RuntimeClosedError(
                 f"the supervisor of worker {self.worker_id!r} did not answer within "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ from actorflow.error_handling import ErrorStrategy, as_error_strategy
 from actorflow.errors import ConfigurationError, FlowValidationError
 from actorflow.job import CURRENT_ACTIVATION
 
-__all__ = ["EventSpec", "Logic", "Routine", "SlotSpec"]
+__all__ = ["EventSpec", "Logic", "Routine", "SlotSpec", "is_async_logic"]
 
 Logic = Callable[[dict[str, list[Any]], Any, Any], Any]
 """``logic(slot_data, policy_message, worker_state)``."""
@@ -35,6 +36,15 @@ class EventSpec:
     output_params: tuple[str, ...] = field(default=())
 
 
+def is_async_logic(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a coroutine: an ``async def`` function or method, or an
+    object whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's, not the instance's
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
 def _check_name(kind: str, name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
@@ -50,6 +60,8 @@ class Routine:
     method; it is called as ``logic(slot_data, policy_message, worker_state)`` where
     ``slot_data`` maps each slot name to the list of data points the activation policy
     released. Inside logic, :meth:`emit` sends data downstream as part of the current job.
+    Logic defined with ``async def`` is awaited on its worker's event loop (see
+    :attr:`is_async` and ``docs/services.md``).
 
     A routine object is a *definition*: each worker runs it in its own actor, so attributes
     set on the routine are shared by every worker and must be treated as configuration.
@@ -131,7 +143,11 @@ class Routine:
 
     # -- behaviour ---------------------------------------------------------------------
     def set_logic(self, fn: Logic) -> None:
-        """Set the function run when the activation policy releases data."""
+        """Set the function run when the activation policy releases data.
+
+        An ``async def`` function (or an object whose ``__call__`` is one) is awaited on the
+        worker's event loop instead of being called on an actor thread.
+        """
         if not callable(fn):
             raise TypeError(f"logic must be callable, got {type(fn).__name__}")
         self._logic = fn
@@ -142,6 +158,12 @@ class Routine:
             return self._logic
         method = getattr(self, "logic", None)
         return method if callable(method) else None
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the logic is ``async def`` (awaited on the worker's event loop)."""
+        logic = self.get_logic()
+        return logic is not None and is_async_logic(logic)
 
     def set_activation_policy(self, policy: ActivationPolicy) -> None:
         """Choose when the logic runs (default: :func:`immediate_policy`)."""
@@ -162,6 +184,10 @@ class Routine:
 
         Only the immediate activation policy can be spread over several actors, since other
         policies keep per-worker queues that one actor must own.
+
+        For async logic this is how many messages may be in flight at once on the worker's
+        event loop (one actor, no extra thread); the messages of one job are still handled
+        one at a time, in order.
         """
         if isinstance(actors, bool) or not isinstance(actors, int):
             raise TypeError("concurrency must be an int")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -113,14 +114,15 @@ def _strict_default() -> bool:
 class Runtime:
     """Runs flows: one worker per running flow instance, one actor per routine.
 
-    Use it as a context manager (``with Runtime() as runtime: ...``); leaving the block shuts
-    it down after in-flight jobs finish.
+    Use it as a context manager (``with Runtime() as runtime: ...``, or ``async with`` on an
+    event loop); leaving the block shuts it down after in-flight jobs finish.
 
     Args:
         thread_pool_size: upper bound on routine actor threads *per worker*. Every routine
             runs on its own actor thread (``concurrency`` threads for a routine that asks for
-            more), so this caps how many a worker may start; a flow that needs more is refused
-            at ``exec``/``post`` with ``ConfigurationError``. None (default) means no cap.
+            more; the async routines of a worker share one event loop thread), so this caps
+            how many a worker may start; a flow that needs more is refused at
+            ``exec``/``post`` with ``ConfigurationError``. None (default) means no cap.
         strict: serialize every envelope (payload and JobContext) with cloudpickle when it is
             sent, exactly as if it crossed a process boundary. Routines then never share
             mutable objects, and an unpicklable payload fails at the ``emit`` (or ``post``)
@@ -244,7 +246,7 @@ class Runtime:
             virtual = VirtualClock()
             self._clock: Clock = virtual
             self._timers = VirtualTimers(virtual)
-            self._dispatcher = DeterministicDispatcher(self.seed)
+            self._dispatcher = DeterministicDispatcher(self.seed, virtual, self._timers)
         elif seed is not None:
             raise ConfigurationError("seed= only applies to Runtime(deterministic=True)")
         else:
@@ -324,6 +326,18 @@ class Runtime:
     ) -> None:
         self.shutdown(wait=exc_type is None)
 
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Shut down (as ``__exit__``) on a thread of its own: the event loop runs on."""
+        await asyncio.to_thread(self.shutdown, wait=exc_type is None)
+
     # -- workers -----------------------------------------------------------------------
     def exec(
         self,
@@ -402,7 +416,9 @@ class Runtime:
                 del self._default_worker[existing.flow_id]
         limit = self.thread_pool_size
         if limit is not None:
-            needed = sum(r.concurrency for r in flow.routines.values())
+            routines = flow.routines.values()
+            needed = sum(r.concurrency for r in routines if not r.is_async)
+            needed += any(r.is_async for r in routines)  # their event loop thread
             if needed > limit:
                 raise ConfigurationError(
                     f"flow {flow_id!r} needs {needed} routine actor threads per worker; "
@@ -505,6 +521,32 @@ class Runtime:
         if waiting >= self._pacing:
             _yield_interpreter()  # let the routine actors take (at least) a turn
         return worker.handle, job_context(record)
+
+    async def post_async(
+        self,
+        flow_id: str,
+        routine_id: str,
+        slot: str,
+        data: Any,
+        metadata: Mapping[str, Any] | None = None,
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[WorkerState, JobContext]:
+        """:meth:`post` for an event loop: same parameters, same result, and where ``post``
+        would block for room in a full mailbox (``overflow="block"``) this awaits it, so the
+        loop runs on. ``await job`` then waits for the job without blocking the loop either.
+        """
+        worker = None if worker_id is not None else self._default_worker.get(flow_id)
+        if worker is None or worker.status != "running" or self._closed:
+            worker = self._worker_for(flow_id, worker_id)
+        slots = worker.post_targets.get(routine_id)
+        target = None if slots is None else slots.get(slot)
+        if target is not None and worker.overflow == "block":
+            mailbox, limit = target
+            if mailbox.qsize() >= limit:
+                await worker.wait_for_room(routine_id, limit, self.post_timeout)
+        return self.post(flow_id, routine_id, slot, data, metadata, worker_id, job_id, timeout)
 
     def _special_envelope(
         self, record: JobRecord, routine_id: str, slot: str, data: Any
@@ -847,6 +889,8 @@ class Runtime:
                 finished = False
         for worker in reversed(workers):
             worker.stop(timeout)
+        if self._dispatcher is not None:  # deterministic: its virtual event loop
+            self._dispatcher.close()
         self._backend.close()
         if getattr(self, "_monitor", None) is not None:
             self._monitor.stop()

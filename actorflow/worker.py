@@ -9,10 +9,16 @@ Isolation: a routine's handle may touch its own key (its routine id), shared key
 with ``_`` and keys that belong to no routine; another routine's key raises
 ``StateAccessError`` unless the flow grants access. The handle returned by ``Runtime.exec``
 has full access.
+
+From async code (async routine logic, a service's event loop) use the awaitable forms,
+``await state.aio.increment(...)`` and so on (:class:`AsyncWorkerState`): the same calls,
+with the same checks and results, that let the event loop run on while the supervisor
+answers. The plain forms work there too but hold the loop until the answer comes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -37,7 +43,7 @@ class StateOwner(Protocol):
     def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any: ...
 
 
-__all__ = ["StateCache", "WorkerState"]
+__all__ = ["AsyncWorkerState", "StateCache", "WorkerState"]
 
 
 class WorkerState:
@@ -132,6 +138,11 @@ class WorkerState:
         self._core.state_call("cache_open", name, max_entries, ttl)
         return StateCache(self._core, name)
 
+    @property
+    def aio(self) -> AsyncWorkerState:
+        """The awaitable forms of this handle's state calls (same access, same results)."""
+        return AsyncWorkerState(self)
+
     # -- isolation ---------------------------------------------------------------------
     def _check(self, key: str, *, write: bool) -> None:
         if not isinstance(key, str):
@@ -170,6 +181,68 @@ class WorkerState:
     def __repr__(self) -> str:
         who = "full access" if self._accessor is None else f"as routine {self._accessor!r}"
         return f"WorkerState(worker_id={self.worker_id!r}, flow_id={self.flow_id!r}, {who})"
+
+
+class AsyncWorkerState:
+    """The state calls of a :class:`WorkerState` handle, awaited (``state.aio``).
+
+    Each is the plain call's twin: same arguments, same access checks, same result or error;
+    awaiting it never blocks the event loop.
+    """
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: WorkerState) -> None:
+        self._handle = handle
+
+    async def _call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        core = self._handle._core
+        call_async = getattr(core, "state_call_async", None)
+        if call_async is not None:
+            return await call_async(op, key, arg, extra)
+        return await asyncio.to_thread(core.state_call, op, key, arg, extra)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """A plain dict copy of every state the handle may read (``WorkerState.snapshot``)."""
+        handle = self._handle
+        accessor = handle._accessor
+        visible = None if accessor is None else handle._visible_to(accessor)
+        result: dict[str, Any] = await self._call("snapshot", None, visible)
+        return result
+
+    async def get_routine_state(self, key: str) -> Any:
+        """A copy of the state stored under ``key``, or None."""
+        self._handle._check(key, write=False)
+        return await self._call("get", key)
+
+    async def update_routine_state(self, key: str, state: Any) -> None:
+        """Replace the state stored under ``key`` (it must be serializable)."""
+        self._handle._check(key, write=True)
+        await self._call("put", key, state)
+
+    async def delete_routine_state(self, key: str) -> bool:
+        """Remove the state under ``key``; returns whether there was one."""
+        self._handle._check(key, write=True)
+        result: bool = await self._call("delete", key)
+        return result
+
+    async def modify_routine_state(self, key: str, fn: Callable[[Any], Any]) -> Any:
+        """Atomically replace the state under ``key`` with ``fn(old_or_None)``; returns it
+        (``fn`` is a plain function, run inside the supervisor)."""
+        if not callable(fn):
+            raise TypeError(f"modify_routine_state needs a callable, got {type(fn).__name__}")
+        self._handle._check(key, write=True)
+        return await self._call("modify", key, fn)
+
+    async def increment(self, key: str, field: str, by: int | float = 1) -> Any:
+        """Atomically add ``by`` to the number ``state[key][field]`` (0 if absent); returns it."""
+        if isinstance(by, bool) or not isinstance(by, int | float):
+            raise TypeError(f"increment: by must be a number, got {type(by).__name__}")
+        self._handle._check(key, write=True)
+        return await self._call("increment", key, field, by)
+
+    def __repr__(self) -> str:
+        return f"AsyncWorkerState({self._handle!r})"
 
 
 class StateCache:

@@ -2,8 +2,8 @@
 
     python3 benchmarks/run_all.py [--quick] [--markdown] [--only pipeline,fanout,...]
 
-Benchmarks, in order: pipeline, fanout, state, memory, idle, store. Each runs in its own fresh
-interpreter with ``ACTORFLOW_STRICT`` removed from its environment (the scripts pass
+Benchmarks, in order: pipeline, fanout, state, memory, idle, store, async_io. Each runs in its
+own fresh interpreter with ``ACTORFLOW_STRICT`` removed from its environment (the scripts pass
 ``strict=False`` anyway). Each line holds the actorflow figures, the baseline figures measured in
 the same run, their ratios and the targets (value, bound, met); the last line counts the targets
 met and missed. ``--quick`` runs the small variants (well under 3 minutes in all; figures from a
@@ -51,6 +51,7 @@ FULL_ARGS: dict[str, list[str]] = {
     "memory": [],
     "idle": [],
     "store": [],
+    "async_io": [],
 }
 QUICK_ARGS: dict[str, list[str]] = {
     "pipeline": [
@@ -68,6 +69,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "memory": ["--quick"],
     "idle": ["--quick"],
     "store": ["--quick"],
+    "async_io": ["--quick"],
 }
 
 
@@ -392,6 +394,54 @@ def store(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
     return line, rows
 
 
+def async_io(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
+    r = out[0]
+    targets = r["targets"]
+    cases = ("async_100", "sync_100", "sync_8")
+    line = {
+        "benchmark": "async_io",
+        "params": {"jobs": r["jobs"], "io_ms": r["io_ms"], "rounds": r["rounds"]},
+        "actorflow": {
+            f"{case}_{key}": r[f"{case}_{key}"]
+            for case in cases
+            for key in ("wall_s", "cpu_s", "threads_added", "logic_threads")
+        },
+        "baselines": {"ideal_wall_s": r["ideal_wall_s"]},
+        "ratios": {
+            "async_wall_over_ideal": r["async_wall_over_ideal"],
+            "sync_100_wall_over_ideal": ratio(r["sync_100_wall_s"], r["ideal_wall_s"]),
+            "sync_8_wall_over_ideal": ratio(r["sync_8_wall_s"], r["ideal_wall_s"]),
+        },
+        "targets": named(targets, "async_io"),
+    }
+    jobs, io_ms = r["jobs"], r["io_ms"]
+    labels = {
+        "async_100": "async routine, concurrency 100",
+        "sync_100": "sync routine, 100 threads",
+        "sync_8": "sync routine, 8 threads",
+    }
+    rows = []
+    for case in cases:
+        rows.append(
+            row(
+                f"{jobs:,} jobs of {io_ms:g} ms I/O, {labels[case]}: wall s",
+                r[f"{case}_wall_s"],
+                f"ideal {r['ideal_wall_s']} s",
+                ratio(r[f"{case}_wall_s"], r["ideal_wall_s"]),
+                targets["async_wall_over_ideal"] if case == "async_100" else None,
+            )
+        )
+        rows.append(
+            row(
+                f"{labels[case]}: CPU s / threads added",
+                r[f"{case}_cpu_s"],
+                f"{r[f'{case}_threads_added']} threads added",
+                goal=targets["async_threads_added"] if case == "async_100" else None,
+            )
+        )
+    return line, rows
+
+
 SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], tuple[dict[str, Any], list[Row]]]] = {
     "pipeline": pipeline,
     "fanout": fanout,
@@ -399,6 +449,7 @@ SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], tuple[dict[str, Any], list
     "memory": memory,
     "idle": idle,
     "store": store,
+    "async_io": async_io,
 }
 
 

@@ -67,3 +67,39 @@ def test_tracing_is_off_by_default_and_needs_opentelemetry(monkeypatch: pytest.M
     monkeypatch.setattr(builtins, "__import__", no_otel)
     with pytest.raises(ConfigurationError, match="opentelemetry-api"):
         Runtime(tracing=True)
+
+
+def test_async_logic_runs_in_a_span_from_its_start_to_its_end() -> None:
+    import asyncio
+
+    EXPORTER.clear()
+    first = Routine()
+    first.add_slot("in")
+    first.add_event("out")
+
+    async def call(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        await asyncio.sleep(0.01)
+        inner = trace.get_current_span()  # the routine's span, across the await
+        assert inner.is_recording()
+        first.emit("out", v=1)
+
+    first.set_logic(call)
+    second = Routine()
+    second.add_slot("in")
+    second.set_logic(lambda sd, m, ws: None)
+    flow = Flow("traced-async")
+    flow.add_routine(first, "first")
+    flow.add_routine(second, "second")
+    flow.connect("first", "out", "second", "in")
+    FlowRegistry.get_instance().register(flow)
+    tracer = trace.get_tracer("test")
+    with Runtime(tracing=True) as runtime, tracer.start_as_current_span("http request") as request:
+        _, job = runtime.post("traced-async", "first", "in", {})
+        assert job.wait(10)
+    assert job.status.value == "completed"
+    spans = {span.name: span for span in EXPORTER.get_finished_spans()}
+    assert set(spans) == {"http request", "routine first", "routine second"}
+    assert spans["routine first"].parent.span_id == request.get_span_context().span_id
+    assert spans["routine second"].parent.span_id == spans["routine first"].context.span_id
+    first_span = spans["routine first"]
+    assert first_span.end_time - first_span.start_time >= 10_000_000  # it spans the await

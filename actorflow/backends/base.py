@@ -72,6 +72,10 @@ class BackendWorker(Protocol):
     def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
         """A post found the routine's mailbox full: apply the worker's overflow policy."""
 
+    async def wait_for_room(self, routine_id: str, limit: int, timeout: float) -> None:
+        """``make_room`` for ``overflow="block"`` as an await (``post_async``): the caller's
+        event loop runs on while it waits; ``QueueFullError`` after ``timeout`` seconds."""
+
     def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
         """One WorkerState operation, applied by the state owner."""
 

@@ -16,8 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from actorflow._actor_host import STOP, WAKE
+from actorflow._clock import Clock
 from actorflow._envelope import Envelope
 from actorflow.job import CURRENT_ACTIVATION
+from actorflow.testing._virtual_loop import VirtualLoop
+from actorflow.testing._virtual_time import VirtualTimers
 
 __all__ = ["DeterministicDispatcher"]
 
@@ -57,6 +60,8 @@ class InlineHost:
         self.restart_requested = False
         self.actor_stopped = threading.Event()
         self.thread = None
+        if cell.is_async:  # a task of its logic crashed (on a turn of the virtual loop)
+            cell.crash_handler = lambda exc: self.crash(exc, None)
 
     def alive(self) -> bool:
         return not self.stopped
@@ -105,6 +110,11 @@ class InlineHost:
             return
         self.stopped = True
         self.actor_stopped.set()
+        if self.cell.is_async:  # its tasks end first (their jobs have ended)
+            self.cell.cancel_tasks()
+            loop = self.cell.core.event_loop()
+            while self.cell.occupied and loop.has_ready():
+                loop.turn()
         if self.started:
             self._activate(self.cell.stopped)
         else:
@@ -116,12 +126,26 @@ class DeterministicDispatcher:
 
     inline = True
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, clock: Clock, timers: VirtualTimers) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self._mailboxes: list[InlineMailbox] = []
         self.deliveries: list[tuple[str, str, str | None, str | None]] = []
         self.record = True
+        self._clock = clock
+        self._timers = timers
+        self._loop: VirtualLoop | None = None
+
+    def event_loop(self) -> VirtualLoop:
+        """The loop of every async routine of the runtime (made on first use)."""
+        if self._loop is None:
+            self._loop = VirtualLoop(self._clock, self._timers.call_at)
+        return self._loop
+
+    def close(self) -> None:
+        """Close the virtual loop (at shutdown), cancelling what is left on it."""
+        if self._loop is not None:
+            self._loop.shut()
 
     def mailbox(self, owner: Any, routine_id: str | None) -> InlineMailbox:
         box = InlineMailbox(owner, routine_id)
@@ -138,12 +162,23 @@ class DeterministicDispatcher:
 
     # -- scheduling --------------------------------------------------------------------
     def pending(self) -> bool:
+        loop = self._loop
+        if loop is not None and loop.has_ready():
+            return True
         return any(box.items and self._deliverable(box) for box in self._mailboxes)
 
     @staticmethod
     def _deliverable(box: InlineMailbox) -> bool:
         assert box.routine_id is not None
-        return not _waiting_for_restart(box.owner, box.routine_id)
+        worker, routine_id = box.owner, box.routine_id
+        if _waiting_for_restart(worker, routine_id):
+            return False
+        # an async routine takes a message only while it has room for another task
+        for host in worker.hosts.get(routine_id, ()):
+            if host.alive():
+                cell = host.cell
+                return not cell.is_async or cell.occupied < cell.limit
+        return True
 
     def step(self) -> bool:
         """Deliver one message; False when no mailbox has one that can be delivered now.
@@ -151,10 +186,16 @@ class DeterministicDispatcher:
         A routine whose actor is waiting for its restart (a supervision backoff) keeps its
         messages until the successor starts, as its mailbox does on threads.
         """
-        ready = [box for box in self._mailboxes if box.items and self._deliverable(box)]
+        ready: list[Any] = [box for box in self._mailboxes if box.items and self._deliverable(box)]
+        loop = self._loop
+        if loop is not None and loop.has_ready():
+            ready.append(loop)  # a turn of the async routines' loop is a step like a delivery
         if not ready:
             return False
         box = ready[self.rng.randrange(len(ready))] if len(ready) > 1 else ready[0]
+        if box is loop:
+            loop.turn()
+            return True
         message = box.items.popleft()
         worker = box.owner
         routine_id = box.routine_id

@@ -1,14 +1,12 @@
 """Posting a job from the event loop without blocking it (internal).
 
-``Runtime.post`` may wait for room in a full mailbox (the ``block`` overflow policy), so it
-runs in a worker thread of the ASGI server's thread pool; the loop goes on meanwhile.
+``Runtime.post_async`` awaits room in a full mailbox (the ``block`` overflow policy) instead of
+blocking a thread, so the loop goes on meanwhile.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from starlette.concurrency import run_in_threadpool
 
 from actorflow.job import JobContext
 from actorflow.web._runtime_api import RuntimeApi
@@ -25,5 +23,5 @@ async def post_job(
     metadata: dict[str, Any] | None,
 ) -> JobContext:
     """Post a job and return its context, awaiting the post instead of blocking the loop."""
-    _, job = await run_in_threadpool(runtime.post, flow_id, routine_id, slot, data, metadata)
+    _, job = await runtime.post_async(flow_id, routine_id, slot, data, metadata)
     return job

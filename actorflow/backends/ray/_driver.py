@@ -5,6 +5,7 @@ decisions they call for)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -148,6 +149,13 @@ class RayWorker:
             )
         if restore and factory is None:
             raise ConfigurationError("restore=True needs a worker_id and a state_store")
+        async_routines = sorted(rid for rid, r in self.flow.routines.items() if r.is_async)
+        if async_routines:
+            raise ConfigurationError(
+                f"flow {self.flow.flow_id!r} has async routines {async_routines}: async logic "
+                "is not supported on the Ray backend yet (use the thread backend, or make the "
+                "logic a plain function)"
+            )
         ray = self.backend.ray
         routine_cls, state_cls, _ = self.backend.classes
         self.supervisor = state_cls.remote(
@@ -226,6 +234,11 @@ class RayWorker:
             f"{mailbox.qsize()} messages waiting (max_queue_length={limit}; overflow policy "
             f"{policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
         )
+
+    async def wait_for_room(self, routine_id: str, limit: int, timeout: float) -> None:
+        """``make_room`` for ``overflow="block"`` as an await: the wait runs on a thread of its
+        own, so the caller's event loop runs on."""
+        await asyncio.to_thread(self.make_room, routine_id, limit, timeout)
 
     def _drop_oldest(self, mailbox: _RaySender, limit: int) -> None:
         """Fail the jobs of the oldest waiting posts until there is room. Their messages stay

@@ -33,7 +33,7 @@ from actorflow._timers import TimerService
 from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._record import RemoteJob, RemoteRecord, new_remote_record
 from actorflow.backends.ray._wire import JobHeader, Wire, pack, unpack
-from actorflow.errors import SerializationError
+from actorflow.errors import ConfigurationError, SerializationError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus, record_of
 
@@ -116,6 +116,10 @@ class RayCellCore:
 
     def replace_host(self, host: Any) -> None:
         """Restarts come from the driver's supervision (``RoutineHost.restart``)."""
+
+    def event_loop(self) -> Any:
+        """Async routines are refused on Ray before any actor starts (``RayWorker.start``)."""
+        raise ConfigurationError("async logic is not supported on the Ray backend yet")
 
     def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
         view = self.host.cell.current_job
