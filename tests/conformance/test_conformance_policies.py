@@ -153,3 +153,42 @@ def test_queued_data_is_counted_until_released(backend: Backend) -> None:
         metrics = runtime.metrics()["routines"]["w"]["rec"]
         assert not any(job.done for job in rows)
     assert (metrics["queued"], metrics["handled"]) == (3, 1)
+
+
+def test_a_run_of_several_jobs_that_emits_one_message_completes_every_one(
+    backend: Backend,
+) -> None:
+    """A custom policy runs once both slots hold data: data of two jobs, the newer in the
+    first slot. The run emits one message downstream: it goes on for the run's current job
+    (the newer), and the other job, whose data the run handled, completes too."""
+
+    def both(queued: Any) -> tuple[bool, dict[str, int], None]:
+        return bool(queued["a"] and queued["b"]), {"a": 1, "b": 1}, None
+
+    def pair(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        pairer.emit("out", rows=[*slot_data["a"], *slot_data["b"]], by=job.metadata["name"])
+
+    def sink(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        append(state, "rows", slot_data["in"][0])
+
+    pairer = make_routine(
+        pair, slots=("a", "b"), events=(("out", ["rows", "by"]),), policy=custom_policy(both)
+    )
+    register(
+        "pair_then_sink",
+        {"pair": pairer, "sink": make_routine(sink)},
+        [("pair", "out", "sink", "in")],
+    )
+    with backend.runtime() as runtime:
+        state = runtime.exec("pair_then_sink", worker_id="w")
+        jobs = []
+        for slot, row in (("b", "older"), ("a", "newer")):
+            _, job = runtime.post("pair_then_sink", "pair", slot, row, metadata={"name": row})
+            jobs.append(job)
+            backend.settle(runtime)  # the older data is queued before the newer is posted
+        assert runtime.wait_until_all_jobs_finished(backend.wait)
+        rows = state.get_routine_state("rows")
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2
+    assert rows == [{"rows": ["newer", "older"], "by": "newer"}]
