@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import (
@@ -192,3 +193,67 @@ def test_a_run_of_several_jobs_that_emits_one_message_completes_every_one(
         rows = state.get_routine_state("rows")
     assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2
     assert rows == [{"rows": ["newer", "older"], "by": "newer"}]
+
+
+def test_a_batch_with_a_timeout_goes_on_once_its_queue_is_empty(backend: Backend) -> None:
+    """Full batches empty the queue of a policy that has a timeout: nothing is then waiting
+    for the timeout, and the actor goes on with the next batches (no crash, no restart)."""
+    _recorder(batch_size_policy(2, timeout=60))
+    with backend.runtime() as runtime:
+        state = runtime.exec("policy", worker_id="w")
+        jobs = _post(runtime, range(4))
+        assert all(job.wait(backend.wait) for job in jobs)
+        runs = state.get_routine_state("runs")
+        metrics = runtime.metrics()
+    assert [run[0] for run in runs] == [{"in": [0, 1]}, {"in": [2, 3]}]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 4
+    assert metrics["workers"]["w"]["restarts"] == 0
+    assert metrics["routines"]["w"]["rec"]["queued"] == 0
+
+
+def test_a_custom_policy_that_raises_fails_the_job_of_the_data(backend: Backend) -> None:
+    def broken(queued: Any) -> bool:
+        raise LookupError("the policy lost its table")
+
+    _recorder(custom_policy(broken))
+    with backend.runtime() as runtime:
+        runtime.exec("policy", worker_id="w")
+        (job,) = _post(runtime, range(1))
+        assert job.wait(backend.wait)
+        queued = runtime.metrics()["routines"]["w"]["rec"]["queued"]
+    assert job.status == JobStatus.FAILED
+    assert job.error == "LookupError: the policy lost its table"
+    assert [(e["routine_id"], e["action"]) for e in job.trace_log] == [("rec", "policy failed")]
+    assert queued == 0  # its data left the queue
+
+
+@pytest.mark.parametrize(
+    ("decision", "error"),
+    [
+        pytest.param(
+            (True, {"in": 0.5}, None),
+            "ValueError: custom_policy released 0.5 items from slot 'in', which holds 1",
+            id="not-an-int",
+        ),
+        pytest.param(
+            (True, {"in": 2}, None),
+            "ValueError: custom_policy released 2 items from slot 'in', which holds 1",
+            id="too-many",
+        ),
+        pytest.param(
+            (True, None),
+            "TypeError: custom_policy function must return a bool or "
+            "(should_activate, counts_or_None, policy_message)",
+            id="two-values",
+        ),
+    ],
+)
+def test_a_custom_policy_with_a_malformed_decision_fails_the_job(
+    backend: Backend, decision: Any, error: str
+) -> None:
+    _recorder(custom_policy(lambda queued: decision))
+    with backend.runtime() as runtime:
+        runtime.exec("policy", worker_id="w")
+        (job,) = _post(runtime, range(1))
+        assert job.wait(backend.wait)
+    assert (job.status, job.error) == (JobStatus.FAILED, error)
