@@ -139,8 +139,11 @@ def test_an_incomplete_join_fails_its_job_with_incomplete_join_error(backend: Ba
 def test_an_incomplete_join_runs_with_what_arrived_when_asked(backend: Backend) -> None:
     _join_flow(skip_right=True, policy=all_slots_ready_policy(on_incomplete="run"))
     with backend.runtime() as runtime:
-        jobs = _post(runtime, 2)
+        runtime.exec("join", worker_id="w")
+        jobs = _post(runtime, 2, worker_id="w")
         assert runtime.wait_until_all_jobs_finished(backend.wait)
+        join = runtime.metrics()["routines"]["w"]["join"]
+    assert (join["incomplete_joins"], join["handled"]) == (1, 2)
     assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2
     assert jobs[0].get_data("pair") == [[0], [0]]
     assert jobs[1].get_data("pair") == [[1], []]
