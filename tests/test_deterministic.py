@@ -248,3 +248,19 @@ def test_probe_expect_and_expect_no_message(deterministic: bool) -> None:
             probe.expect(99, timeout=5)
         with pytest.raises(AssertionError, match="no message within"):
             probe.expect(timeout=0.05)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_probe_message_names_its_job_and_the_worker_that_ran_the_routine(
+    deterministic: bool,
+) -> None:
+    probe_flow()
+    runtime = Runtime(deterministic=True, seed=1) if deterministic else Runtime()
+    with runtime:
+        runtime.exec("probed", worker_id="w")
+        probe = runtime.probe("double", "out")
+        _, job = runtime.post("probed", "double", "in", 3, worker_id="w")
+        assert job.wait(5)
+        probe.expect({"n": 6}, timeout=5)
+    (message,) = probe.received
+    assert (message.job_id, message.worker_id) == (job.job_id, "w")

@@ -128,6 +128,12 @@ def test_emits_into_a_full_mailbox_are_refused_and_recorded(backend: Backend) ->
         "messages (max_queue_length=2)"
     )
     assert dead.get("refused (mailbox full)") == 1
+    refused = [
+        (d["job_id"], d["worker_id"], d["routine_id"], d["slot"])
+        for d in runtime.dead_letters()
+        if d["reason"] == "refused (mailbox full)"
+    ]
+    assert refused == [(job.job_id, "w", "sink", "in")]  # names the full routine's slot
 
 
 def test_a_full_slot_queue_refuses_new_data(backend: Backend) -> None:
