@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from _waiting import wait_until
-from conformance_kit import Backend, make_routine, register
+from conformance_kit import Backend, defects, make_routine, register
 
 from actorflow import (
     ActorCrash,
@@ -194,3 +194,21 @@ def test_what_a_routine_emits_for_a_job_that_ended_meanwhile_is_dead_letters(
         (job.job_id, "w", "sink", "b"),
         (job.job_id, "w", "sink", "c"),
     ]
+
+
+@defects(
+    ray="when a batch is released, the data of a job cancelled while it waited there is not "
+    "recorded as a dead letter of that job"
+)
+def test_batched_data_of_a_job_that_ended_while_it_waited_is_a_dead_letter_of_that_job(
+    backend: Backend,
+) -> None:
+    _batch_flow(max_queue_length=10)
+    with backend.runtime() as runtime:
+        runtime.exec("batches", worker_id="w")
+        (cancelled,) = _queue_rows(backend, runtime, 1)
+        assert runtime.cancel_job(cancelled.job_id)
+        jobs = [runtime.post("batches", "batch", "in", n, worker_id="w")[1] for n in range(9)]
+        assert runtime.wait_until_all_jobs_finished(backend.wait)
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 9
+    assert _letters(runtime, "job cancelled") == [(cancelled.job_id, "w", "batch", "in")]
