@@ -248,3 +248,47 @@ def test_probe_expect_and_expect_no_message(deterministic: bool) -> None:
             probe.expect(99, timeout=5)
         with pytest.raises(AssertionError, match="no message within"):
             probe.expect(timeout=0.05)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_a_probe_message_names_its_job_and_the_worker_that_ran_the_routine(
+    deterministic: bool,
+) -> None:
+    probe_flow()
+    runtime = Runtime(deterministic=True, seed=1) if deterministic else Runtime()
+    with runtime:
+        runtime.exec("probed", worker_id="w")
+        probe = runtime.probe("double", "out")
+        _, job = runtime.post("probed", "double", "in", 3, worker_id="w")
+        assert job.wait(5)
+        probe.expect({"n": 6}, timeout=5)
+    (message,) = probe.received
+    assert (message.job_id, message.worker_id) == (job.job_id, "w")
+
+
+def test_an_unconnected_probed_emit_of_a_job_that_ended_meanwhile_goes_nowhere() -> None:
+    """The logic cancels its own job, then emits on an event that only a probe watches: no
+    dead letter (no connection), no crash, and the probe still sees the message."""
+    FlowRegistry.get_instance().clear()
+
+    def logic(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        assert runtime.cancel_job(job.job_id)
+        watched.emit("out", n=sd["in"][0])
+
+    watched = routine(logic)
+    flow = Flow("watched")
+    flow.add_routine(watched, "watched")
+    FlowRegistry.get_instance().register(flow)
+    with DeterministicRuntime(seed=1) as runtime:
+        runtime.exec("watched", worker_id="w")
+        probe = runtime.probe("watched", "out")
+        _, job = runtime.post("watched", "watched", "in", 1, worker_id="w")
+        assert job.wait(5)
+        runtime.run_until_idle()
+        restarts = runtime.metrics()["workers"]["w"]["restarts"]
+    assert job.status == JobStatus.CANCELLED
+    assert probe.messages == [{"n": 1}]
+    assert runtime.dead_letter_counts() == {}
+    assert restarts == 0

@@ -209,3 +209,159 @@ def test_logic_faults_refuse_keys_that_cannot_apply() -> None:
         FaultPlan().raise_in("b", ValueError, on_message=1, slot="in")
     with pytest.raises(ConfigurationError, match="cannot apply"):
         FaultPlan().crash("b", on_message=1, source="a")
+
+
+# -- what each rule matches on, and what the fault log and dead letters record ----------------
+
+
+def _run_two_step(
+    plan: FaultPlan, rows: int, post: dict[int, dict[str, Any]] | None = None
+) -> tuple[Any, list[Any], list[Any]]:
+    """Post ``rows`` rows through a -> b under ``plan`` (deterministic, seed 3; ``post``: the
+    options of the post of row n); the runtime (shut down), the jobs and what b handled."""
+    handled: list[Any] = []
+    two_step(handled)
+    with DeterministicRuntime(seed=3, faults=plan) as runtime:
+        options = post or {}
+        jobs = [runtime.post("faulty", "a", "in", n, **options.get(n, {}))[1] for n in range(rows)]
+        assert runtime.wait_until_all_jobs_finished()
+    return runtime, jobs, handled
+
+
+def test_a_rule_with_ordinal_n_hits_the_nth_message_only_and_the_log_says_where() -> None:
+    plan = FaultPlan(seed=0, lost_message_timeout=1.0).drop(routine="b", ordinal=2)
+    runtime, jobs, handled = _run_two_step(plan, 4)
+    assert handled == [0, 2, 3]
+    assert [job.status for job in jobs] == [
+        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED, JobStatus.COMPLETED
+    ]  # fmt: skip
+    (entry,) = runtime.fault_log()
+    assert {k: v for k, v in entry.items() if k != "time"} == {
+        "rule": "0:drop",
+        "fault": "drop",
+        "job_id": jobs[1].job_id,
+        "worker": jobs[1].worker_id,
+        "routine": "b",
+        "slot": "in",
+        "source": "a",
+        "ordinal": 2,
+    }
+    assert [
+        (d["job_id"], d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()
+    ] == [(jobs[1].job_id, "b", "in", "lost (drop)")]
+
+
+def test_a_rule_whose_ordinal_is_a_function_or_a_collection() -> None:
+    even = FaultPlan(lost_message_timeout=1.0).drop(routine="b", ordinal=lambda n: n % 2 == 0)
+    assert _run_two_step(even, 5)[2] == [0, 2, 4]
+    listed = FaultPlan(lost_message_timeout=1.0).drop(routine="b", ordinal=[1, 5])
+    assert _run_two_step(listed, 5)[2] == [1, 2, 3]
+
+
+def test_a_rule_matching_on_source_or_job_metadata() -> None:
+    by_source = FaultPlan(lost_message_timeout=1.0).drop(source="a")
+    assert _run_two_step(by_source, 2)[2] == []  # a's emits are lost, posts are not
+    by_metadata = FaultPlan(lost_message_timeout=1.0).drop(routine="b", metadata={"lose": True})
+    post = {1: {"metadata": {"lose": True}}, 2: {"metadata": {"lose": False}}}
+    _, jobs, handled = _run_two_step(by_metadata, 3, post)
+    assert handled == [0, 2]
+    assert [job.status for job in jobs] == [
+        JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED
+    ]  # fmt: skip
+
+
+def test_a_lost_message_fails_its_job_after_the_default_five_seconds() -> None:
+    runtime, jobs, _ = _run_two_step(FaultPlan().drop(routine="b"), 1)
+    assert jobs[0].error == f"JobTimeoutError: job '{jobs[0].job_id}' timed out after 5 s"
+
+
+def test_a_delay_of_zero_hands_the_message_on_at_once_in_order() -> None:
+    plan = FaultPlan().delay(0.0, routine="b", ordinal=2)
+    runtime, _, handled = _run_two_step(plan, 4)
+    assert handled == [0, 1, 2, 3]
+    assert [entry["seconds"] for entry in runtime.fault_log()] == [0.0]
+
+
+def test_a_delay_rule_with_p_picks_the_same_messages_for_the_same_seed() -> None:
+    """No jitter: a delay draws once per message (whether it applies), and only then."""
+    plan = FaultPlan(seed=5).delay(0.5, p=0.5, routine="b")
+    runtime, _, handled = _run_two_step(plan, 12)
+    assert sorted(handled) == list(range(12))
+    assert [entry["ordinal"] for entry in runtime.fault_log()] == [3, 4, 8]
+
+
+def test_a_duplicate_is_traced_with_its_slot_source_and_rule() -> None:
+    plan = FaultPlan().duplicate(routine="b", ordinal=1)
+    _, jobs, handled = _run_two_step(plan, 2)
+    assert handled == [0, 0, 1]
+    duplicated = [e for e in jobs[0].trace_log if e["action"] == "duplicated"]
+    assert [(e["routine_id"], e["details"]) for e in duplicated] == [
+        ("b", {"slot": "in", "source": "a", "fault": "0:duplicate"})
+    ]
+
+
+def test_a_reorder_logs_where_it_held_each_message() -> None:
+    plan = FaultPlan(seed=2).reorder(window=2, routine="b")
+    runtime, jobs, handled = _run_two_step(plan, 2)
+    assert sorted(handled) == [0, 1]
+    log = [{k: v for k, v in e.items() if k not in ("time", "job_id")} for e in runtime.fault_log()]
+    worker = jobs[0].worker_id
+    assert log == [
+        {"rule": "0:reorder", "fault": "reorder", "worker": worker, "routine": "b",
+         "slot": "in", "source": "a", "ordinal": n}
+        for n in (1, 2)
+    ]  # fmt: skip
+
+
+def test_a_partition_ends_at_its_end_time() -> None:
+    """Between 0 and 1 s a and b cannot reach each other; at exactly 1 s they can."""
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan(lost_message_timeout=0.5).partition(["a"], ["b"], between=(0.0, 1.0))
+    with DeterministicRuntime(seed=3, faults=plan) as runtime:
+        _, lost = runtime.post("faulty", "a", "in", "lost")
+        assert lost.wait(0.75)
+        runtime.advance(1.0 - runtime.now)
+        assert runtime.now == 1.0
+        _, passed = runtime.post("faulty", "a", "in", "passed")
+        assert passed.wait(0.1)
+    assert (lost.status, passed.status) == (JobStatus.FAILED, JobStatus.COMPLETED)
+    assert handled == ["passed"]
+
+
+def test_a_logic_fault_logs_the_activation_it_hit() -> None:
+    plan = FaultPlan().raise_in("b", ValueError("injected"), on_message=2)
+    runtime, jobs, _ = _run_two_step(plan, 3)
+    (entry,) = runtime.fault_log()
+    assert {k: v for k, v in entry.items() if k != "time"} == {
+        "rule": "0:raise",
+        "fault": "raise",
+        "job_id": jobs[1].job_id,
+        "worker": jobs[1].worker_id,
+        "routine": "b",
+        "ordinal": 2,
+    }
+    assert jobs[1].error == "ValueError: injected"
+
+
+@pytest.mark.parametrize("p", ["half", None, True, 1.5, -0.1])
+def test_a_fault_probability_that_is_not_a_number_in_range_is_refused(p: Any) -> None:
+    with pytest.raises(
+        ConfigurationError, match=rf"^a fault probability must be between 0 and 1, got {p!r}$"
+    ):
+        FaultPlan().drop(p=p)
+
+
+def test_bad_logic_fault_rules_are_refused_with_what_is_wrong() -> None:
+    with pytest.raises(ConfigurationError, match=r"^crash: on_message must be an int >= 1, got 0$"):
+        FaultPlan().crash("b", on_message=0)
+    with pytest.raises(ConfigurationError, match=r"^crash matches on \['flow', 'metadata'\]"):
+        FaultPlan().crash("b", on_message=1, slot="in")
+    with pytest.raises(
+        ConfigurationError, match=r"^raise_in needs exactly one of on_message= or p=$"
+    ):
+        FaultPlan().raise_in("b", ValueError)
+    with pytest.raises(
+        TypeError, match=r"^raise_in needs an exception instance or class, got 'boom'$"
+    ):
+        FaultPlan().raise_in("b", "boom", on_message=1)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from flows import pipeline
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
 from actorflow._clock import Clock
 from actorflow._envelope import new_envelope
-from actorflow.job import new_record
+from actorflow.job import JobContext, _detached_record, job_context, new_record
 
 
 def make(
@@ -302,3 +302,45 @@ def test_the_timeline_keeps_the_first_steps_and_counts_the_rest() -> None:
     assert len(job.timeline) == MAX_TIMELINE_STEPS == 256
     assert job.timeline_dropped == 44
     assert {step["routine_id"] for step in job.timeline} == {"count"}
+
+
+def test_a_job_context_made_by_its_constructor_copies_its_data_before_the_first_write() -> None:
+    record = new_record("j", "f", "w", None, Clock())
+    given = {"a": 1}
+    view = JobContext(record, given, depth=1)
+    view.set_data("b", 2)
+    assert given == {"a": 1}
+    assert dict(view.data) == {"a": 1, "b": 2}
+
+
+def test_a_new_job_has_no_error_and_a_rebuilt_one_has_started() -> None:
+    record = new_record("j", "f", "w", None, Clock())
+    assert record.error is None
+    assert job_context(record).error is None
+    assert job_context(record).status == JobStatus.PENDING
+    rebuilt = _detached_record("j", "f", "w", {}, 0.0)
+    assert job_context(rebuilt).status == JobStatus.RUNNING
+
+
+def test_a_message_sent_downstream_carries_its_branchs_data_one_level_deeper() -> None:
+    """The child of a view carries the view's data, not the job's merged data, and writes
+    one level deeper than the view: below a deeper write of another branch."""
+    record = new_record("j", "f", "w", None, Clock())
+    branch = JobContext._view(record, {"k": "mine"}, 1)
+    record.merge("k", "other branch", 3)
+    child = branch._child()
+    assert child.get_data("k") == "mine"
+    child.set_data("k", "child")  # at depth 2: the other branch's write at depth 3 stays
+    assert record.data["k"] == "other branch"
+    assert child.get_data("k") == "child"
+
+
+def test_a_joins_view_writes_at_the_depth_of_its_deepest_branch() -> None:
+    record = new_record("j", "f", "w", None, Clock())
+    shallow = JobContext._view(record, {"a": 1}, 2)
+    deep = JobContext._view(record, {"b": 2}, 5)
+    record.merge("k", "a write at depth 4", 4)
+    joined = JobContext._joined([deep, shallow])
+    assert dict(joined.data) == {"a": 1, "b": 2}
+    joined.set_data("k", "the join's")
+    assert record.data["k"] == "the join's"

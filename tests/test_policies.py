@@ -9,8 +9,10 @@ import pytest
 
 from actorflow import (
     ConfigurationError,
+    ErrorStrategy,
     Flow,
     FlowRegistry,
+    InvalidDurationError,
     JobStatus,
     Routine,
     Runtime,
@@ -21,6 +23,7 @@ from actorflow import (
     time_interval_policy,
 )
 from actorflow.activation_policies import ActivationPolicy
+from actorflow.supervision import Supervision
 
 
 class Recorder(Routine):
@@ -160,3 +163,52 @@ def test_policy_arguments_are_checked() -> None:
         custom_policy(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Routine().set_activation_policy("immediate")  # type: ignore[arg-type]
+
+
+def test_bad_policy_durations_name_the_policy_and_the_parameter() -> None:
+    bound = "a finite number of seconds >= 0 and at most"
+    with pytest.raises(
+        InvalidDurationError, match=rf"^all_slots_ready_policy: timeout must be {bound}"
+    ):
+        all_slots_ready_policy(timeout=-1)
+    with pytest.raises(InvalidDurationError, match=rf"^batch_size_policy: timeout must be {bound}"):
+        batch_size_policy(2, timeout=-1)
+    with pytest.raises(
+        InvalidDurationError,
+        match=r"^time_interval_policy: seconds must be a finite number of seconds > 0",
+    ):
+        time_interval_policy(0)
+
+
+def test_policies_with_functions_show_the_functions_name() -> None:
+    def by_order(data: Any) -> Any:
+        return data
+
+    assert repr(all_slots_ready_policy(key=by_order)) == (
+        "all_slots_ready_policy(timeout=None, key='by_order', on_incomplete='fail')"
+    )
+    assert repr(custom_policy(by_order)) == "custom_policy('by_order')"
+
+    class EveryTime:
+        def __call__(self, queued: Any) -> bool:
+            return True
+
+        def __repr__(self) -> str:
+            return "EveryTime()"
+
+    assert repr(custom_policy(EveryTime())) == "custom_policy(EveryTime())"  # no __name__
+
+
+def test_retry_options_next_to_a_strategy_are_refused() -> None:
+    routine = Routine()
+    with pytest.raises(
+        TypeError,
+        match=r"^retry options go to ErrorStrategy\.RETRY\(\.\.\.\), not next to a strategy$",
+    ):
+        routine.set_error_handler(ErrorStrategy.STOP, max_retries=2)
+
+
+@pytest.mark.parametrize("max_restarts", [2.5, "3", True])
+def test_a_supervision_whose_max_restarts_is_not_an_int_is_refused(max_restarts: Any) -> None:
+    with pytest.raises(TypeError, match=r"^max_restarts must be an int$"):
+        Supervision(max_restarts=max_restarts)

@@ -417,3 +417,36 @@ def test_wait_until_all_jobs_finished_times_out() -> None:
         assert runtime.wait_until_all_jobs_finished(timeout=0.05) is False
         gate.set()
         assert runtime.wait_until_all_jobs_finished(timeout=10) is True
+
+
+def test_routine_actor_threads_are_named_after_their_worker_and_routine() -> None:
+    names: list[str] = []
+    single("named", lambda sd, m, ws: names.append(threading.current_thread().name), events=())
+    with Runtime() as runtime:
+        runtime.exec("named", worker_id="w")
+        assert runtime.post("named", "only", "in", None)[1].wait(5)
+    (name,) = names
+    assert name.startswith("actorflow-w-only-")
+
+
+def test_in_strict_mode_an_emit_that_cannot_be_pickled_fails_its_job_naming_why() -> None:
+    source = Routine()
+    source.add_slot("in")
+    source.add_event("out")
+    source.set_logic(lambda sd, m, ws: source.emit("out", lock=threading.Lock()))
+    sink = Routine()
+    sink.add_slot("in")
+    sink.set_logic(lambda sd, m, ws: None)
+    flow = Flow("unpicklable")
+    flow.add_routine(source, "only")
+    flow.add_routine(sink, "sink")
+    flow.connect("only", "out", "sink", "in")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(strict=True) as runtime:
+        _, job = runtime.post("unpicklable", "only", "in", None)
+        assert job.wait(5)
+    assert job.status == JobStatus.FAILED
+    assert job.error == (
+        "SerializationError: routine 'only' event 'out' -> sink.in: the message cannot cross a "
+        "process boundary (TypeError: cannot pickle '_thread.lock' object)"
+    )

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from actorflow import ConfigurationError, Flow, FlowRegistry, Routine, Runtime
+from actorflow import ConfigurationError, Flow, FlowRegistry, JobStatus, Routine, Runtime
+from actorflow.faults import FaultPlan
 
 otel_sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk not installed")
 
@@ -21,7 +22,10 @@ PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
 trace.set_tracer_provider(PROVIDER)
 
 
-def test_spans_per_routine_share_the_callers_trace() -> None:
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "fast"])
+def test_spans_per_routine_share_the_callers_trace(strict: bool) -> None:
+    """Also on the fast path (not strict), where one message in and one out is a shortcut:
+    a traced routine must not take it."""
     EXPORTER.clear()
     first = Routine()
     first.add_slot("in")
@@ -31,6 +35,7 @@ def test_spans_per_routine_share_the_callers_trace() -> None:
     second.add_slot("in")
 
     def fail_sometimes(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        ws.increment("second", "runs")  # the traced logic gets its routine's state
         if sd["in"][0]["v"] == 2:
             raise ValueError("no")
 
@@ -41,9 +46,13 @@ def test_spans_per_routine_share_the_callers_trace() -> None:
     flow.connect("first", "out", "second", "in")
     FlowRegistry.get_instance().register(flow)
     tracer = trace.get_tracer("test")
-    with Runtime(tracing=True) as runtime, tracer.start_as_current_span("http request") as request:
+    with (
+        Runtime(tracing=True, strict=strict) as runtime,
+        tracer.start_as_current_span("http request") as request,
+    ):
         _, job = runtime.post("traced", "first", "in", {})
         assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED, job.error
     spans = {span.name: span for span in EXPORTER.get_finished_spans()}
     assert set(spans) == {"http request", "routine first", "routine second"}
     trace_id = request.get_span_context().trace_id
@@ -103,3 +112,29 @@ def test_async_logic_runs_in_a_span_from_its_start_to_its_end() -> None:
     assert spans["routine second"].parent.span_id == spans["routine first"].context.span_id
     first_span = spans["routine first"]
     assert first_span.end_time - first_span.start_time >= 10_000_000  # it spans the await
+
+
+def test_a_message_duplicated_by_a_fault_plan_keeps_its_trace_context() -> None:
+    EXPORTER.clear()
+    first = Routine()
+    first.add_slot("in")
+    first.add_event("out")
+    first.set_logic(lambda sd, m, ws: first.emit("out", v=1))
+    second = Routine()
+    second.add_slot("in")
+    second.set_logic(lambda sd, m, ws: None)
+    flow = Flow("traced_twice")
+    flow.add_routine(first, "first")
+    flow.add_routine(second, "second")
+    flow.connect("first", "out", "second", "in")
+    FlowRegistry.get_instance().register(flow)
+    plan = FaultPlan().duplicate(routine="second")
+    with Runtime(tracing=True, faults=plan) as runtime:
+        _, job = runtime.post("traced_twice", "first", "in", {})
+        assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED, job.error
+    spans = EXPORTER.get_finished_spans()
+    (parent,) = [span for span in spans if span.name == "routine first"]
+    copies = [span for span in spans if span.name == "routine second"]
+    assert len(copies) == 2
+    assert [span.parent.span_id for span in copies] == [parent.context.span_id] * 2

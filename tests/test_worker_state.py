@@ -20,6 +20,7 @@ from actorflow import (
     JobStatus,
     Routine,
     Runtime,
+    RuntimeClosedError,
     StateAccessError,
     StateLimitError,
     StateLimits,
@@ -415,3 +416,15 @@ def test_increments_made_together_are_each_applied(strict: bool) -> None:
             turn.release()
         assert job.wait(10) and job.status == "completed", job.error
         assert state.get_routine_state("_shared") == {"count": 4}
+
+
+def test_the_state_of_a_stopped_worker_says_which_worker_and_why_it_is_refused() -> None:
+    flow = Flow("stopped_state")
+    flow.add_routine(routine(lambda sd, m, ws: None), "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime() as runtime:
+        state = runtime.exec("stopped_state", worker_id="w")
+    with pytest.raises(
+        RuntimeClosedError, match=r"^worker 'w' is stopped; its state can no longer be used$"
+    ):
+        state.get_routine_state("anything")

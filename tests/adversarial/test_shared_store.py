@@ -257,8 +257,8 @@ def test_a_worker_that_lost_its_lease_stops_writing(tmp_path: Path) -> None:
         assert new.get_routine_state("_c") == {"n": 1}
         with pytest.raises(WorkerLeaseLostError, match=r"lost its lease.*holds it now"):
             old.increment("_c", "n")  # the write is fenced: it never reaches the store
-        with pytest.raises(WorkerLeaseLostError):
-            old.get_routine_state("_c")  # and its state is no longer its own
+        with pytest.raises(WorkerLeaseLostError, match=r"lost its lease.*holds it now"):
+            old.get_routine_state("_c")  # and its state is no longer its own, for the same reason
         _, job = first.post("count", "counter", "in", 1, worker_id="w")
         job.wait(10)
         assert job.status == "failed"

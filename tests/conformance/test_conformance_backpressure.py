@@ -9,11 +9,6 @@ from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import JobStatus, QueueFullError, batch_size_policy
 
-NO_BOUNDED_MAILBOX = (
-    "max_queue_length and the overflow policy are neither honoured nor refused on Ray: every "
-    "post and emit is accepted"
-)
-
 
 def _held_sink(backend: Backend, max_queue_length: int) -> Any:
     """A routine ``sink`` whose logic holds its first message at a gate; records rows."""
@@ -128,6 +123,12 @@ def test_emits_into_a_full_mailbox_are_refused_and_recorded(backend: Backend) ->
         "messages (max_queue_length=2)"
     )
     assert dead.get("refused (mailbox full)") == 1
+    refused = [
+        (d["job_id"], d["worker_id"], d["routine_id"], d["slot"])
+        for d in runtime.dead_letters()
+        if d["reason"] == "refused (mailbox full)"
+    ]
+    assert refused == [(job.job_id, "w", "sink", "in")]  # names the full routine's slot
 
 
 def test_a_full_slot_queue_refuses_new_data(backend: Backend) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conformance_kit import Backend, append, make_routine, register
 
-from actorflow import ErrorStrategy, JobStatus, get_current_job
+from actorflow import ErrorStrategy, JobStatus, batch_size_policy, get_current_job
 
 
 def _order_flow(flow_id: str, strategy: Any, *, flow_default: Any = None) -> None:
@@ -139,6 +139,27 @@ def test_retry_gives_up_with_the_last_error_and_the_number_of_tries(backend: Bac
         assert job.wait(backend.wait)
     assert job.status == JobStatus.FAILED
     assert job.error == "ConnectionError: try 3 failed (after 3 tries)"
+
+
+@pytest.mark.parametrize(
+    "policy", [None, batch_size_policy(1, timeout=None)], ids=["immediate", "released"]
+)
+def test_retry_by_default_retries_three_times_then_fails_in_its_routine(
+    backend: Backend, policy: Any
+) -> None:
+    """``RETRY()`` retries 3 times: 4 tries, counted from 1 for a message run at once and
+    for data an activation policy released."""
+    register(
+        "down",
+        {"r": make_routine(_flaky(10), strategy=ErrorStrategy.RETRY(delay=0.0), policy=policy)},
+    )
+    with backend.runtime() as runtime:
+        _, job = runtime.post("down", "r", "in", 1)
+        assert job.wait(backend.wait)
+    assert job.status == JobStatus.FAILED
+    assert job.error == "ConnectionError: try 4 failed (after 4 tries)"
+    trace = [(e["routine_id"], e["action"]) for e in job.trace_log]
+    assert trace == [("r", "retry")] * 3 + [("r", "failed")]
 
 
 def test_retry_retries_only_the_listed_exceptions(backend: Backend) -> None:

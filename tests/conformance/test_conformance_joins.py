@@ -139,8 +139,11 @@ def test_an_incomplete_join_fails_its_job_with_incomplete_join_error(backend: Ba
 def test_an_incomplete_join_runs_with_what_arrived_when_asked(backend: Backend) -> None:
     _join_flow(skip_right=True, policy=all_slots_ready_policy(on_incomplete="run"))
     with backend.runtime() as runtime:
-        jobs = _post(runtime, 2)
+        runtime.exec("join", worker_id="w")
+        jobs = _post(runtime, 2, worker_id="w")
         assert runtime.wait_until_all_jobs_finished(backend.wait)
+        join = runtime.metrics()["routines"]["w"]["join"]
+    assert (join["incomplete_joins"], join["handled"]) == (1, 2)
     assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2
     assert jobs[0].get_data("pair") == [[0], [0]]
     assert jobs[1].get_data("pair") == [[1], []]
@@ -167,8 +170,10 @@ def test_data_waiting_in_a_join_leaves_it_when_its_job_ends(backend: Backend) ->
         assert runtime.shutdown(timeout=backend.wait)
     assert job.status == JobStatus.FAILED
     assert job.error == f"JobTimeoutError: job '{job.job_id}' timed out after 1 s"
-    letters = [(d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()]
-    assert letters == [("join", "left", "job failed")]
+    letters = [
+        (d["job_id"], d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()
+    ]
+    assert letters == [(job.job_id, "join", "left", "job failed")]
 
 
 def test_a_join_with_a_key_pairs_data_of_different_jobs(backend: Backend) -> None:
@@ -195,3 +200,55 @@ def test_a_join_with_a_key_pairs_data_of_different_jobs(backend: Backend) -> Non
         [[{"order": 2}], [{"order": 2}], "b2"],  # the data point that completed the join
         [[{"order": 1}], [{"order": 1}], "b1"],
     ]
+
+
+def _keyed_join(**options: Any) -> None:
+    """A join ``pairs`` of slots ``a`` and ``b`` keyed by the data's ``order``; its logic
+    writes what it got to the current job."""
+
+    def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        job.set_data("run", [slot_data["a"], slot_data["b"], message])
+
+    policy = all_slots_ready_policy(key=lambda data: data["order"], **options)
+    register("keyed", {"pairs": make_routine(logic, slots=("a", "b"), policy=policy)})
+
+
+def test_a_graceful_shutdown_runs_an_incomplete_keyed_join_when_asked(backend: Backend) -> None:
+    _keyed_join(on_incomplete="run")
+    runtime = backend.runtime()
+    runtime.exec("keyed", worker_id="w")
+    _, job = runtime.post("keyed", "pairs", "a", {"order": 1})
+    backend.settle(runtime)
+    assert runtime.shutdown(timeout=backend.wait) is True
+    assert job.status == JobStatus.COMPLETED, job.error
+    assert job.get_data("run") == [[{"order": 1}], [], {"reason": "flush", "missing": ["b"]}]
+    assert runtime.dead_letter_counts() == {}
+
+
+def test_a_graceful_shutdown_fails_an_incomplete_keyed_join(backend: Backend) -> None:
+    _keyed_join()
+    runtime = backend.runtime()
+    runtime.exec("keyed", worker_id="w")
+    _, job = runtime.post("keyed", "pairs", "b", {"order": 1})
+    backend.settle(runtime)
+    assert runtime.shutdown(timeout=backend.wait) is True
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith(f"{IncompleteJoinError.__name__}: routine 'pairs' holds data of ")
+    assert [(d["job_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()] == [
+        (job.job_id, "b", "join incomplete")
+    ]
+
+
+def test_a_join_key_function_that_raises_fails_the_job_of_the_data(backend: Backend) -> None:
+    _keyed_join()
+    with backend.runtime() as runtime:
+        runtime.exec("keyed", worker_id="w")
+        _, job = runtime.post("keyed", "pairs", "a", {"no order": 1})
+        assert job.wait(backend.wait)
+        queued = runtime.metrics()["routines"]["w"]["pairs"]["queued"]
+    assert job.status == JobStatus.FAILED
+    assert job.error == "KeyError: 'order'"
+    assert [(e["routine_id"], e["action"]) for e in job.trace_log] == [("pairs", "policy failed")]
+    assert queued == 0

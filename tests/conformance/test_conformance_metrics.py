@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from conformance_kit import Backend, make_routine, register
@@ -74,3 +75,36 @@ def test_metrics_count_cancelled_jobs(backend: Backend) -> None:
     assert job.status == JobStatus.CANCELLED
     assert metrics["jobs"] == {"active": 0, "completed": 0, "failed": 0, "cancelled": 1}
     assert metrics["workers"]["w"]["jobs"]["cancelled"] == 1
+
+
+def test_the_handling_time_histogram_adds_up_every_run(backend: Backend) -> None:
+    """A slow run (6 ms of work), two fast ones after it and a failing one: four runs in the
+    histogram, whose sum holds the slow run, and none of them past the last bound."""
+
+    def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        row = slot_data["in"][0]
+        if row == "slow":
+            until = time.perf_counter() + 0.006
+            while time.perf_counter() < until:
+                pass
+        elif row == "bad":
+            raise ValueError("bad row")
+
+    register("timed", {"r": make_routine(logic)})
+    with backend.runtime() as runtime:
+        runtime.exec("timed", worker_id="w")
+        jobs = [runtime.post("timed", "r", "in", row)[1] for row in ("slow", "fast", "fast", "bad")]
+        assert runtime.wait_until_all_jobs_finished(backend.wait)
+        metrics = runtime.metrics()["routines"]["w"]["r"]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 3 + [JobStatus.FAILED]
+    assert (metrics["handled"], metrics["failed"]) == (3, 1)
+    histogram = metrics["handling_seconds"]
+    buckets = histogram["buckets"]
+    assert histogram["count"] == 4
+    assert sum(buckets.values()) == 4
+    assert buckets["+Inf"] == 0
+    assert 0.006 <= histogram["sum"] < 5.0
+    slow = sum(
+        count for bound, count in buckets.items() if bound != "+Inf" and float(bound) > 0.005
+    )
+    assert slow >= 1  # the slow run, in the bucket of its 6 ms or a later one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import (
@@ -153,3 +154,106 @@ def test_queued_data_is_counted_until_released(backend: Backend) -> None:
         metrics = runtime.metrics()["routines"]["w"]["rec"]
         assert not any(job.done for job in rows)
     assert (metrics["queued"], metrics["handled"]) == (3, 1)
+
+
+def test_a_run_of_several_jobs_that_emits_one_message_completes_every_one(
+    backend: Backend,
+) -> None:
+    """A custom policy runs once both slots hold data: data of two jobs, the newer in the
+    first slot. The run emits one message downstream: it goes on for the run's current job
+    (the newer), and the other job, whose data the run handled, completes too."""
+
+    def both(queued: Any) -> tuple[bool, dict[str, int], None]:
+        return bool(queued["a"] and queued["b"]), {"a": 1, "b": 1}, None
+
+    def pair(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        pairer.emit("out", rows=[*slot_data["a"], *slot_data["b"]], by=job.metadata["name"])
+
+    def sink(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        append(state, "rows", slot_data["in"][0])
+
+    pairer = make_routine(
+        pair, slots=("a", "b"), events=(("out", ["rows", "by"]),), policy=custom_policy(both)
+    )
+    register(
+        "pair_then_sink",
+        {"pair": pairer, "sink": make_routine(sink)},
+        [("pair", "out", "sink", "in")],
+    )
+    with backend.runtime() as runtime:
+        state = runtime.exec("pair_then_sink", worker_id="w")
+        jobs = []
+        for slot, row in (("b", "older"), ("a", "newer")):
+            _, job = runtime.post("pair_then_sink", "pair", slot, row, metadata={"name": row})
+            jobs.append(job)
+            backend.settle(runtime)  # the older data is queued before the newer is posted
+        assert runtime.wait_until_all_jobs_finished(backend.wait)
+        rows = state.get_routine_state("rows")
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 2
+    assert rows == [{"rows": ["newer", "older"], "by": "newer"}]
+
+
+def test_a_batch_with_a_timeout_goes_on_once_its_queue_is_empty(backend: Backend) -> None:
+    """Full batches empty the queue of a policy that has a timeout: nothing is then waiting
+    for the timeout, and the actor goes on with the next batches (no crash, no restart)."""
+    _recorder(batch_size_policy(2, timeout=60))
+    with backend.runtime() as runtime:
+        state = runtime.exec("policy", worker_id="w")
+        jobs = _post(runtime, range(4))
+        assert all(job.wait(backend.wait) for job in jobs)
+        runs = state.get_routine_state("runs")
+        metrics = runtime.metrics()
+    assert [run[0] for run in runs] == [{"in": [0, 1]}, {"in": [2, 3]}]
+    assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 4
+    assert metrics["workers"]["w"]["restarts"] == 0
+    assert metrics["routines"]["w"]["rec"]["queued"] == 0
+
+
+def test_a_custom_policy_that_raises_fails_the_job_of_the_data(backend: Backend) -> None:
+    def broken(queued: Any) -> bool:
+        raise LookupError("the policy lost its table")
+
+    _recorder(custom_policy(broken))
+    with backend.runtime() as runtime:
+        runtime.exec("policy", worker_id="w")
+        (job,) = _post(runtime, range(1))
+        assert job.wait(backend.wait)
+        queued = runtime.metrics()["routines"]["w"]["rec"]["queued"]
+    assert job.status == JobStatus.FAILED
+    assert job.error == "LookupError: the policy lost its table"
+    assert [(e["routine_id"], e["action"]) for e in job.trace_log] == [("rec", "policy failed")]
+    assert queued == 0  # its data left the queue
+
+
+@pytest.mark.parametrize(
+    ("decision", "error"),
+    [
+        pytest.param(
+            (True, {"in": 0.5}, None),
+            "ValueError: custom_policy released 0.5 items from slot 'in', which holds 1",
+            id="not-an-int",
+        ),
+        pytest.param(
+            (True, {"in": 2}, None),
+            "ValueError: custom_policy released 2 items from slot 'in', which holds 1",
+            id="too-many",
+        ),
+        pytest.param(
+            (True, None),
+            "TypeError: custom_policy function must return a bool or "
+            "(should_activate, counts_or_None, policy_message)",
+            id="two-values",
+        ),
+    ],
+)
+def test_a_custom_policy_with_a_malformed_decision_fails_the_job(
+    backend: Backend, decision: Any, error: str
+) -> None:
+    _recorder(custom_policy(lambda queued: decision))
+    with backend.runtime() as runtime:
+        runtime.exec("policy", worker_id="w")
+        (job,) = _post(runtime, range(1))
+        assert job.wait(backend.wait)
+    assert (job.status, job.error) == (JobStatus.FAILED, error)

@@ -229,6 +229,19 @@ def test_an_emit_of_an_undeclared_event_fails_the_job(backend: Backend) -> None:
     )
 
 
+def test_an_emit_of_a_routine_that_declares_no_event_fails_the_job(backend: Backend) -> None:
+    def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        bad.emit("out", n=1)
+
+    bad = make_routine(logic)
+    register("silent", {"bad": bad})
+    with backend.runtime() as runtime:
+        _, job = runtime.post("silent", "bad", "in", None)
+        assert job.wait(backend.wait)
+    assert job.status == JobStatus.FAILED
+    assert job.error == "ValueError: routine 'bad' emitted undeclared event 'out' (declared: none)"
+
+
 def test_an_emit_of_an_undeclared_field_fails_the_job(backend: Backend) -> None:
     def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
         parse.emit("parsed", nme="pen", quantity=1)

@@ -16,6 +16,7 @@ from actorflow import (
     Routine,
     WorkerFailedError,
     batch_size_policy,
+    custom_policy,
 )
 
 CRASH_NOT_SUPERVISED = (
@@ -189,3 +190,46 @@ def test_a_restart_waits_for_its_backoff(backend: Backend) -> None:
     assert (crashed.status, after.status) == (JobStatus.FAILED, JobStatus.COMPLETED)
     assert after.completed_at is not None and crashed.completed_at is not None
     assert (after.completed_at - crashed.completed_at).total_seconds() >= 0.3 * 0.9
+
+
+def test_a_restarted_actor_keeps_the_queued_data_and_counters_of_the_one_it_replaces(
+    backend: Backend,
+) -> None:
+    """Rows wait in a slot queue (a custom policy runs on ``go``, and takes the rows only
+    with ``go: "all"``); a ``go: "crash"`` crashes the actor. Its successor still holds the
+    rows, runs them with the next ``go``, and counts on from the crashed actor's counters."""
+
+    def on_go(queued: Any) -> tuple[bool, dict[str, int], None]:
+        take_rows = bool(queued["go"]) and queued["go"][-1] == "all"
+        return bool(queued["go"]), {"go": 1, "rows": len(queued["rows"]) if take_rows else 0}, None
+
+    def logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        go = slot_data["go"][0]
+        if go == "crash":
+            raise ActorCrash("lost the rows' table")
+        if go == "fail":
+            raise ValueError("a failed run")
+        append(state, "rows", slot_data["rows"])
+
+    register("keeps", {"r": make_routine(logic, slots=("rows", "go"), policy=custom_policy(on_go))})
+    with backend.runtime() as runtime:
+        state = runtime.exec("keeps", worker_id="w")
+        rows = [runtime.post("keeps", "r", "rows", n)[1] for n in range(2)]
+        _, failed = runtime.post("keeps", "r", "go", "fail")
+        _, crashed = runtime.post("keeps", "r", "go", "crash")
+        assert failed.wait(backend.wait) and crashed.wait(backend.wait)
+        before = runtime.metrics()["routines"]["w"]["r"]
+        _, go = runtime.post("keeps", "r", "go", "all")
+        assert go.wait(backend.wait)
+        assert all(job.wait(backend.wait) for job in rows)
+        after = runtime.metrics()
+        ran = state.get_routine_state("rows")
+    assert crashed.error == "ActorCrash: lost the rows' table (routine actor crashed)"
+    assert [(e["routine_id"], e["action"]) for e in crashed.trace_log] == [("r", "actor crashed")]
+    assert after["workers"]["w"]["restarts"] == 1
+    assert (before["queued"], before["failed"], before["handled"]) == (2, 1, 0)
+    assert ran == [[0, 1]]
+    assert [job.status for job in [*rows, go]] == [JobStatus.COMPLETED] * 3
+    counters = after["routines"]["w"]["r"]
+    assert (counters["queued"], counters["failed"], counters["handled"]) == (0, 1, 1)
+    assert counters["handling_seconds"]["count"] == 2

@@ -188,6 +188,7 @@ class RayWorker:
                     self.supervisor,
                     self.backend.ledger,
                     self.grants,
+                    self.overflow,
                 )
                 for index in range(routine.concurrency)
             ]

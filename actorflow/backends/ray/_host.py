@@ -76,6 +76,7 @@ class RayCellCore:
         worker_id: str,
         supervisor: Any,
         grants: dict[tuple[str, str], StateGrant],
+        overflow: str = "raise",
     ) -> None:
         self.host = host
         self.flow = flow
@@ -88,7 +89,9 @@ class RayCellCore:
         self.tracing = None
         self.probes: dict[tuple[str, str], list[Any]] = {}
         self.bounds = {rid: (_none_waiting, limits) for rid, limits in flow.slot_limits().items()}
-        self.overflow = "raise"
+        # a full slot queue drops its oldest data under drop_oldest, else refuses (a routine
+        # never blocks); the mailbox of a Ray actor never reports full
+        self.overflow = overflow
         self.posters_waiting = 0
         self.routine_ids = frozenset(flow.routines)
         self.grants = grants
@@ -144,6 +147,7 @@ class RoutineHost:
         supervisor: Any,
         ledger: Any,
         grants: dict[tuple[str, str], StateGrant],
+        overflow: str = "raise",
     ) -> None:
         flow: Flow = cloudpickle.loads(flow_blob)
         self.routine_id = routine_id
@@ -151,7 +155,7 @@ class RoutineHost:
         self.index = index
         self.ledger = ledger
         self.routine = flow.get_routine(routine_id)
-        self.core = RayCellCore(self, flow, worker_id, supervisor, grants)
+        self.core = RayCellCore(self, flow, worker_id, supervisor, grants, overflow)
         self.cell = RoutineCell(self.core, routine_id, self.routine, self._send_self)
         self.restart_requested = False  # read by the cell's plain loop (threads use it)
         self.crashed = False  # waiting for the supervisor's decision; wires wait in pending
