@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import cloudpickle
 
 from actorflow._durations import check_seconds
-from actorflow._envelope import Envelope, new_envelope
+from actorflow.engine.envelope import Envelope, new_envelope
 from actorflow.errors import ActorCrash, ConfigurationError
 from actorflow.job import JobContext, record_of, with_record
 
 if TYPE_CHECKING:
-    from actorflow._services import WorkerServices
+    from actorflow.engine.services import WorkerServices
 
 __all__ = ["FaultInjector", "FaultPlan", "FaultRule"]
 

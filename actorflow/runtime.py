@@ -20,13 +20,13 @@ from loguru import logger
 
 from actorflow._clock import Clock, SystemClock
 from actorflow._durations import check_seconds
-from actorflow._envelope import Envelope, new_envelope
-from actorflow._job_book import JobBook
 from actorflow._lease import DEFAULT_LEASE_SECONDS, new_owner_id
-from actorflow._services import WorkerServices
-from actorflow._timers import TimerService
 from actorflow.backends.base import Backend, BackendWorker
 from actorflow.backends.threads import ThreadBackend
+from actorflow.engine.envelope import Envelope, new_envelope
+from actorflow.engine.job_book import JobBook
+from actorflow.engine.services import WorkerServices
+from actorflow.engine.timers import TimerService
 from actorflow.errors import (
     ConfigurationError,
     FlowValidationError,
@@ -736,7 +736,7 @@ class Runtime:
         backoffs, batch timeouts, restart backoffs, fault delays) raised; each was logged and
         the timers went on.
         """
-        from actorflow._routine_cell import BUCKET_BOUNDS  # noqa: PLC0415
+        from actorflow.engine.routine_cell import BUCKET_BOUNDS  # noqa: PLC0415
 
         finished = self._book.counts()
         active = Counter(record.worker_id for record in self._book.unfinished())

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine, medians
 from _flows import register_pipeline
 
-import actorflow._worker as worker_module
+import actorflow.engine.worker_core as worker_module
 from actorflow import Runtime
 from actorflow.job import CURRENT_ACTIVATION
 

@@ -21,7 +21,7 @@ from typing import Any
 
 os.environ.pop("ACTORFLOW_STRICT", None)
 
-from actorflow import ActorCrash, Flow, FlowRegistry, Routine, Runtime  # noqa: E402
+from actorflow import ActorCrash, Flow, FlowRegistry, Routine, Runtime
 
 
 def build(crash_at: int) -> None:

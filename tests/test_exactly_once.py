@@ -30,7 +30,7 @@ from actorflow import (
     WorkerStateExistsError,
 )
 from actorflow._lease import WorkerStore
-from actorflow._supervisor import StateCall, SupervisorCore
+from actorflow.engine.state_owner import StateCall, SupervisorCore
 from actorflow.store import Backend, Store, create_store
 from actorflow.store.sqlite import SqliteBackend
 

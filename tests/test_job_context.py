@@ -11,7 +11,7 @@ from flows import pipeline
 
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
 from actorflow._clock import Clock
-from actorflow._envelope import new_envelope
+from actorflow.engine.envelope import new_envelope
 from actorflow.job import JobContext, _detached_record, job_context, new_record
 
 

@@ -1,13 +1,13 @@
 """The thread backend (internal): every routine actor on a thread of this process.
 
 With the deterministic runtime the same workers run on one seeded dispatcher instead of
-threads (the dispatcher is one of the :class:`~actorflow._services.WorkerServices`).
+threads (the dispatcher is one of the :class:`~actorflow.engine.services.WorkerServices`).
 """
 
 from __future__ import annotations
 
-from actorflow._services import WorkerServices
-from actorflow._worker import WorkerCore
+from actorflow.engine.services import WorkerServices
+from actorflow.engine.worker_core import WorkerCore
 from actorflow.flow import Flow
 from actorflow.state_limits import StateLimits
 
@@ -15,7 +15,7 @@ __all__ = ["ThreadBackend"]
 
 
 class ThreadBackend:
-    """Starts :class:`~actorflow._worker.WorkerCore` workers: pykka actors on threads."""
+    """Starts :class:`~actorflow.engine.worker_core.WorkerCore` workers: pykka actors on threads."""
 
     name = "threads"
     supports_probes = True

@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from actorflow._actor_host import STOP, WAKE
 from actorflow._clock import Clock
-from actorflow._envelope import Envelope
+from actorflow.engine.actor_host import STOP, WAKE
+from actorflow.engine.envelope import Envelope
 from actorflow.job import CURRENT_ACTIVATION
 from actorflow.testing._virtual_loop import VirtualLoop
 from actorflow.testing._virtual_time import VirtualTimers

@@ -1,7 +1,7 @@
 """Virtual time for deterministic runs: a clock the test advances and timers without threads.
 
 The virtual timers treat a failing callback as the timer thread does (see
-``actorflow._timers``): what it raises is logged and counted in
+``actorflow.engine.timers``): what it raises is logged and counted in
 :attr:`VirtualTimers.callback_errors`, and the later timers still run. The one difference:
 these callbacks run on the caller's own thread (inside ``advance``, ``run_until_idle`` or a
 deterministic wait), where ``KeyboardInterrupt`` (Ctrl-C) and ``SystemExit`` must stop the

@@ -34,8 +34,8 @@ from actorflow import (
 )
 from actorflow._clock import SystemClock
 from actorflow._durations import MAX_SECONDS
-from actorflow._timers import TimerService
 from actorflow.cli import main as cli_main
+from actorflow.engine.timers import TimerService
 from actorflow.errors import ConfigurationError
 from actorflow.experiments import run_experiment
 from actorflow.faults import FaultPlan

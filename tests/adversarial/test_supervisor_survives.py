@@ -18,7 +18,7 @@ from actorflow import (
     StateFunctionError,
     WorkerState,
 )
-from actorflow._supervisor import BUSY
+from actorflow.engine.state_owner import BUSY
 
 
 def routine(logic: Any) -> Routine:

@@ -20,17 +20,17 @@ import cloudpickle
 from loguru import logger
 
 from actorflow._clock import SystemClock
-from actorflow._envelope import Envelope
-from actorflow._routine_cell import summed_metrics
-from actorflow._services import WorkerServices
-from actorflow._timers import TimerService
-from actorflow._worker import post_targets
 from actorflow.activation_policies import _Immediate
 from actorflow.backends.ray._host import RoutineHost, call_state, task_error_cause
 from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._ledger import Ledger
 from actorflow.backends.ray._state import StateActor
 from actorflow.backends.ray._wire import JobHeader, Wire, pack
+from actorflow.engine.envelope import Envelope
+from actorflow.engine.routine_cell import summed_metrics
+from actorflow.engine.services import WorkerServices
+from actorflow.engine.timers import TimerService
+from actorflow.engine.worker_core import post_targets
 from actorflow.errors import (
     ActorflowError,
     ConfigurationError,

@@ -27,12 +27,12 @@ import cloudpickle
 from loguru import logger
 
 from actorflow._clock import SystemClock
-from actorflow._envelope import Envelope, new_envelope
-from actorflow._routine_cell import FLUSH, JoinCheck, RoutineCell
-from actorflow._timers import TimerService
 from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._record import RemoteJob, RemoteRecord, new_remote_record
 from actorflow.backends.ray._wire import JobHeader, Wire, pack, unpack
+from actorflow.engine.envelope import Envelope, new_envelope
+from actorflow.engine.routine_cell import FLUSH, JoinCheck, RoutineCell
+from actorflow.engine.timers import TimerService
 from actorflow.errors import ConfigurationError, SerializationError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus, record_of

@@ -22,8 +22,8 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from actorflow._clock import Clock, iso_timestamp
-from actorflow._envelope import Envelope
 from actorflow.backends.ray._wire import JobHeader
+from actorflow.engine.envelope import Envelope
 from actorflow.job import JobRecord, JobStatus
 
 __all__ = ["RemoteJob", "RemoteRecord", "new_remote_record"]

@@ -19,10 +19,10 @@ import cloudpickle
 
 from actorflow._clock import SystemClock
 from actorflow._lease import WorkerStore
-from actorflow._reply import Reply
-from actorflow._supervisor import StateCall, SupervisorCore
-from actorflow._timers import TimerService
 from actorflow.backends.ray._import import import_ray
+from actorflow.engine.reply import Reply
+from actorflow.engine.state_owner import StateCall, SupervisorCore
+from actorflow.engine.timers import TimerService
 from actorflow.errors import StateFunctionError
 from actorflow.state_limits import StateLimits
 

@@ -1,6 +1,6 @@
 """An envelope on its way between Ray actors (internal).
 
-A wire carries what an :class:`~actorflow._envelope.Envelope` carries, in a form that crosses
+A wire carries what an :class:`~actorflow.engine.envelope.Envelope` carries, in a form that crosses
 a process boundary: the payload and the job data the sender saw (one cloudpickle blob, so data
 that cannot cross fails where it is sent), the job's header, the depth, and two things only
 Ray needs: an id derived from the job and the message's path (a message delivered again after

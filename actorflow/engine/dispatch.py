@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from actorflow._actor_host import STOP, ActorHost, new_mailbox, start_host
-from actorflow._loop_host import LoopHost, LoopMailbox
+from actorflow.engine.actor_host import STOP, ActorHost, new_mailbox, start_host
+from actorflow.engine.loop_host import LoopHost, LoopMailbox
 
 __all__ = ["Dispatcher", "Host", "Mailbox", "ThreadDispatcher"]
 
@@ -40,7 +40,7 @@ class Dispatcher(Protocol):
 
 class ThreadDispatcher:
     """Every actor on its own pykka thread (the default); an async routine's actor on its
-    worker's event loop thread instead (see ``actorflow._loop_host``)."""
+    worker's event loop thread instead (see ``actorflow.engine.loop_host``)."""
 
     inline = False
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cloudpickle
 from loguru import logger
 
-from actorflow._envelope import Envelope, Tick, new_envelope
 from actorflow.activation_policies import (
     QueuedItem,
     Release,
@@ -34,6 +33,7 @@ from actorflow.activation_policies import (
     incomplete_join_error,
     take_released,
 )
+from actorflow.engine.envelope import Envelope, Tick, new_envelope
 from actorflow.error_handling import ErrorStrategy
 from actorflow.errors import QueueFullError, SerializationError
 from actorflow.job import (

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from actorflow._dead_letters import DeadLetters
+from actorflow.engine.dead_letters import DeadLetters
 from actorflow.job import JobRecord, JobStatus
 
 __all__ = ["JobBook"]

@@ -12,15 +12,15 @@ from typing import Any
 import cloudpickle
 from loguru import logger
 
-from actorflow._actor_host import STOP, WAKE, ActorHost, start_host
-from actorflow._dispatch import Dispatcher, Mailbox, ThreadDispatcher
-from actorflow._envelope import Envelope
 from actorflow._lease import WorkerStore
-from actorflow._loop_host import LoopThread
-from actorflow._reply import LoopReply, Reply
-from actorflow._routine_cell import FLUSH, RoutineCell, summed_metrics
-from actorflow._services import WorkerServices
-from actorflow._supervisor import BUSY, StateCall, SupervisorCore
+from actorflow.engine.actor_host import STOP, WAKE, ActorHost, start_host
+from actorflow.engine.dispatch import Dispatcher, Mailbox, ThreadDispatcher
+from actorflow.engine.envelope import Envelope
+from actorflow.engine.loop_host import LoopThread
+from actorflow.engine.reply import LoopReply, Reply
+from actorflow.engine.routine_cell import FLUSH, RoutineCell, summed_metrics
+from actorflow.engine.services import WorkerServices
+from actorflow.engine.state_owner import BUSY, StateCall, SupervisorCore
 from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import JobContext, JobRecord, JobStatus, record_of, with_record

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actorflow._clock import Clock
-from actorflow._job_book import JobBook
+from actorflow.engine.job_book import JobBook
 from actorflow.errors import JobTimeoutError
 from actorflow.job import JobRecord
 from actorflow.state_limits import StateLimits
@@ -27,7 +27,7 @@ class WorkerServices:
     timers: Any  # TimerService, or VirtualTimers in deterministic mode
     strict: bool
     started_at: float  # the clock's monotonic time when the runtime started
-    dispatcher: Any = None  # how actors run (None: threads); see actorflow._dispatch
+    dispatcher: Any = None  # how actors run (None: threads); see actorflow.engine.dispatch
     state_store: Any = None
     state_serializer: Any = None
     state_limits: StateLimits | None = None

@@ -32,8 +32,8 @@ from cachetools import Cache, LRUCache, TTLCache
 from loguru import logger
 
 from actorflow._lease import WorkerStore
-from actorflow._reply import Reply
 from actorflow._state_codec import StateCodec
+from actorflow.engine.reply import Reply
 from actorflow.errors import ConfigurationError, StateFunctionError, StateLimitError
 from actorflow.state_limits import StateLimits
 

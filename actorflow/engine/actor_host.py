@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import pykka
 from pykka._envelope import Envelope as PykkaEnvelope
 
-from actorflow._envelope import Envelope
+from actorflow.engine.envelope import Envelope
 
 __all__ = ["STOP", "WAKE", "ActorHost", "Cell", "new_mailbox", "start_host"]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from actorflow._actor_host import STOP, WAKE
+from actorflow.engine.actor_host import STOP, WAKE
 from actorflow.job import CURRENT_ACTIVATION
 
 __all__ = ["LoopHost", "LoopMailbox", "LoopThread"]
