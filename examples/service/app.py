@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -194,7 +195,7 @@ async def get_order(
 async def sales(request: Request) -> Sales:
     """Orders priced so far and their sum, from the worker's state."""
     state: WorkerState = request.app.state.worker
-    figures = await state.aio.get_routine_state("sales")
+    figures = await state.aio.get_routine_state("sales") or {}
     return Sales(orders=figures.get("orders", 0), cents=figures.get("cents", 0))
 
 
@@ -232,12 +233,19 @@ app = create_service(
 """The service configured from the environment: ``uvicorn examples.service.app:app``."""
 
 
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
-    """``python -m examples.service.app [--host H] [--port N]``."""
+    """``python -m examples.service.app [--host H] [--port N]`` (``--port 0``: a free port)."""
     parser = argparse.ArgumentParser(description="the order service")
     parser.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
+    # On SIGTERM uvicorn stops serving, runs the lifespan's end (the runtime shuts down, the
+    # stub stops), then raises SIGTERM again: this handler makes that an exit status of 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=5)
 
 

@@ -29,19 +29,27 @@ LATENCY = 0.05
 
 
 def create_pricing_app(prices: Mapping[str, int] = PRICES, latency: float = LATENCY) -> Starlette:
-    """The pricing service as an ASGI app. ``app.state.calls`` lists the SKUs asked for."""
-    calls: list[str] = []
+    """The pricing service as an ASGI app. ``app.state.calls`` lists the SKUs asked for, and
+    ``app.state.most_in_flight`` is the most calls it was answering at once."""
 
     async def price(request: Request) -> JSONResponse:
+        state = request.app.state
         sku = request.path_params["sku"]
-        calls.append(sku)
-        await asyncio.sleep(latency)
+        state.calls.append(sku)
+        state.in_flight += 1
+        state.most_in_flight = max(state.most_in_flight, state.in_flight)
+        try:
+            await asyncio.sleep(latency)
+        finally:
+            state.in_flight -= 1
         if sku not in prices:
             return JSONResponse({"error": f"no price for {sku!r}"}, status_code=404)
         return JSONResponse({"sku": sku, "unit_cents": prices[sku]})
 
     app = Starlette(routes=[Route("/prices/{sku}", price)])
-    app.state.calls = calls
+    app.state.calls = []
+    app.state.in_flight = 0
+    app.state.most_in_flight = 0
     return app
 
 
