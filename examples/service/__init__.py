@@ -1,0 +1,1 @@
+"""An order service built with FastAPI that embeds an actorflow runtime (see README.md)."""
