@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from _waiting import wait_until
-from conformance_kit import Backend, defects, make_routine, register
+from conformance_kit import Backend, make_routine, register
 
 from actorflow import (
     ActorCrash,
@@ -196,10 +196,6 @@ def test_what_a_routine_emits_for_a_job_that_ended_meanwhile_is_dead_letters(
     ]
 
 
-@defects(
-    ray="when a batch is released, the data of a job cancelled while it waited there is not "
-    "recorded as a dead letter of that job"
-)
 def test_batched_data_of_a_job_that_ended_while_it_waited_is_a_dead_letter_of_that_job(
     backend: Backend,
 ) -> None:

@@ -470,11 +470,13 @@ class RayBackend:
                 if wire is not None:
                     actor = worker.pick(routine_id)
                     grouped.setdefault(id(actor), (actor, []))[1].append(wire)
-            for actor, wires in grouped.values():
-                actor.deliver.remote(wires)
+            # the ends first: a job ended before anything later in this batch was posted, and a
+            # message of an ended job that arrives after its end is skipped all the same
             for actor, ended in forgets.values():
                 actor.mark_ended.options(concurrency_group=CONTROL_GROUP).remote(ended)
                 actor.forget.remote(ended)
+            for actor, wires in grouped.values():
+                actor.deliver.remote(wires)
             for event in sent:
                 event.set()
             if stop:
