@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -30,7 +29,6 @@ from actorflow.engine.timers import TimerService
 from actorflow.errors import (
     ConfigurationError,
     FlowValidationError,
-    JobTimeoutError,
     RuntimeClosedError,
     SerializationError,
     WorkerFailedError,
@@ -578,19 +576,7 @@ class Runtime:
         return envelope
 
     def _arm_timeout(self, record: JobRecord, seconds: float) -> None:
-        record.timeout_armed = True
-        ref = weakref.ref(record)
-
-        def expire() -> None:
-            rec = ref()
-            if rec is not None and not rec.finished:
-                rec.fail(
-                    JobTimeoutError(f"job {rec.job_id!r} timed out after {seconds:g} s"),
-                    None,
-                    "timed out",
-                )
-
-        self._timers.call_at(self._clock.monotonic() + seconds, expire)
+        self._services.arm_timeout(record, seconds)
 
     def _worker_for(self, flow_id: str, worker_id: str | None) -> BackendWorker:
         if worker_id is not None:
