@@ -10,7 +10,7 @@ from actorflow.activation_policies import (
     immediate_policy,
     time_interval_policy,
 )
-from actorflow.error_handling import ErrorStrategy
+from actorflow.error_strategies import ErrorStrategy
 from actorflow.errors import (
     ActorCrash,
     ActorflowError,

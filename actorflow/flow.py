@@ -8,7 +8,7 @@ from typing import Any
 
 from actorflow._durations import check_seconds
 from actorflow.activation_policies import _Immediate
-from actorflow.error_handling import ErrorStrategy, as_error_strategy
+from actorflow.error_strategies import ErrorStrategy, as_error_strategy
 from actorflow.errors import FlowValidationError
 from actorflow.routine import Routine, _check_name
 from actorflow.supervision import Supervision

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actorflow.activation_policies import ActivationPolicy, immediate_policy
-from actorflow.error_handling import ErrorStrategy, as_error_strategy
+from actorflow.error_strategies import ErrorStrategy, as_error_strategy
 from actorflow.errors import ConfigurationError, FlowValidationError
 from actorflow.job import CURRENT_ACTIVATION
 
@@ -201,7 +201,7 @@ class Routine:
         return self._concurrency
 
     def set_error_handler(self, strategy: Any, **retry_options: Any) -> None:
-        """Choose what an exception from the logic does (see :mod:`actorflow.error_handling`).
+        """Choose what an exception from the logic does (see :mod:`actorflow.error_strategies`).
 
         ``strategy`` is an ``ErrorStrategy`` or one of ``"stop"``, ``"continue"``, ``"skip"``,
         ``"retry"`` (with ``max_retries``, ``delay``, ``backoff``, ``retry_on`` as keywords).

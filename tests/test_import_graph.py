@@ -106,3 +106,18 @@ def test_the_package_has_no_import_circle() -> None:
     graph = import_graph()
     assert len(graph) > 50  # every module was read
     assert circles(graph) == []
+
+
+def test_the_former_error_handling_path_still_imports_and_warns() -> None:
+    import importlib
+    import sys
+
+    import pytest
+
+    from actorflow import error_strategies
+
+    sys.modules.pop("actorflow.error_handling", None)
+    with pytest.warns(DeprecationWarning, match="actorflow.error_strategies"):
+        former = importlib.import_module("actorflow.error_handling")
+    assert former.ErrorStrategy is error_strategies.ErrorStrategy
+    assert former.as_error_strategy is error_strategies.as_error_strategy

@@ -34,7 +34,7 @@ from actorflow.activation_policies import (
     take_released,
 )
 from actorflow.engine.envelope import Envelope, Tick, new_envelope
-from actorflow.error_handling import ErrorStrategy
+from actorflow.error_strategies import ErrorStrategy
 from actorflow.errors import QueueFullError, SerializationError
 from actorflow.job import (
     CURRENT_ACTIVATION,

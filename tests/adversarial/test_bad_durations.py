@@ -201,7 +201,7 @@ def test_runtime_refuses_durations_no_timer_can_wait_for(
 )
 @pytest.mark.parametrize("value", BAD)
 def test_error_strategy_refuses_bad_retry_delays(place: str, value: float) -> None:
-    from actorflow.error_handling import as_error_strategy
+    from actorflow.error_strategies import as_error_strategy
 
     calls: dict[str, Callable[[], Any]] = {
         "RETRY(delay=)": lambda: ErrorStrategy.RETRY(delay=value),
