@@ -24,6 +24,7 @@ from actorflow.backends.base import Backend, BackendWorker
 from actorflow.backends.threads import ThreadBackend
 from actorflow.engine.envelope import Envelope, new_envelope
 from actorflow.engine.job_book import JobBook
+from actorflow.engine.metrics import runtime_report
 from actorflow.engine.services import WorkerServices
 from actorflow.engine.timers import TimerService
 from actorflow.errors import (
@@ -722,32 +723,16 @@ class Runtime:
         backoffs, batch timeouts, restart backoffs, fault delays) raised; each was logged and
         the timers went on.
         """
-        from actorflow.engine.routine_cell import BUCKET_BOUNDS  # noqa: PLC0415
-
-        finished = self._book.counts()
-        active = Counter(record.worker_id for record in self._book.unfinished())
-        totals = {"completed": 0, "failed": 0, "cancelled": 0}
-        workers: dict[str, Any] = {}
-        routines: dict[str, Any] = {}
-        for worker in list(self._workers.values()):
-            counts = {status: finished.get((worker.worker_id, status), 0) for status in totals}
-            for status, count in counts.items():
-                totals[status] += count
-            workers[worker.worker_id] = {
-                "flow_id": worker.flow_id,
-                "status": worker.status,
-                "restarts": worker.restart_count,
-                "jobs": {"active": active.get(worker.worker_id, 0), **counts},
-            }
-            routines[worker.worker_id] = worker.routine_metrics(BUCKET_BOUNDS)
         dead = self._book.dead_letters
-        return {
-            "jobs": {"active": len(self._book.active), **totals},
-            "workers": workers,
-            "routines": routines,
-            "dead_letters": {"total": dead.total, "by_reason": dead.counts()},
-            "timers": {"callback_errors": self._timers.callback_errors},
-        }
+        return runtime_report(
+            list(self._workers.values()),
+            active_jobs=len(self._book.active),
+            active_by_worker=Counter(record.worker_id for record in self._book.unfinished()),
+            finished=self._book.counts(),
+            dead_letters_total=dead.total,
+            dead_letters_by_reason=dead.counts(),
+            timer_callback_errors=self._timers.callback_errors,
+        )
 
     def serve_monitor(
         self, port: int = 0, host: str = "127.0.0.1", token: str | None = None

@@ -79,8 +79,9 @@ class BackendWorker(Protocol):
     def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
         """One WorkerState operation, applied by the state owner."""
 
-    def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
-        """Each routine's counters and handling-time histogram (``bounds`` in seconds)."""
+    def routine_metrics(self) -> dict[str, Any]:
+        """Each routine's counters and handling-time histogram
+        (:func:`actorflow.engine.metrics.routine_report` of its actors)."""
 
     def dead_letter(
         self, job_id: str | None, routine_id: str, slot: str | None, reason: str

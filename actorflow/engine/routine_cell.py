@@ -34,6 +34,7 @@ from actorflow.activation_policies import (
     take_released,
 )
 from actorflow.engine.envelope import Envelope, Tick, new_envelope
+from actorflow.engine.metrics import BUCKET_BOUNDS, FIRST_BOUND, HandlingCounters
 from actorflow.error_strategies import ErrorStrategy
 from actorflow.errors import QueueFullError, SerializationError
 from actorflow.job import (
@@ -63,38 +64,10 @@ __all__ = [
     "Retry",
     "RoutineCell",
     "TaskActivation",
-    "summed_metrics",
 ]
 
 Send = Callable[[Any], None]
-BUCKET_BOUNDS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
-"""Upper bounds (seconds) of the handling-time histogram buckets; one more bucket is +Inf."""
-_FIRST_BOUND = BUCKET_BOUNDS[0]
 _INCOMPLETE = frozenset({"incomplete", "timeout", "flush"})
-
-
-def summed_metrics(
-    cells: list[dict[str, Any]], bounds: tuple[float, ...], mailbox_depth: int
-) -> dict[str, Any]:
-    """One routine's counters: the :meth:`RoutineCell.metrics` of its actors, summed."""
-    labels = [str(bound) for bound in bounds] + ["+Inf"]
-    totals = {"handled": 0, "failed": 0, "retried": 0, "queued": 0, "incomplete_joins": 0}
-    seconds = 0.0
-    buckets = [0] * len(labels)
-    for metrics in cells:
-        for name in totals:
-            totals[name] += metrics[name]
-        seconds += metrics["seconds_sum"]
-        buckets = [a + b for a, b in zip(buckets, metrics["buckets"], strict=True)]
-    return {
-        **totals,
-        "mailbox_depth": mailbox_depth,
-        "handling_seconds": {
-            "count": totals["handled"] + totals["failed"],
-            "sum": seconds,
-            "buckets": dict(zip(labels, buckets, strict=True)),
-        },
-    }
 
 
 class Timers(Protocol):
@@ -256,12 +229,8 @@ class RoutineCell:
         self._tracing = core.tracing
         self._headers_in: dict[str, str] | None = None
         self._headers_out: dict[str, str] | None = None
-        self.failed = 0
-        self.retried = 0
-        self.incomplete = 0  # joins released incomplete (stalled, timed out, flushed)
+        self.counters = HandlingCounters()  # runs, failures, retries, timings (metrics)
         self._arrivals = 0  # data points queued so far (their order, for the newest one)
-        self.seconds_sum = 0.0
-        self.buckets = [0] * (len(BUCKET_BOUNDS) + 1)
         self._probes = self.probes = core.probes
         self._timer_at: float | None = None
         self._clock = core.clock
@@ -316,10 +285,8 @@ class RoutineCell:
     def take_over(self, previous: RoutineCell) -> None:
         """Continue where ``previous`` (a crashed or restarted actor) left its queued data."""
         self.queues = previous.queues
-        self.failed, self.retried = previous.failed, previous.retried
-        self.incomplete = previous.incomplete
+        self.counters = previous.counters
         self._arrivals = previous._arrivals
-        self.seconds_sum, self.buckets = previous.seconds_sum, previous.buckets
         self.draining = previous.draining
         previous.queues = {name: deque() for name in self.slot_names}
 
@@ -372,7 +339,8 @@ class RoutineCell:
         state = self.state
         single = self._single
         probes = self._probes
-        buckets = self.buckets
+        counters = self.counters
+        buckets = counters.buckets
         routine_id = self.routine_id
         max_steps = MAX_TIMELINE_STEPS
         if mailbox is not None:
@@ -394,9 +362,9 @@ class RoutineCell:
                 try:
                     logic(slot_data, None, state)
                 except Exception as exc:
-                    self._observe(perf_counter() - started)
+                    counters.observe(perf_counter() - started)
                     self._timeline((rec,), started, "raised")
-                    self.failed += 1
+                    counters.failed += 1
                     job = self._take_view()
                     self.outbox = None
                     self._on_error(exc, slot_data, None, job, (rec,), 1)
@@ -407,8 +375,8 @@ class RoutineCell:
                         steps.append((routine_id, started, elapsed, "ok"))
                     else:
                         rec.drop_step()
-                    self.seconds_sum += elapsed
-                    if elapsed < _FIRST_BOUND:
+                    counters.seconds_sum += elapsed
+                    if elapsed < FIRST_BOUND:
                         buckets[0] += 1
                     else:
                         buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
@@ -635,7 +603,7 @@ class RoutineCell:
             return True
         message = release.message
         if release.picks is not None and message.get("reason") in _INCOMPLETE:
-            self.incomplete += 1  # a join's partial data runs (on_incomplete="run")
+            self.counters.incomplete += 1  # a join's partial data runs (on_incomplete="run")
         self.policy.released(now)
         if self.parks:  # one job: the view joins what each branch carried
             job = JobContext._joined([item.job for item in live])
@@ -646,7 +614,7 @@ class RoutineCell:
 
     def _fail_incomplete(self, taken: dict[str, list[QueuedItem]], message: Any) -> None:
         """An incomplete join that fails: dead letters, and each job fails with the reason."""
-        self.incomplete += 1
+        self.counters.incomplete += 1
         timeout = getattr(self.policy.spec, "timeout", None)
         for name, items in taken.items():
             for item in items:
@@ -700,13 +668,13 @@ class RoutineCell:
     ) -> None:
         """The half after the logic returned or raised (called or awaited): time it, then
         deliver its emits, or apply the error strategy."""
-        self._observe(perf_counter() - started)
+        self.counters.observe(perf_counter() - started)
         self._timeline(records, started, "ok" if error is None else "raised")
         self.current_job = None
         self.outbox = None
         self._running = ()
         if error is not None:
-            self.failed += 1
+            self.counters.failed += 1
             self._on_error(error, slot_data, message, job, records, attempt)
             return
         self._deliver(outbox, job, records)
@@ -916,13 +884,6 @@ class RoutineCell:
         }
         return f"routine {self.routine_id}", attributes
 
-    def _observe(self, elapsed: float) -> None:
-        self.seconds_sum += elapsed
-        if elapsed < _FIRST_BOUND:
-            self.buckets[0] += 1
-        else:
-            self.buckets[bisect_left(BUCKET_BOUNDS, elapsed)] += 1
-
     def _timeline(self, records: Sequence[JobRecord], started: float, outcome: str) -> None:
         """Add one handling step (from ``started``, a perf_counter reading, to now) to each job
         the run was for: what ``JobContext.timeline`` shows."""
@@ -930,22 +891,10 @@ class RoutineCell:
         for record in records:
             record.add_step(self.routine_id, started, seconds, outcome)
 
-    @property
-    def handled(self) -> int:
-        """Messages whose logic returned (every run is timed into one bucket)."""
-        return sum(self.buckets) - self.failed
-
     def metrics(self) -> dict[str, Any]:
         """This actor's counters (summed over a routine's actors by the worker)."""
-        return {
-            "handled": self.handled,
-            "failed": self.failed,
-            "retried": self.retried,
-            "queued": sum(len(queue) for queue in list(self.queues.values())),
-            "incomplete_joins": self.incomplete,
-            "seconds_sum": self.seconds_sum,
-            "buckets": list(self.buckets),
-        }
+        queued = sum(len(queue) for queue in list(self.queues.values()))
+        return self.counters.snapshot(queued)
 
     def _feed_probes(self, job: JobContext, outbox: list[tuple[str, Any]]) -> None:
         for event, data in outbox:
@@ -990,7 +939,7 @@ class RoutineCell:
                 }
                 for record in records:  # every job whose data the try consumed
                     record.add_trace(self.routine_id, "retry", details)
-                self.retried += 1
+                self.counters.retried += 1
                 retry = Retry(slot_data, message, job, records, attempt + 1)
                 if delay <= 0:
                     self.send_self(retry)

@@ -17,8 +17,9 @@ from actorflow.engine.actor_host import STOP, WAKE, ActorHost, start_host
 from actorflow.engine.dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow.engine.envelope import Envelope
 from actorflow.engine.loop_host import LoopThread
+from actorflow.engine.metrics import routine_report
 from actorflow.engine.reply import LoopReply, Reply
-from actorflow.engine.routine_cell import FLUSH, RoutineCell, summed_metrics
+from actorflow.engine.routine_cell import FLUSH, RoutineCell
 from actorflow.engine.services import WorkerServices
 from actorflow.engine.state_owner import BUSY, StateCall, SupervisorCore
 from actorflow.errors import QueueFullError, RuntimeClosedError, WorkerFailedError
@@ -255,14 +256,13 @@ class WorkerCore:
         self.status = "failed" if failed else "stopped"
         self._log.debug("worker {} {}", self.worker_id, self.status)
 
-    def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
+    def routine_metrics(self) -> dict[str, Any]:
         """Counters of each routine, summed over its actors (see ``Runtime.metrics``)."""
         with self._hosts_lock:
             groups = {rid: list(hosts) for rid, hosts in self.hosts.items()}
         return {
-            routine_id: summed_metrics(
+            routine_id: routine_report(
                 [host.cell.metrics() for host in groups.get(routine_id, ())],
-                bounds,
                 self.mailboxes[routine_id].qsize(),
             )
             for routine_id in self.order

@@ -27,7 +27,7 @@ from actorflow.backends.ray._ledger import Ledger
 from actorflow.backends.ray._state import StateActor
 from actorflow.backends.ray._wire import JobHeader, Wire, pack
 from actorflow.engine.envelope import Envelope
-from actorflow.engine.routine_cell import summed_metrics
+from actorflow.engine.metrics import routine_report
 from actorflow.engine.services import WorkerServices
 from actorflow.engine.timers import TimerService
 from actorflow.engine.worker_core import post_targets
@@ -346,7 +346,7 @@ class RayWorker:
         op_id = f"driver-{self._uid}:{next(self._calls)}"
         return call_state(self.supervisor, op, key, arg, extra, op_id)
 
-    def routine_metrics(self, bounds: tuple[float, ...]) -> dict[str, Any]:
+    def routine_metrics(self) -> dict[str, Any]:
         ray = self.backend.ray
         result: dict[str, Any] = {}
         for routine_id in self.order:
@@ -355,7 +355,7 @@ class RayWorker:
                 cells = ray.get([actor.metrics.remote() for actor in actors], timeout=30)
             except Exception:  # stopped actors: no counters left to read
                 cells = []
-            result[routine_id] = summed_metrics(cells, bounds, 0)
+            result[routine_id] = routine_report(cells, 0)
         return result
 
     def dead_letter(
