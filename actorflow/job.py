@@ -512,6 +512,12 @@ def new_view(record: JobRecord, data: dict[Any, Any] | None, depth: int) -> JobC
     return JobContext._view(record, data, depth)
 
 
+def joined_view(views: list[JobContext]) -> JobContext:
+    """The view a join hands its logic for several messages of one job (internal; see
+    :meth:`JobContext._joined`)."""
+    return JobContext._joined(views)
+
+
 def with_record(view: JobContext, record: JobRecord) -> JobContext:
     """A view carrying ``view``'s data and depth for ``record`` (internal: links a copy that
     crossed a process boundary back to the job's record)."""

@@ -6,7 +6,10 @@
   (up to 100 calls in flight on the worker's event loop thread);
 * ``sync_100``: plain logic calling ``time.sleep(0.05)``, ``set_concurrency(100)`` (100 actor
   threads);
-* ``sync_8``: the same with ``set_concurrency(8)`` (8 actor threads).
+* ``sync_8``: the same with ``set_concurrency(8)`` (8 actor threads);
+* ``async_100_ray`` (with ``--ray``): the async routine on the Ray backend, where it is one Ray
+  actor whose event loop runs the 100 calls (wall and driver CPU only: the logic runs in the
+  actor's process).
 
 For each: wall time from the first post until every job has finished, process CPU time over
 the same span, the threads that ran the logic, and the threads the runtime added (the peak of
@@ -15,7 +18,7 @@ the same span, the threads that ran the logic, and the threads the runtime added
 reported. Targets (async only): wall time within 1.5x of the ideal (1,000 x 50 ms / 100 =
 0.5 s), and at most 2 threads added for it (the event loop and the worker's supervisor).
 
-    python3 benchmarks/async_io.py [--jobs 1000] [--io-ms 50] [--rounds 3] [--quick]
+    python3 benchmarks/async_io.py [--jobs 1000] [--io-ms 50] [--rounds 3] [--quick] [--ray]
 
 Prints one JSON object.
 """
@@ -67,11 +70,11 @@ def build(io_seconds: float) -> None:
     _register("sync_8", blocking, 8)
 
 
-def run(flow_id: str, jobs: int) -> dict[str, float]:
+def run(flow_id: str, jobs: int, backend: str = "threads") -> dict[str, float]:
     _RAN_ON.clear()
     process = psutil.Process()
     before, before_os = threading.active_count(), process.num_threads()
-    with Runtime(strict=False, job_retention=0) as runtime:
+    with Runtime(strict=False, job_retention=0, backend=backend) as runtime:
         runtime.exec(flow_id)
         peak, peak_os = threading.active_count(), process.num_threads()
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -87,6 +90,8 @@ def run(flow_id: str, jobs: int) -> dict[str, float]:
     handled = sum(r["io"]["handled"] for r in completed.values())
     if handled != jobs:
         raise RuntimeError(f"{flow_id}: {handled} of {jobs} jobs handled")
+    if backend == "ray":  # the logic ran in the actor's process: threads here say nothing
+        return {"wall_s": wall, "cpu_s": cpu}
     return {
         "wall_s": wall,
         "cpu_s": cpu,
@@ -102,16 +107,17 @@ def main() -> None:
     parser.add_argument("--io-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round")
+    parser.add_argument("--ray", action="store_true", help="also the async routine on Ray")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     build(args.io_ms / 1000)
-    figures = interleave(
-        rounds,
-        {
-            name: (lambda name=name: run(name, args.jobs))
-            for name in ("async_100", "sync_100", "sync_8")
-        },
-    )
+    cases = {
+        name: (lambda name=name: run(name, args.jobs))
+        for name in ("async_100", "sync_100", "sync_8")
+    }
+    if args.ray:
+        cases["async_100_ray"] = lambda: run("async_100", args.jobs, backend="ray")
+    figures = interleave(rounds, cases)
     ideal = args.jobs * args.io_ms / 1000 / CONCURRENCY
     result: dict[str, Any] = {
         "benchmark": "async_io",
@@ -129,6 +135,9 @@ def main() -> None:
         "async_wall_over_ideal": target(round(async_wall / ideal, 3), "<=", WALL_OVER_IDEAL),
         "async_threads_added": target(figures["async_100"]["threads_added"], "<=", MAX_THREADS),
     }
+    if args.ray:
+        ray_wall = figures["async_100_ray"]["wall_s"]
+        result["async_ray_wall_over_ideal"] = round(ray_wall / ideal, 3)
     result["machine"] = machine()
     emit(result)
 

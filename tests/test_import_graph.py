@@ -121,3 +121,49 @@ def test_the_former_error_handling_path_still_imports_and_warns() -> None:
         former = importlib.import_module("actorflow.error_handling")
     assert former.ErrorStrategy is error_strategies.ErrorStrategy
     assert former.as_error_strategy is error_strategies.as_error_strategy
+
+
+def private_uses_of_imported_names(path: Path) -> list[str]:
+    """``Name._attribute`` where ``Name`` was imported from another module of the package (a
+    class's or module's private name read from outside it)."""
+    tree = ast.parse(path.read_text(), str(path))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").startswith("actorflow")
+        ):
+            imported.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            imported.update(
+                alias.asname or alias.name.partition(".")[0]
+                for alias in node.names
+                if alias.name.startswith("actorflow")
+            )
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in imported
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            inside = path.is_relative_to(PACKAGE.parent)
+            where = path.relative_to(PACKAGE.parent) if inside else path.name
+            found.append(f"{where}:{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_reads_a_private_name_of_what_it_imports() -> None:
+    found = [
+        use
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for use in private_uses_of_imported_names(path)
+    ]
+    assert found == []
+
+
+def test_the_private_name_check_finds_a_planted_use(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text("from actorflow.job import JobContext\n\nVIEW = JobContext._view\n")
+    assert private_uses_of_imported_names(planted) == ["planted.py:3: JobContext._view"]

@@ -45,6 +45,8 @@ from actorflow.job import (
     JobStatus,
     child_parts,
     child_view,
+    joined_view,
+    new_view,
     record_of,
 )
 from actorflow.worker import WorkerState
@@ -241,7 +243,9 @@ class RoutineCell:
         self.is_async = routine.is_async
         self.limit = routine.concurrency if self.is_async else 1
         self.occupied = 0  # tasks running, and runs waiting behind their job's task
-        self._lines: dict[JobRecord, deque[_Run]] = {}
+        # runs waiting behind their job's task, by job id (on Ray each message of a job has a
+        # record of its own)
+        self._lines: dict[str, deque[_Run]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.crash_handler: Callable[[BaseException], None] | None = None
         self.task_done_hook: Callable[[], None] | None = None
@@ -421,7 +425,7 @@ class RoutineCell:
         if view is None:
             message = envelope if envelope is not None else self._msg
             assert message is not None and message.rec is not None
-            view = JobContext._view(message.rec, message.data, message.depth)
+            view = new_view(message.rec, message.data, message.depth)
         self._msg = self._view = None
         return view
 
@@ -433,7 +437,7 @@ class RoutineCell:
             message = self._msg
             if message is None:
                 return None
-            view = self._view = JobContext._view(message.rec, message.data, message.depth)  # type: ignore[arg-type]
+            view = self._view = new_view(message.rec, message.data, message.depth)  # type: ignore[arg-type]
         return view
 
     @current_job.setter
@@ -606,7 +610,7 @@ class RoutineCell:
             self.counters.incomplete += 1  # a join's partial data runs (on_incomplete="run")
         self.policy.released(now)
         if self.parks:  # one job: the view joins what each branch carried
-            job = JobContext._joined([item.job for item in live])
+            job = joined_view([item.job for item in live])
         else:
             job = max(live, key=lambda item: (item.arrived_at, item.seq)).job
         self._run(slot_data, release.message, job, records, 1)
@@ -686,11 +690,11 @@ class RoutineCell:
         self.occupied += 1
         records = run[3]
         if len(records) == 1:
-            line = self._lines.get(records[0])
+            line = self._lines.get(records[0].job_id)
             if line is not None:
                 line.append(run)
                 return
-            self._lines[records[0]] = deque()
+            self._lines[records[0].job_id] = deque()
         self._start_task(run)
 
     def _start_task(self, run: _Run) -> None:
@@ -762,17 +766,18 @@ class RoutineCell:
         """Start the next run waiting behind a job's task (its message order), if any."""
         if len(records) != 1:
             return
-        rec = records[0]
-        line = self._lines.get(rec)
+        job_id = records[0].job_id
+        line = self._lines.get(job_id)
         while line:
             run = line.popleft()
+            rec = run[3][0]
             if not rec.finished:
                 self._start_task(run)
                 return
             self.occupied -= 1
             slot = next((name for name, data in run[0].items() if data), None)
-            self.core.dead_letter(rec.job_id, self.routine_id, slot, f"job {rec.status}")
-        self._lines.pop(rec, None)
+            self.core.dead_letter(job_id, self.routine_id, slot, f"job {rec.status}")
+        self._lines.pop(job_id, None)
 
     def _deliver(
         self, outbox: list[tuple[str, Any]], job: JobContext, records: Sequence[JobRecord]

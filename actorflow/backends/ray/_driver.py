@@ -13,6 +13,7 @@ import queue
 import sys
 import threading
 import time
+from collections import OrderedDict
 from fractions import Fraction
 from typing import Any
 
@@ -48,6 +49,7 @@ from actorflow.worker import WorkerState
 __all__ = ["RayBackend", "RayWorker"]
 
 CONTROL_GROUP = "control"  # a routine actor's second thread: jobs ended while it is busy
+REMEMBERED_LATE_REPORTS = 10_000  # ids of reports applied after their job's end
 STOP_SECONDS = 10.0  # how long stopping a worker waits for its actors before killing them
 
 
@@ -149,13 +151,6 @@ class RayWorker:
             )
         if restore and factory is None:
             raise ConfigurationError("restore=True needs a worker_id and a state_store")
-        async_routines = sorted(rid for rid, r in self.flow.routines.items() if r.is_async)
-        if async_routines:
-            raise ConfigurationError(
-                f"flow {self.flow.flow_id!r} has async routines {async_routines}: async logic "
-                "is not supported on the Ray backend yet (use the thread backend, or make the "
-                "logic a plain function)"
-            )
         ray = self.backend.ray
         routine_cls, state_cls, _ = self.backend.classes
         self.supervisor = state_cls.remote(
@@ -190,7 +185,8 @@ class RayWorker:
                     self.grants,
                     self.overflow,
                 )
-                for index in range(routine.concurrency)
+                # an async routine: one actor, its concurrency is tasks on that actor's loop
+                for index in range(1 if routine.is_async else routine.concurrency)
             ]
         routes_by_source: dict[str, dict[str, list[tuple[str, str, list[Any]]]]] = {}
         for (source, event), targets in self.flow.routes().items():
@@ -401,6 +397,7 @@ class RayBackend:
         self.dropped: set[tuple[str, str]] = set()
         # job id -> envelope id -> (weight, actor): weight waiting in a join of that actor
         self.parked: dict[str, dict[str, tuple[Fraction, Any]]] = {}
+        self.late_reports: OrderedDict[str, None] = OrderedDict()  # applied after a job's end
         self._workers: dict[str, RayWorker] = {}
         self.book.on_early_end = self._ended_early
         self._sender = threading.Thread(
@@ -602,8 +599,19 @@ class RayBackend:
         if parked is not None:
             parked.pop(report_id, None)
         record = self.record(job_id)
-        if record is None or record.finished:
-            return  # a report after the job's end (a branch still running, a redelivery)
+        if record is None:
+            return
+        if record.finished:
+            # a branch still running when the job ended (a cancelled task's handler, say):
+            # what it wrote lands as it does on threads; the job's end stays as it was
+            if (merges or trace) and report_id not in self.late_reports:
+                self.late_reports[report_id] = None  # a redelivered copy is applied once
+                if len(self.late_reports) > REMEMBERED_LATE_REPORTS:
+                    self.late_reports.popitem(last=False)
+                for key, value, depth in merges:
+                    record.merge(key, value, depth)
+                record.extend_trace(trace)
+            return
         total, seen = self.weights.setdefault(job_id, (Fraction(0), set()))
         if report_id in seen:
             return  # delivered again after a restart: counted once

@@ -11,6 +11,12 @@ data and trace written, errors, dead letters, joins waiting, crashes.
 
 Everything the cell sends itself (a retry after its backoff, a policy's timer, a join check)
 waits in a local queue; a timer firing on its own thread wakes the actor with a Ray call.
+
+A routine whose logic is ``async def`` is hosted the same way, by one Ray actor whatever its
+concurrency, with an event loop of its own (as a worker's async routines share one on threads):
+every call the actor gets runs on that loop, where the cell starts a task per message, up to the
+routine's concurrency, and settles each when it ends. Ray still runs the actor's calls one at a
+time and in order; only the awaiting happens side by side.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import os
 import threading
 import traceback
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 from loguru import logger
@@ -31,11 +39,19 @@ from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._record import RemoteJob, RemoteRecord, new_remote_record
 from actorflow.backends.ray._wire import JobHeader, Wire, pack, unpack
 from actorflow.engine.envelope import Envelope, new_envelope
+from actorflow.engine.loop_host import LoopThread
 from actorflow.engine.routine_cell import FLUSH, JoinCheck, RoutineCell
 from actorflow.engine.timers import TimerService
 from actorflow.errors import ConfigurationError, SerializationError
 from actorflow.flow import Flow, StateGrant
-from actorflow.job import CURRENT_ACTIVATION, JobContext, JobRecord, JobStatus, record_of
+from actorflow.job import (
+    CURRENT_ACTIVATION,
+    JobContext,
+    JobRecord,
+    JobStatus,
+    get_current_job,
+    record_of,
+)
 
 __all__ = ["RayCellCore", "RoutineHost", "call_state", "task_error_cause"]
 
@@ -43,6 +59,8 @@ REMEMBERED_ENVELOPES = 100_000  # ids of delivered envelopes kept to skip a rede
 REMEMBERED_JOBS = 100_000  # jobs this actor knows (ended ones among them)
 
 Routes = dict[str, list[tuple[str, str, list[Any]]]]  # event -> [(target, slot, actors)]
+T = TypeVar("T")
+STOP_TASKS_SECONDS = 10.0  # how long a stopping actor waits for its cancelled tasks to end
 
 
 def call_state(supervisor: Any, op: str, key: Any, arg: Any, extra: Any, op_id: str | None) -> Any:
@@ -51,6 +69,18 @@ def call_state(supervisor: Any, op: str, key: Any, arg: Any, extra: Any, op_id: 
     ray = import_ray()
     try:
         return ray.get(supervisor.call.remote(op, key, cloudpickle.dumps(arg), extra, op_id))
+    except ray.exceptions.RayTaskError as exc:
+        raise task_error_cause(exc) from None
+
+
+async def call_state_async(
+    supervisor: Any, op: str, key: Any, arg: Any, extra: Any, op_id: str | None
+) -> Any:
+    """:func:`call_state` awaited: the caller's event loop runs on while the state owner
+    answers."""
+    ray = import_ray()
+    try:
+        return await supervisor.call.remote(op, key, cloudpickle.dumps(arg), extra, op_id)
     except ray.exceptions.RayTaskError as exc:
         raise task_error_cause(exc) from None
 
@@ -121,18 +151,28 @@ class RayCellCore:
         """Restarts come from the driver's supervision (``RoutineHost.restart``)."""
 
     def event_loop(self) -> Any:
-        """Async routines are refused on Ray before any actor starts (``RayWorker.start``)."""
-        raise ConfigurationError("async logic is not supported on the Ray backend yet")
+        """The actor's event loop, where async logic runs (an async routine's host has one)."""
+        loop_thread = self.host.loop_thread
+        if loop_thread is None:
+            raise ConfigurationError(f"routine {self.host.routine_id!r} has no async logic")
+        return loop_thread.loop
+
+    def _op_id(self) -> str:
+        """The id of a WorkerState call: the same message run again makes the same ids."""
+        view = get_current_job()
+        record = None if view is None else record_of(view)
+        if isinstance(record, RemoteRecord):
+            record.calls += 1
+            return f"{record.envelope_id}#{record.calls}"
+        return f"{self._uid}:{next(self._calls)}"
 
     def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
-        view = self.host.cell.current_job
-        record = None if view is None else record_of(view)
-        if isinstance(record, RemoteRecord):  # the same message run again: the same ids
-            record.calls += 1
-            op_id = f"{record.envelope_id}#{record.calls}"
-        else:
-            op_id = f"{self._uid}:{next(self._calls)}"
-        return call_state(self.supervisor, op, key, arg, extra, op_id)
+        return call_state(self.supervisor, op, key, arg, extra, self._op_id())
+
+    async def state_call_async(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        """``await state.aio.…`` in async logic: the loop runs the routine's other tasks while
+        the state owner answers."""
+        return await call_state_async(self.supervisor, op, key, arg, extra, self._op_id())
 
 
 class RoutineHost:
@@ -155,8 +195,14 @@ class RoutineHost:
         self.index = index
         self.ledger = ledger
         self.routine = flow.get_routine(routine_id)
+        # async logic: the cell runs on this loop, and every call below is run there
+        self.loop_thread = (
+            LoopThread(f"actorflow-loop-{routine_id}-{index}") if self.routine.is_async else None
+        )
+        self.waiting: deque[Any] = deque()  # messages for an async cell with no room yet
+        self._quiet = threading.Event()  # set when an async cell has no task left (at stop)
         self.core = RayCellCore(self, flow, worker_id, supervisor, grants, overflow)
-        self.cell = RoutineCell(self.core, routine_id, self.routine, self._send_self)
+        self.cell = self._new_cell()
         self.restart_requested = False  # read by the cell's plain loop (threads use it)
         self.crashed = False  # waiting for the supervisor's decision; wires wait in pending
         self.pending: list[Wire] = []
@@ -174,6 +220,16 @@ class RoutineHost:
         self._me: Any = None
         self._thread: int | None = None
         self._log = logger.bind(worker=worker_id, routine=routine_id)
+        self._on_cell_thread(self._start)
+
+    def _new_cell(self) -> RoutineCell:
+        cell = RoutineCell(self.core, self.routine_id, self.routine, self._send_self)
+        if self.loop_thread is not None:
+            cell.crash_handler = self._task_crashed
+            cell.task_done_hook = self._task_ended
+        return cell
+
+    def _start(self) -> None:
         self._enter()
         try:
             self.cell.started()
@@ -181,9 +237,28 @@ class RoutineHost:
             self.crash(exc, None)
         self._flush()
 
+    def _on_cell_thread(self, step: Callable[..., T], *args: Any) -> T:
+        """Run ``step`` where the cell runs: here, or on the loop of an async routine (the
+        calling thread waits for the step, not for the tasks it starts)."""
+        if self.loop_thread is None:
+            return step(*args)
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(step(*args))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        self.loop_thread.loop.call_soon_threadsafe(run)
+        return done.result()
+
     # -- wiring ------------------------------------------------------------------------
     def connect(self, routes: Routes) -> None:
         """Where each event goes: ``event -> [(target, slot, target's actors)]``."""
+        self._on_cell_thread(self._connect, routes)
+
+    def _connect(self, routes: Routes) -> None:
         self.targets = {
             target: actors for targets in routes.values() for target, _, actors in targets
         }
@@ -197,11 +272,14 @@ class RoutineHost:
     def _wired(self) -> None:
         if self.cell_routes is None:  # a restarted process: the ledger keeps the wiring
             routes = import_ray().get(self.ledger.routes_of.remote(self.worker_id, self.routine_id))
-            self.connect(routes)
+            self._connect(routes)
 
     # -- messages ------------------------------------------------------------------------
     def deliver(self, wires: list[Wire]) -> None:
         """Handle a batch of messages, in order."""
+        self._on_cell_thread(self._deliver, wires)
+
+    def _deliver(self, wires: list[Wire]) -> None:
         self._enter()
         try:
             self._wired()
@@ -237,16 +315,43 @@ class RoutineHost:
         """The actor's view of a job (callers hold ``_jobs_lock``)."""
         job = self.jobs.get(header.job_id)
         if job is None:
-            job = self.jobs[header.job_id] = RemoteJob(header)
+            job = self.jobs[header.job_id] = RemoteJob(header, self._jobs_lock)
             if len(self.jobs) > REMEMBERED_JOBS:
                 self.jobs.popitem(last=False)
         return job
 
     def _run(self, message: Any) -> None:
+        if self.loop_thread is not None and (self.waiting or self.cell.occupied >= self.cell.limit):
+            self.waiting.append(message)  # as many tasks as the concurrency: it waits its turn
+            return
+        self._handle(message)
+
+    def _handle(self, message: Any) -> None:
         try:
             self.cell.handle(message)
         except BaseException as exc:  # a crash of this routine actor
             self.crash(exc, message)
+
+    def _pump(self) -> None:
+        """(Async cell.) Hand waiting messages to the cell while it has room for a task."""
+        cell = self.cell
+        while self.waiting and not self.crashed and cell.occupied < cell.limit:
+            self._handle(self.waiting.popleft())
+
+    def _task_ended(self) -> None:
+        """(Async cell, on the loop.) A task ended: its turn passes on; what it did is sent."""
+        self._enter()
+        try:
+            self._pump()
+            self._drain()
+        finally:
+            self._flush()
+            if self.cell.occupied == 0:
+                self._quiet.set()
+
+    def _task_crashed(self, exc: BaseException) -> None:
+        if not self.crashed:
+            self.crash(exc, None)
 
     def _drain(self) -> None:
         while self.local and not self.crashed:
@@ -259,6 +364,9 @@ class RoutineHost:
 
     def wake(self) -> None:
         """Run what the cell sent itself (a retry, a policy timer)."""
+        self._on_cell_thread(self._wake)
+
+    def _wake(self) -> None:
         self._enter()
         try:
             self._drain()
@@ -267,6 +375,9 @@ class RoutineHost:
 
     def flush(self) -> None:
         """Shutdown: the policy releases what it lets go (``Flush``)."""
+        self._on_cell_thread(self._flush_policy)
+
+    def _flush_policy(self) -> None:
         self._enter()
         try:
             if not self.crashed:
@@ -280,22 +391,23 @@ class RoutineHost:
         group, beside a running ``deliver``: a message of such a job still waiting in this
         actor's queue, and the emits of a logic now running for it, become dead letters
         instead of running (:meth:`forget` follows in order, for the joins)."""
-        with self._jobs_lock:
-            for job_id, status in ended:
+        for job_id, status in ended:
+            with self._jobs_lock:
                 job = self._job(JobHeader(job_id, "", self.worker_id, {}, 0.0))
-                job.status = JobStatus(status)
-                job.ended = True
+            job.end(JobStatus(status))  # cancels the task of async logic running for it
 
     def forget(self, ended: list[tuple[str, str]]) -> None:
         """These jobs ended early ``(job id, status)``: later messages are dead letters, and
         their data waiting in a join leaves it."""
+        self._on_cell_thread(self._forget, ended)
+
+    def _forget(self, ended: list[tuple[str, str]]) -> None:
         self._enter()
         try:
             for job_id, status in ended:
                 with self._jobs_lock:
                     job = self._job(JobHeader(job_id, "", self.worker_id, {}, 0.0))
-                    job.status = JobStatus(status)
-                    job.ended = True
+                job.end(JobStatus(status))
                 if job.last is not None and self.cell.parks and not self.crashed:
                     self._run(JoinCheck(job.last))
             self._drain()
@@ -304,6 +416,9 @@ class RoutineHost:
 
     def join_check(self, job_id: str) -> None:
         """The driver saw nothing of the job in flight but data waiting in joins."""
+        self._on_cell_thread(self._join_check, job_id)
+
+    def _join_check(self, job_id: str) -> None:
         self._enter()
         try:
             job = self.jobs.get(job_id)
@@ -331,6 +446,9 @@ class RoutineHost:
     def restart(self, healthy: bool) -> None:
         """Start a successor cell that takes over the queued data (the supervisor decided):
         after a crash, or for a healthy actor the strategy restarts with a crashed one."""
+        self._on_cell_thread(self._restart, healthy)
+
+    def _restart(self, healthy: bool) -> None:
         self._enter()
         try:
             previous = self.cell
@@ -339,7 +457,7 @@ class RoutineHost:
                     previous.routine.on_stop()
                 except Exception:
                     self._log.exception("on_stop of {} failed during a restart", self.routine_id)
-            cell = RoutineCell(self.core, self.routine_id, self.routine, self._send_self)
+            cell = self._new_cell()
             if self.cell_routes is not None:
                 cell.set_routes(self.cell_routes)
             cell.take_over(previous)
@@ -351,18 +469,42 @@ class RoutineHost:
                 self.crash(exc, None)
                 return
             pending, self.pending = self.pending, []
+            if self.loop_thread is not None:
+                self._pump()  # what waited for room before the crash goes first
             self._take(pending)
             self._drain()
         finally:
             self._flush()
 
     def stop(self, reason: str) -> None:
-        """End: data still queued ends its job (cancelled), waiting wires are dead letters."""
+        """End: data still queued ends its job (cancelled), waiting wires are dead letters;
+        tasks of async logic still running are cancelled and awaited first."""
+        if self.loop_thread is None:
+            self._stop(reason)
+            return
+        self._on_cell_thread(self._cancel_tasks)
+        if not self._quiet.wait(STOP_TASKS_SECONDS):
+            self._log.warning("tasks of {} did not end when cancelled", self.routine_id)
+        self._on_cell_thread(self._stop, reason)
+        self.loop_thread.stop()
+
+    def _cancel_tasks(self) -> None:
+        self._quiet.clear()
+        if self.cell.occupied == 0:
+            self._quiet.set()
+        else:
+            self.cell.cancel_tasks()
+
+    def _stop(self, reason: str) -> None:
         self._enter()
         try:
             for wire in self.pending:
                 self.core.dead_letter(wire.header.job_id, self.routine_id, wire.slot, reason)
             self.pending = []
+            for message in self.waiting:
+                if isinstance(message, Envelope):
+                    self.core.dead_letter(message.job_id, self.routine_id, message.slot, reason)
+            self.waiting.clear()
             self.local.clear()
             if self.crashed:
                 self.cell.cancel_queued(reason)
@@ -376,7 +518,7 @@ class RoutineHost:
             self._flush()
 
     def metrics(self) -> dict[str, Any]:
-        return self.cell.metrics()
+        return self._on_cell_thread(self.cell.metrics)
 
     # -- what records tell their host -----------------------------------------------------
     def report(self, entry: tuple[Any, ...]) -> None:

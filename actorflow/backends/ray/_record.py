@@ -15,6 +15,7 @@ cancelled) are collected in the record and reported to the driver by the host.
 
 from __future__ import annotations
 
+import threading
 import traceback as _traceback
 from collections.abc import Callable
 from fractions import Fraction
@@ -40,16 +41,40 @@ class RecordHost(Protocol):
 
 
 class RemoteJob:
-    """What one routine actor knows of a job: whether it ended (the driver said so)."""
+    """What one routine actor knows of a job: whether it ended (here, or the driver said so).
 
-    __slots__ = ("ended", "header", "last", "stalled", "status")
+    ``lock`` is the host's lock for its jobs: the driver's word that a job ended can arrive on
+    another thread than the one the cell runs on."""
 
-    def __init__(self, header: JobHeader) -> None:
+    __slots__ = ("ended", "header", "last", "listeners", "lock", "stalled", "status")
+
+    def __init__(self, header: JobHeader, lock: threading.Lock) -> None:
         self.header = header
+        self.lock = lock
         self.ended = False
         self.status = JobStatus.RUNNING
         self.stalled = False  # the driver saw nothing else of it in flight (a join check)
         self.last: RemoteRecord | None = None  # a record of it, for the cell's join checks
+        self.listeners: list[Callable[[], None]] | None = None  # told once it ends
+
+    def end(self, status: JobStatus) -> None:
+        """The job ended with ``status``: mark it, then tell its listeners (once)."""
+        with self.lock:
+            self.ended = True
+            self.status = status
+            listeners, self.listeners = self.listeners, None
+        for listener in listeners or ():
+            listener()
+
+    def listen(self, listener: Callable[[], None]) -> bool:
+        """Call ``listener`` once the job ends; False (and no call) if it already has."""
+        with self.lock:
+            if self.ended:
+                return False
+            if self.listeners is None:
+                self.listeners = []
+            self.listeners.append(listener)
+            return True
 
 
 class RemoteRecord(JobRecord):
@@ -127,12 +152,17 @@ class RemoteRecord(JobRecord):
         job = self.job
         if job.ended:
             return False
-        job.ended = True
-        job.status = status
         if error is not None:
             self.error = error
+        job.end(status)
         self.host.touched(self)
         return True
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the job ends here or the driver says it ended (the task of
+        async logic running for it is then cancelled); at once if it already has."""
+        if not self.job.listen(callback):
+            callback()
 
     def fail(
         self, exc: BaseException, routine_id: str | None, action: str = "failed", suffix: str = ""
