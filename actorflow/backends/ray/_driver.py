@@ -49,7 +49,7 @@ from actorflow.worker import WorkerState
 __all__ = ["RayBackend", "RayWorker"]
 
 CONTROL_GROUP = "control"  # a routine actor's second thread: jobs ended while it is busy
-REMEMBERED_LATE_REPORTS = 10_000  # ids of reports applied after their job's end
+REMEMBERED_ENDED_JOBS = 10_000  # ended jobs whose applied report ids are kept
 STOP_SECONDS = 10.0  # how long stopping a worker waits for its actors before killing them
 
 
@@ -397,7 +397,7 @@ class RayBackend:
         self.dropped: set[tuple[str, str]] = set()
         # job id -> envelope id -> (weight, actor): weight waiting in a join of that actor
         self.parked: dict[str, dict[str, tuple[Fraction, Any]]] = {}
-        self.late_reports: OrderedDict[str, None] = OrderedDict()  # applied after a job's end
+        self.ended_reports: OrderedDict[str, set[str]] = OrderedDict()  # see _ended_reports
         self._workers: dict[str, RayWorker] = {}
         self.book.on_early_end = self._ended_early
         self._sender = threading.Thread(
@@ -604,10 +604,9 @@ class RayBackend:
         if record.finished:
             # a branch still running when the job ended (a cancelled task's handler, say):
             # what it wrote lands as it does on threads; the job's end stays as it was
-            if (merges or trace) and report_id not in self.late_reports:
-                self.late_reports[report_id] = None  # a redelivered copy is applied once
-                if len(self.late_reports) > REMEMBERED_LATE_REPORTS:
-                    self.late_reports.popitem(last=False)
+            applied = self._ended_reports(job_id)
+            if report_id not in applied:  # a copy delivered again is applied once
+                applied.add(report_id)
                 for key, value, depth in merges:
                     record.merge(key, value, depth)
                 record.extend_trace(trace)
@@ -634,8 +633,19 @@ class RayBackend:
         elif total == 1:
             record.finish(JobStatus.COMPLETED)
         if record.finished:
-            self.weights.pop(job_id, None)
+            self._ended_reports(job_id)
             self.parked.pop(job_id, None)
+
+    def _ended_reports(self, job_id: str) -> set[str]:
+        """The ids of the reports applied for an ended job (its accounting is done: only the
+        writes of a late report still land, once)."""
+        applied = self.ended_reports.get(job_id)
+        if applied is None:
+            entry = self.weights.pop(job_id, None)
+            applied = self.ended_reports[job_id] = set() if entry is None else entry[1]
+            if len(self.ended_reports) > REMEMBERED_ENDED_JOBS:
+                self.ended_reports.popitem(last=False)
+        return applied
 
     def close(self) -> None:
         self.outbound.put(None)
