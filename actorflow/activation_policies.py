@@ -124,7 +124,7 @@ class BoundPolicy:
         return Release(counts, {"reason": "flush"}) if counts else None
 
 
-class _Immediate(ActivationPolicy):
+class ImmediatePolicy(ActivationPolicy):
     name = "immediate"
 
 
@@ -133,7 +133,7 @@ def immediate_policy() -> ActivationPolicy:
     return _IMMEDIATE
 
 
-_IMMEDIATE = _Immediate()
+_IMMEDIATE = ImmediatePolicy()
 
 
 class _BatchSize(ActivationPolicy):

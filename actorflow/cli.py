@@ -50,7 +50,7 @@ from rich.text import Text
 from actorflow import __version__
 from actorflow._durations import check_seconds
 from actorflow.errors import ActorflowError, InvalidDurationError
-from actorflow.experiments import _error_kind, _percentile, run_experiment
+from actorflow.experiments import error_kind, percentile, run_experiment
 from actorflow.faults import FaultPlan
 from actorflow.flow import Flow
 from actorflow.flowfile import FLOW_FILE_SUFFIXES, FlowFileError, load_flow_file
@@ -347,8 +347,8 @@ def summarize_jobs(
         for job in jobs
         if job.completed_at is not None
     ]
-    p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
-    errors = Counter(_error_kind(job.error) for job in jobs if job.error)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    errors = Counter(error_kind(job.error) for job in jobs if job.error)
     return {
         "flow": flow_id,
         "posted": len(jobs),

@@ -42,12 +42,12 @@ class ExperimentReport(dict[str, Any]):
         return json.dumps(self, indent=indent, sort_keys=True)
 
 
-def _error_kind(error: str) -> str:
+def error_kind(error: str) -> str:
     """An error message without what varies per job (its id, the number of tries)."""
     return re.sub(r"'job-[^']*'", "<job>", error).split(" (after ")[0]
 
 
-def _percentile(values: list[float], pct: float) -> float | None:
+def percentile(values: list[float], pct: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -79,7 +79,7 @@ def _run(
         if job.completed_at is not None
     ]
     faults_by_rule = Counter(entry["rule"] for entry in runtime.fault_log())
-    p50, p99 = _percentile(latencies, 50), _percentile(latencies, 99)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     return ExperimentReport(
         posted=len(jobs),
         completed=statuses.get("completed", 0),
@@ -93,7 +93,7 @@ def _run(
             "p99": None if p99 is None else round(p99, 3),
             "mean": round(statistics.fmean(latencies), 3) if latencies else None,
         },
-        errors=dict(Counter(_error_kind(job.error) for job in jobs if job.error).most_common(10)),
+        errors=dict(Counter(error_kind(job.error) for job in jobs if job.error).most_common(10)),
     )
 
 

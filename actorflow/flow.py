@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from actorflow._durations import check_seconds
-from actorflow.activation_policies import _Immediate
+from actorflow.activation_policies import ImmediatePolicy
 from actorflow.error_strategies import ErrorStrategy, as_error_strategy
 from actorflow.errors import FlowValidationError
-from actorflow.routine import Routine, _check_name
+from actorflow.routine import Routine, check_name
 from actorflow.supervision import Supervision
 
 __all__ = ["Connection", "Flow", "StateGrant"]
@@ -46,7 +46,7 @@ class Flow:
     """
 
     def __init__(self, flow_id: str) -> None:
-        self.flow_id = _check_name("flow", flow_id)
+        self.flow_id = check_name("flow", flow_id)
         self._routines: dict[str, Routine] = {}
         self._connections: list[Connection] = []
         self._grants: dict[tuple[str, str], StateGrant] = {}
@@ -59,7 +59,7 @@ class Flow:
         """Add ``routine`` under ``routine_id``; returns the routine."""
         if not isinstance(routine, Routine):
             raise TypeError(f"add_routine needs a Routine, got {type(routine).__name__}")
-        _check_name("routine", routine_id)
+        check_name("routine", routine_id)
         if routine_id in self._routines:
             raise ValueError(f"flow {self.flow_id!r} already has a routine {routine_id!r}")
         routine.bind(self.flow_id, routine_id)
@@ -176,7 +176,9 @@ class Flow:
                 problems.append(
                     f"routine {routine_id!r} has no logic (call set_logic or define a logic method)"
                 )
-            if routine.concurrency > 1 and not isinstance(routine.activation_policy, _Immediate):
+            if routine.concurrency > 1 and not isinstance(
+                routine.activation_policy, ImmediatePolicy
+            ):
                 problems.append(
                     f"routine {routine_id!r} has concurrency {routine.concurrency} with "
                     f"{routine.activation_policy!r}; only the immediate policy can be spread "

@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from actorflow.activation_policies import _Immediate
+from actorflow.activation_policies import ImmediatePolicy
 from actorflow.errors import ActorflowError, ConfigurationError
 from actorflow.flow import Flow
 from actorflow.routine import Routine
@@ -257,7 +257,9 @@ class _FlowFileLoader:
                 routine.set_concurrency(reader.value(node))
             except (ValueError, TypeError) as exc:
                 raise reader.error(node, f"{what}: {exc}") from None
-            if routine.concurrency > 1 and not isinstance(routine.activation_policy, _Immediate):
+            if routine.concurrency > 1 and not isinstance(
+                routine.activation_policy, ImmediatePolicy
+            ):
                 raise reader.error(
                     node,
                     f"{what}: concurrency {routine.concurrency} needs the immediate activation "

@@ -50,7 +50,7 @@ class JobStatus(StrEnum):
 
 _COMPLETED = JobStatus.COMPLETED
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-_EMPTY: dict[Any, Any] = {}
+EMPTY_DATA: dict[Any, Any] = {}
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 _ROOT_DEPTH = 1 << 30  # writes through the record's own context win over routine writes
 # A record's data and trace start as these shared empty values (most jobs never write either);

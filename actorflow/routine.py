@@ -45,7 +45,7 @@ def is_async_logic(fn: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def _check_name(kind: str, name: Any) -> str:
+def check_name(kind: str, name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
     if not name or not name.strip():
@@ -82,7 +82,7 @@ class Routine:
     # -- declaration -------------------------------------------------------------------
     def add_slot(self, name: str, max_queue_length: int = DEFAULT_MAX_QUEUE_LENGTH) -> SlotSpec:
         """Declare an input slot; ``max_queue_length`` bounds the data waiting in it."""
-        _check_name("slot", name)
+        check_name("slot", name)
         if name in self._slots:
             raise ValueError(f"slot {name!r} is already declared on {self!r}")
         if isinstance(max_queue_length, bool) or not isinstance(max_queue_length, int):
@@ -101,7 +101,7 @@ class Routine:
         An event declared with fields refuses, at :meth:`emit`, a field it does not declare;
         an event declared without any accepts every field.
         """
-        _check_name("event", name)
+        check_name("event", name)
         if name in self._events:
             raise ValueError(f"event {name!r} is already declared on {self!r}")
         params = tuple(output_params or ())

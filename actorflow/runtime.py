@@ -36,7 +36,7 @@ from actorflow.errors import (
 )
 from actorflow.faults import FaultInjector, FaultPlan
 from actorflow.flow import Flow
-from actorflow.job import _EMPTY, JobContext, JobRecord, JobStatus, job_context, new_record
+from actorflow.job import EMPTY_DATA, JobContext, JobRecord, JobStatus, job_context, new_record
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
@@ -491,13 +491,13 @@ class Runtime:
             job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
         )
         mailbox, limit = target
-        if self._plain:  # new_envelope(routine_id, slot, data, record, _EMPTY, 1), inlined
+        if self._plain:  # new_envelope(routine_id, slot, data, record, EMPTY_DATA, 1), inlined
             envelope = Envelope()
             envelope.target = routine_id
             envelope.slot = slot
             envelope.payload = data
             envelope.rec = record
-            envelope.data = _EMPTY
+            envelope.data = EMPTY_DATA
             envelope.depth = 1
             envelope.blob = envelope.headers = None
         else:
@@ -561,7 +561,7 @@ class Runtime:
                     f"post to {routine_id}.{slot}: the data cannot cross a process boundary "
                     f"({type(exc).__name__}: {exc})"
                 ) from exc
-            view = JobContext(record, _EMPTY, False, 1)
+            view = JobContext(record, EMPTY_DATA, False, 1)
             try:
                 view_blob = cloudpickle.dumps(view)
             except Exception as exc:
@@ -571,7 +571,7 @@ class Runtime:
                 ) from exc
             envelope = new_envelope(routine_id, slot, payload_blob, None, blob=view_blob)
         else:
-            envelope = new_envelope(routine_id, slot, data, record, _EMPTY, 1)
+            envelope = new_envelope(routine_id, slot, data, record, EMPTY_DATA, 1)
         if self._tracing is not None:
             envelope.headers = self._tracing.inject()
         return envelope

@@ -124,8 +124,9 @@ def test_the_former_error_handling_path_still_imports_and_warns() -> None:
 
 
 def private_uses_of_imported_names(path: Path) -> list[str]:
-    """``Name._attribute`` where ``Name`` was imported from another module of the package (a
-    class's or module's private name read from outside it)."""
+    """``Name._attribute`` where ``Name`` was imported from another module of the package, and
+    ``from actorflow.module import _name``: a class's or module's private name used from
+    outside it."""
     tree = ast.parse(path.read_text(), str(path))
     imported: set[str] = set()
     for node in ast.walk(tree):
@@ -141,6 +142,14 @@ def private_uses_of_imported_names(path: Path) -> list[str]:
             )
     found = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").startswith("actorflow")
+        ):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    inside = path.is_relative_to(PACKAGE.parent)
+                    where = path.relative_to(PACKAGE.parent) if inside else path.name
+                    found.append(f"{where}:{node.lineno}: import {alias.name}")
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
@@ -165,5 +174,13 @@ def test_no_module_reads_a_private_name_of_what_it_imports() -> None:
 
 def test_the_private_name_check_finds_a_planted_use(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
-    planted.write_text("from actorflow.job import JobContext\n\nVIEW = JobContext._view\n")
-    assert private_uses_of_imported_names(planted) == ["planted.py:3: JobContext._view"]
+    planted.write_text(
+        "from actorflow.job import JobContext\n"
+        "from actorflow.job import _detached_record\n"
+        "\n"
+        "VIEW = JobContext._view\n"
+    )
+    assert private_uses_of_imported_names(planted) == [
+        "planted.py:2: import _detached_record",
+        "planted.py:4: JobContext._view",
+    ]

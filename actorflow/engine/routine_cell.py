@@ -27,9 +27,9 @@ import cloudpickle
 from loguru import logger
 
 from actorflow.activation_policies import (
+    ImmediatePolicy,
     QueuedItem,
     Release,
-    _Immediate,
     incomplete_join_error,
     take_released,
 )
@@ -211,7 +211,7 @@ class RoutineCell:
         self.events = frozenset(routine.events)
         self.slot_names = tuple(routine.slots)
         self.single_slot = len(self.slot_names) == 1
-        self.immediate = isinstance(routine.activation_policy, _Immediate)
+        self.immediate = isinstance(routine.activation_policy, ImmediatePolicy)
         self.policy = routine.activation_policy.bind()
         self.parks = self.policy.parks  # a job's join: its data waits for its own job only
         self.strategy: ErrorStrategy = core.flow.error_strategy_for(routine_id)

@@ -21,7 +21,7 @@ import cloudpickle
 from loguru import logger
 
 from actorflow._clock import SystemClock
-from actorflow.activation_policies import _Immediate
+from actorflow.activation_policies import ImmediatePolicy
 from actorflow.backends.ray._host import RoutineHost, call_state, task_error_cause
 from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._ledger import Ledger
@@ -211,7 +211,7 @@ class RayWorker:
         """Ask every queueing routine actor to release what it holds (before a shutdown)."""
         self.backend.send_queued(STOP_SECONDS)
         for routine_id, actors in self.actors.items():
-            if not isinstance(self.flow.get_routine(routine_id).activation_policy, _Immediate):
+            if not isinstance(self.flow.get_routine(routine_id).activation_policy, ImmediatePolicy):
                 for actor in actors:
                     actor.flush.remote()
 
