@@ -292,3 +292,41 @@ def test_an_unconnected_probed_emit_of_a_job_that_ended_meanwhile_goes_nowhere()
     assert probe.messages == [{"n": 1}]
     assert runtime.dead_letter_counts() == {}
     assert restarts == 0
+
+
+def doomed_flow() -> None:
+    """One routine ``c`` that crashes on every message; no restart allowed: the first crash
+    fails the worker."""
+    FlowRegistry.get_instance().clear()
+
+    def crash(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        raise ActorCrash("boom")
+
+    flow = Flow("doomed")
+    flow.add_routine(routine(crash, events=()), "c")
+    flow.set_supervision(max_restarts=0)
+    FlowRegistry.get_instance().register(flow)
+
+
+def test_messages_queued_for_a_failed_worker_become_dead_letters_at_once() -> None:
+    """The first message crashes the routine past its restart intensity: the worker fails,
+    and the scheduler delivers the messages still queued for it as dead letters at once (they
+    are not kept in the mailbox until shutdown)."""
+    doomed_flow()
+    with DeterministicRuntime(seed=1) as runtime:
+        state = runtime.exec("doomed", worker_id="w")
+        jobs = [runtime.post("doomed", "c", "in", n, worker_id="w")[1] for n in range(3)]
+        assert runtime.run_until_idle() == 3
+        assert state.status == "failed"
+        assert all(job.status == JobStatus.FAILED for job in jobs)
+        letters = [(d["worker_id"], d["routine_id"], d["reason"]) for d in runtime.dead_letters()]
+        assert letters == [("w", "c", "worker failed")] * 2
+
+
+def test_a_dead_letter_for_a_failed_worker_names_its_job_in_strict_mode() -> None:
+    doomed_flow()
+    with DeterministicRuntime(seed=1, strict=True) as runtime:
+        runtime.exec("doomed", worker_id="w")
+        jobs = [runtime.post("doomed", "c", "in", n, worker_id="w")[1] for n in range(3)]
+        runtime.run_until_idle()
+        assert [d["job_id"] for d in runtime.dead_letters()] == [job.job_id for job in jobs[1:]]

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from actorflow import ConfigurationError, Flow, FlowRegistry, JobStatus, Routine, Runtime
+from actorflow import (
+    ConfigurationError,
+    Flow,
+    FlowRegistry,
+    InvalidDurationError,
+    JobStatus,
+    Routine,
+    Runtime,
+)
 from actorflow.faults import FaultPlan
 from actorflow.testing import DeterministicRuntime
 
@@ -365,3 +373,57 @@ def test_bad_logic_fault_rules_are_refused_with_what_is_wrong() -> None:
         TypeError, match=r"^raise_in needs an exception instance or class, got 'boom'$"
     ):
         FaultPlan().raise_in("b", "boom", on_message=1)  # type: ignore[arg-type]
+
+
+def test_a_delay_with_jitter_waits_its_seconds_plus_a_random_part_of_the_jitter() -> None:
+    """Each message waits ``seconds`` plus its own draw from [0, jitter]: never less, never
+    more, and not all the same; the log says how long each one waited."""
+    handled: list[Any] = []
+    two_step(handled)
+    plan = FaultPlan(seed=4).delay(1.0, jitter=0.2, routine="b")
+    with DeterministicRuntime(seed=3, faults=plan) as runtime:
+        for n in range(10):
+            runtime.post("faulty", "a", "in", n)
+        runtime.run_until_idle()
+        runtime.advance(0.999)
+        assert handled == []
+        runtime.advance(0.201)  # 1.2 s in all: the longest a delay can be
+        assert sorted(handled) == list(range(10))
+        waited = [entry["seconds"] for entry in runtime.fault_log()]
+    assert len(waited) == 10 and all(1.0 <= s <= 1.2 for s in waited)
+    assert len(set(waited)) == 10  # each message draws its own jitter
+
+
+def test_a_probabilistic_logic_rule_that_does_not_fire_leaves_the_activation_to_the_next() -> None:
+    """Logic rules are tried in order on every activation: where the first (p=0.5) does not
+    fire, the second (p=1) does, so every activation raises one of the two."""
+    plan = (
+        FaultPlan(seed=1)
+        .raise_in("b", KeyError("first"), p=0.5)
+        .raise_in("b", ValueError("second"), p=1.0)
+    )
+    runtime, jobs, handled = _run_two_step(plan, 10)
+    assert handled == []
+    assert all(job.status == JobStatus.FAILED for job in jobs)
+    errors = Counter(job.error for job in jobs)
+    assert set(errors) == {"KeyError: 'first'", "ValueError: second"}
+    rules = Counter(entry["rule"] for entry in runtime.fault_log())
+    assert rules == {
+        "0:raise": errors["KeyError: 'first'"],
+        "1:raise": errors["ValueError: second"],
+    }
+
+
+def test_bad_fault_plan_durations_and_ordinals_are_refused_naming_the_argument() -> None:
+    with pytest.raises(
+        InvalidDurationError, match=r"^FaultPlan: lost_message_timeout must be a finite number"
+    ):
+        FaultPlan(lost_message_timeout=0)
+    with pytest.raises(InvalidDurationError, match=r"^delay: seconds must be a finite number"):
+        FaultPlan().delay(-1.0)
+    with pytest.raises(InvalidDurationError, match=r"^delay: jitter must be a finite number"):
+        FaultPlan().delay(1.0, jitter=-0.5)
+    with pytest.raises(
+        ConfigurationError, match=r"^raise_in: on_message must be an int >= 1, got 0$"
+    ):
+        FaultPlan().raise_in("b", ValueError, on_message=0)

@@ -161,12 +161,6 @@ class DeterministicDispatcher:
             host.stop_now()
 
     # -- scheduling --------------------------------------------------------------------
-    def pending(self) -> bool:
-        loop = self._loop
-        if loop is not None and loop.has_ready():
-            return True
-        return any(box.items and self._deliverable(box) for box in self._mailboxes)
-
     @staticmethod
     def _deliverable(box: InlineMailbox) -> bool:
         assert box.routine_id is not None
@@ -209,13 +203,11 @@ class DeterministicDispatcher:
         host = next((h for h in worker.hosts.get(routine_id, ()) if h.alive()), None)
         if host is None:
             if type(message) is Envelope:
-                job_id = None if message.rec is None else message.rec.job_id
-                worker.dead_letter(job_id, routine_id, message.slot, f"worker {worker.status}")
+                reason = f"worker {worker.status}"
+                worker.dead_letter(message.job_id, routine_id, message.slot, reason)
             return True
         if self.record and type(message) is Envelope:
-            rec = message.rec
-            job_id = rec.job_id if rec is not None else _sealed_job_id(message)
-            self.deliveries.append((worker.worker_id, routine_id, message.slot, job_id))
+            self.deliveries.append((worker.worker_id, routine_id, message.slot, message.job_id))
         if host.ensure_started():
             host.deliver(message)
         else:
@@ -228,10 +220,3 @@ def _waiting_for_restart(worker: Any, routine_id: str) -> bool:
     if worker.status != "running":
         return False
     return not any(host.alive() for host in worker.hosts.get(routine_id, ()))
-
-
-def _sealed_job_id(envelope: Envelope) -> str | None:
-    import cloudpickle  # noqa: PLC0415 - strict mode only
-
-    job = cloudpickle.loads(envelope.blob)
-    return str(job.job_id)
