@@ -37,20 +37,23 @@ Every mistake raises :class:`FlowFileError` naming the file, the line and the pr
 
 from __future__ import annotations
 
-import builtins
-import difflib
-import importlib
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from actorflow._yaml_source import (
+    Entry,
+    Reader,
+    SourceFileError,
+    did_you_mean,
+    exception_class,
+    import_attribute,
+    kind_of,
+    read_source,
+    search_first,
+)
 from actorflow.activation_policies import ImmediatePolicy
-from actorflow.errors import ActorflowError, ConfigurationError
 from actorflow.flow import Flow
 from actorflow.routine import Routine
 
@@ -63,129 +66,16 @@ RETRY_KEYS = ("max_retries", "delay", "backoff", "retry_on")
 FLOW_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class FlowFileError(ConfigurationError):
+class FlowFileError(SourceFileError):
     """A flow file that cannot be loaded: ``file:line: problem``.
 
     Attributes ``filename``, ``line`` (1-based; None when the file could not be read) and
     ``problem`` hold the parts of the message.
     """
 
-    def __init__(self, filename: str, line: int | None, problem: str) -> None:
-        self.filename = filename
-        self.line = line
-        self.problem = problem
-        where = filename if line is None else f"{filename}:{line}"
-        super().__init__(f"{where}: {problem}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.filename, self.line, self.problem))
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One ``key: value`` of a mapping, with the nodes that carry their line numbers."""
-
-    key: str
-    key_node: Any
-    node: Any
-
-
-def _did_you_mean(name: str, choices: Any) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
-def _line(node: Any) -> int:
-    return int(node.start_mark.line) + 1
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
-
-
-class _Reader:
-    """Walks the composed YAML document, turning nodes into values and errors into lines."""
-
-    def __init__(self, filename: str, loader: Any) -> None:
-        self.filename = filename
-        self.loader = loader
-
-    def error(self, node: Any, problem: str) -> FlowFileError:
-        return FlowFileError(self.filename, None if node is None else _line(node), problem)
-
-    def value(self, node: Any) -> Any:
-        return self.loader.construct_object(node, deep=True)
-
-    def mapping(self, node: Any, what: str, allowed: tuple[str, ...]) -> dict[str, _Entry]:
-        """The entries of a mapping node; unknown, duplicate or non-string keys are errors."""
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node, f"{what} must be a mapping, not {_kind(self.value(node))}")
-        entries: dict[str, _Entry] = {}
-        for key_node, value_node in node.value:
-            key = self.value(key_node)
-            if not isinstance(key_node, yaml.ScalarNode) or not isinstance(key, str):
-                raise self.error(key_node, f"{what}: keys must be strings, not {_kind(key)}")
-            if key in entries:
-                first = _line(entries[key].key_node)
-                raise self.error(key_node, f"{what}: duplicate key {key!r} (first on line {first})")
-            if allowed and key not in allowed:
-                raise self.error(
-                    key_node,
-                    f"{what}: unknown key {key!r} ({_did_you_mean(key, allowed)}"
-                    f"valid keys: {', '.join(allowed)})",
-                )
-            entries[key] = _Entry(key, key_node, value_node)
-        return entries
-
-    def string(self, entry: _Entry, what: str) -> str:
-        value = self.value(entry.node)
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(entry.node, f"{what} must be a non-empty string, not {_kind(value)}")
-        return value
-
-
-@contextmanager
-def _search_first(directory: Path) -> Iterator[None]:
-    """Put ``directory`` at the front of ``sys.path`` while the block runs."""
-    entry = str(directory)
-    sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        with suppress(ValueError):
-            sys.path.remove(entry)
-
-
-def _import_attribute(spec: str) -> tuple[Any, str]:
-    """Import ``module:Name`` (or ``module.Name``); returns the object and a problem or ''."""
-    module_name, sep, name = spec.partition(":")
-    if not sep:
-        module_name, _, name = spec.rpartition(".")
-    if not module_name or not name or ":" in name:
-        return None, f"class {spec!r} is not of the form module:Class"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        return None, f"cannot import module {module_name!r} for class {spec!r} ({exc})"
-    except Exception as exc:
-        return None, (
-            f"importing module {module_name!r} for class {spec!r} raised "
-            f"{type(exc).__name__}: {exc}"
-        )
-    target: Any = module
-    for part in name.split("."):
-        if not hasattr(target, part):
-            return None, f"module {module_name!r} has no class {name!r} (class {spec!r})"
-        target = getattr(target, part)
-    return target, ""
-
 
 class _FlowFileLoader:
-    def __init__(self, path: Path, reader: _Reader) -> None:
+    def __init__(self, path: Path, reader: Reader) -> None:
         self.path = path
         self.reader = reader
 
@@ -222,12 +112,12 @@ class _FlowFileLoader:
         return flow
 
     # -- routines ----------------------------------------------------------------------
-    def add_routine(self, flow: Flow, entry: _Entry) -> None:
+    def add_routine(self, flow: Flow, entry: Entry) -> None:
         reader = self.reader
         routine_id = entry.key
         what = f"routine {routine_id!r}"
         if isinstance(entry.node, yaml.ScalarNode):  # the shorthand  id: module:Class
-            fields = {"class": _Entry("class", entry.key_node, entry.node)}
+            fields = {"class": Entry("class", entry.key_node, entry.node)}
         else:
             fields = reader.mapping(entry.node, what, ROUTINE_KEYS)
         if "class" not in fields:
@@ -266,15 +156,15 @@ class _FlowFileLoader:
                     f"policy, and its class sets {routine.activation_policy!r}",
                 )
 
-    def instantiate(self, spec: str, entry: _Entry, what: str) -> Routine:
+    def instantiate(self, spec: str, entry: Entry, what: str) -> Routine:
         reader = self.reader
         node = entry.node
-        with _search_first(self.path.parent):
-            cls, problem = _import_attribute(spec)
+        with search_first(self.path.parent):
+            cls, problem = import_attribute(spec)
         if problem:
             raise reader.error(node, f"{what}: {problem}")
         if not isinstance(cls, type):
-            raise reader.error(node, f"{what}: {spec!r} is {_kind(cls)}, not a Routine subclass")
+            raise reader.error(node, f"{what}: {spec!r} is {kind_of(cls)}, not a Routine subclass")
         if not issubclass(cls, Routine):
             raise reader.error(node, f"{what}: class {spec!r} is not a Routine subclass")
         try:
@@ -289,7 +179,7 @@ class _FlowFileLoader:
         return routine
 
     def apply_error_strategy(
-        self, owner: Routine | Flow, what: str, fields: dict[str, _Entry], anchor: _Entry
+        self, owner: Routine | Flow, what: str, fields: dict[str, Entry], anchor: Entry
     ) -> None:
         reader = self.reader
         strategy: Any = "retry"
@@ -316,30 +206,24 @@ class _FlowFileLoader:
         found: list[type[Exception]] = []
         for name in names:
             if not isinstance(name, str) or not name:
-                raise self.reader.error(node, f"{what}: retry_on holds {_kind(name)}, not a name")
-            if ":" in name or "." in name:
-                with _search_first(self.path.parent):
-                    exc_type, problem = _import_attribute(name)
-            else:
-                exc_type = getattr(builtins, name, None)
-                problem = "" if exc_type is not None else f"no builtin exception {name!r}"
+                raise self.reader.error(node, f"{what}: retry_on holds {kind_of(name)}, not a name")
+            exc_type, problem = exception_class(name, self.path.parent)
             if problem:
                 raise self.reader.error(node, f"{what}: retry_on: {problem}")
-            if not (isinstance(exc_type, type) and issubclass(exc_type, Exception)):
-                raise self.reader.error(
-                    node, f"{what}: retry_on: {name!r} is not an Exception subclass"
-                )
+            assert exc_type is not None  # no problem: the class was found
             found.append(exc_type)
         return tuple(found)
 
     # -- connections -------------------------------------------------------------------
-    def connect_all(self, flow: Flow, entry: _Entry) -> None:
+    def connect_all(self, flow: Flow, entry: Entry) -> None:
         reader = self.reader
         node = entry.node
         if reader.value(node) is None:
             return
         if not isinstance(node, yaml.SequenceNode):
-            raise reader.error(node, f"connections must be a list, not {_kind(reader.value(node))}")
+            raise reader.error(
+                node, f"connections must be a list, not {kind_of(reader.value(node))}"
+            )
         for item in node.value:
             fields = reader.mapping(item, "connection", CONNECTION_KEYS)
             for key in CONNECTION_KEYS:
@@ -352,7 +236,7 @@ class _FlowFileLoader:
             except (ValueError, TypeError) as exc:
                 raise reader.error(item, f"connection: {exc}") from None
 
-    def endpoint(self, flow: Flow, entry: _Entry, kind: str) -> tuple[str, str]:
+    def endpoint(self, flow: Flow, entry: Entry, kind: str) -> tuple[str, str]:
         """``routine.event`` (from) or ``routine.slot`` (to), checked against the flow."""
         reader = self.reader
         node = entry.node
@@ -360,7 +244,7 @@ class _FlowFileLoader:
         form = f"routine.{kind}"
         if not isinstance(text, str):
             raise reader.error(
-                node, f"connection {entry.key}: write it as {form}, not {_kind(text)}"
+                node, f"connection {entry.key}: write it as {form}, not {kind_of(text)}"
             )
         routine_id, _, name = text.rpartition(".")
         if not routine_id or not name:
@@ -370,7 +254,7 @@ class _FlowFileLoader:
             raise reader.error(
                 node,
                 f"connection {entry.key}: {text!r} names no routine of the flow "
-                f"({_did_you_mean(routine_id, routines)}routines: {', '.join(routines)})",
+                f"({did_you_mean(routine_id, routines)}routines: {', '.join(routines)})",
             )
         routine = routines[routine_id]
         declared = routine.events if kind == "event" else routine.slots
@@ -378,7 +262,7 @@ class _FlowFileLoader:
             raise reader.error(
                 node,
                 f"connection {entry.key}: routine {routine_id!r} has no {kind} {name!r} "
-                f"({_did_you_mean(name, declared)}{kind}s: {', '.join(declared) or 'none'})",
+                f"({did_you_mean(name, declared)}{kind}s: {', '.join(declared) or 'none'})",
             )
         return routine_id, name
 
@@ -390,39 +274,9 @@ def load_flow_file(path: str | Path) -> Flow:
     Raises :class:`FlowFileError` (``file:line: problem``) for any mistake in the file.
     """
     path = Path(path)
-    filename = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FlowFileError(filename, None, f"cannot read the flow file ({exc})") from None
-    if path.suffix.lower() == ".json":
-        # JSON allows tabs between tokens, YAML does not; a JSON string holds no raw tab.
-        text = text.replace("\t", " ")
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = None if mark is None else int(mark.line) + 1
-            problem = exc.problem or "invalid YAML"
-            if exc.context:
-                context_mark = exc.context_mark
-                where = "" if context_mark is None else f", line {int(context_mark.line) + 1}"
-                problem += f" ({exc.context}{where})"
-            raise FlowFileError(filename, line, f"YAML syntax error: {problem}") from None
-        except yaml.YAMLError as exc:
-            raise FlowFileError(filename, 1, f"YAML syntax error: {exc}") from None
-        reader = _Reader(filename, loader)
-        try:
-            return _FlowFileLoader(path, reader).load(root)
-        except yaml.YAMLError as exc:  # a value that cannot be constructed (e.g. a bad tag)
-            mark = getattr(exc, "problem_mark", None)
-            line = None if mark is None else int(mark.line) + 1
-            raise FlowFileError(filename, line, f"YAML error: {exc}") from None
-        except FlowFileError:
-            raise
-        except ActorflowError as exc:
-            raise FlowFileError(filename, _line(root), str(exc)) from None
-    finally:
-        loader.dispose()
+    return read_source(
+        path,
+        "the flow file",
+        FlowFileError,
+        lambda reader, root: _FlowFileLoader(path, reader).load(root),
+    )

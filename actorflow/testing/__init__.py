@@ -15,16 +15,20 @@
   ``deterministic_runtime``; a failing test that used a seed prints it, and
   ``--actorflow-seed=S`` replays it.
 * Hypothesis strategies in :mod:`actorflow.testing.strategies`.
+* ``load_fault_plan(path)``: a :class:`~actorflow.faults.FaultPlan` from a YAML file (see
+  :mod:`actorflow.fault_files`); a mistake in it raises :class:`FaultPlanFileError`
+  (``file:line: problem``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from actorflow.fault_files import FaultPlanFileError, load_fault_plan
 from actorflow.runtime import Runtime
 from actorflow.testing.probe import Probe, ProbeMessage
 
-__all__ = ["DeterministicRuntime", "Probe", "ProbeMessage"]
+__all__ = ["DeterministicRuntime", "FaultPlanFileError", "Probe", "ProbeMessage", "load_fault_plan"]
 
 
 class DeterministicRuntime(Runtime):
