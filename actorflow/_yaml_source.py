@@ -84,8 +84,10 @@ def kind_of(value: Any) -> str:
     """What a value is, for a message: ``a mapping``, ``a list``, ``nothing``, ``a float``."""
     if value is None:
         return "nothing"
+    name = type(value).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), f"a {type(value).__name__}"
+        type(value), f"{article} {name}"
     )
 
 

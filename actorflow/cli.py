@@ -49,6 +49,7 @@ from rich.text import Text
 
 from actorflow import __version__
 from actorflow._durations import check_seconds
+from actorflow._yaml_source import kind_of
 from actorflow.errors import ActorflowError, InvalidDurationError
 from actorflow.experiments import error_kind, percentile, run_experiment
 from actorflow.faults import FaultPlan
@@ -176,7 +177,7 @@ def load_target(target: str) -> Flow:
             ) from None
     if not isinstance(value, Flow):
         raise _bad_target(
-            f"{target} is a {type(value).__name__}, not a Flow "
+            f"{target} is {kind_of(value)}, not a Flow "
             "(or a function without arguments that returns one)"
         )
     return value

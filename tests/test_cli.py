@@ -246,7 +246,7 @@ def test_run_a_module_with_a_single_flow_needs_no_name(tmp_path: Path) -> None:
 USAGE_ERRORS = [
     # (arguments, where {app} is the app module's path, message)
     (["run", "{app}:nope", "--post", "parse.line=1"], "Invalid value for TARGET: {app} has no attribute 'nope'"),
-    (["run", "{app}:not_a_flow", "--post", "parse.line=1"], "{app}:not_a_flow is a int, not a Flow"),
+    (["run", "{app}:not_a_flow", "--post", "parse.line=1"], "{app}:not_a_flow is an int, not a Flow"),
     (["run", "{app}", "--post", "parse.line=1"], "{app} defines several flows (flow, slow); pick one as {app}:NAME"),
     (["run", "missing_app.py:flow", "--post", "parse.line=1"], "no such file: missing_app.py"),
     (["run", "no_such_module_xyz:flow", "--post", "a.b=1"], "no module named 'no_such_module_xyz'"),

@@ -260,7 +260,7 @@ MISTAKES = [
     pytest.param(
         "faults:\n  - drop: {1: 0.5}\n",
         2,
-        "drop: keys must be strings, not a int",
+        "drop: keys must be strings, not an int",
         id="key-not-a-string",
     ),
     pytest.param(
