@@ -42,6 +42,7 @@ from types import ModuleType
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -52,6 +53,7 @@ from actorflow._durations import check_seconds
 from actorflow._yaml_source import kind_of
 from actorflow.errors import ActorflowError, InvalidDurationError
 from actorflow.experiments import error_kind, percentile, run_experiment
+from actorflow.fault_files import FaultPlanFileError, load_fault_plan
 from actorflow.faults import FaultPlan
 from actorflow.flow import Flow
 from actorflow.flowfile import FLOW_FILE_SUFFIXES, FlowFileError, load_flow_file
@@ -285,8 +287,11 @@ def _build_plan(
     duplicate: Sequence[str],
     crash: Sequence[str],
     raises: Sequence[str],
+    base: FaultPlan | None = None,
 ) -> FaultPlan:
-    plan = FaultPlan(seed=seed, lost_message_timeout=lost_message_timeout)
+    """The plan of ``actorflow chaos``: ``base`` (a ``--faults`` file) if given, then one rule
+    per fault option."""
+    plan = base or FaultPlan(seed=seed, lost_message_timeout=lost_message_timeout)
 
     def where(routine: str | None) -> dict[str, Any]:
         return {} if routine is None else {"routine": routine}
@@ -305,6 +310,22 @@ def _build_plan(
     except ActorflowError as exc:  # a probability outside [0, 1], a negative delay, ...
         raise click.UsageError(str(exc)) from None
     return plan
+
+
+def _check_plan_routines(flow: Flow, plan: FaultPlan) -> None:
+    """Every routine a plan's rules name is one of the flow's (a typo would inject nothing)."""
+    for rule in plan.rules:
+        named = set(rule.groups[0] | rule.groups[1]) if rule.groups else set()
+        for key in ("routine", "source"):
+            if isinstance(rule.match.get(key), str):
+                named.add(rule.match[key])
+        unknown = sorted(named - set(flow.routines))
+        if unknown:
+            raise click.BadParameter(
+                f"rule {rule.name} names routine(s) {', '.join(map(repr, unknown))} that flow "
+                f"{flow.flow_id!r} does not have (routines: {', '.join(sorted(flow.routines))})",
+                param_hint="--faults",
+            )
 
 
 # -- output helpers --------------------------------------------------------------------------
@@ -567,7 +588,15 @@ def graph(target: str, fmt: str, output: Path | None) -> None:
     "--raise", "raises", multiple=True, metavar="ROUTINE:P",
     help="make ROUTINE's logic raise InjectedFault with probability P",
 )  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the fault plan")
+@click.option(
+    "--faults", "faults_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE", help="a fault plan in YAML (see docs/testing.md); the options above add "
+    "their rules after the file's",
+)  # fmt: skip
+@click.option(
+    "--seed", type=int, default=0, show_default=True,
+    help="seed of the fault plan (given, it replaces the seed of a --faults file)",
+)  # fmt: skip
 @click.option(
     "--deterministic", is_flag=True,
     help="one seeded scheduler and virtual time: the same seed gives the same report",
@@ -589,6 +618,7 @@ def chaos(
     duplicate: tuple[str, ...],
     crash: tuple[str, ...],
     raises: tuple[str, ...],
+    faults_file: Path | None,
     seed: int,
     deterministic: bool,
     timeout: float,
@@ -601,7 +631,17 @@ def chaos(
     """
     flow = load_target(target)
     _check_posts(flow, posts)
-    plan = _build_plan(flow, seed, timeout, drop, delay, duplicate, crash, raises)
+    base = None
+    if faults_file is not None:
+        try:
+            base = load_fault_plan(faults_file)
+        except FaultPlanFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--faults") from None
+        _check_plan_routines(flow, base)
+        if ctx.get_parameter_source("seed") is not ParameterSource.DEFAULT:
+            base.seed = seed
+        seed = base.seed
+    plan = _build_plan(flow, seed, timeout, drop, delay, duplicate, crash, raises, base)
     workload = [
         (post.routine, post.slot, post.data, metadata or {}) for post in posts for _ in range(jobs)
     ]

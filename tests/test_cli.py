@@ -537,3 +537,44 @@ def test_the_console_script_runs_an_app(tmp_path: Path) -> None:
     assert failing.returncode == 2
     assert "Traceback" not in failing.stderr
     assert "routine 'parse' has no slot 'nope' (slots: line)" in failing.stderr
+
+
+def test_chaos_takes_a_fault_plan_file_and_adds_the_options_rules_after_it(
+    app: Path, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "seed: 2\nfaults:\n  - drop: {p: 0.1}\n  - crash: {routine: store, on_message: 20}\n"
+    )
+    args = ("--post", 'parse.line="pen,3"', "--jobs", "60", "--deterministic")
+    result, report = run_json(
+        "chaos", f"{app}:flow", *args, "--faults", str(plan), "--raise", "parse:0.2"
+    )
+    assert result.exit_code == 0, result.output
+    assert report["fault_plan"] == {"seed": 2, "rules": ["0:drop", "1:crash", "2:raise"]}
+    assert set(report["faults_injected"]) == {"0:drop", "1:crash", "2:raise"}
+    assert report["completed"] + report["failed"] + report["cancelled"] == 60
+    _, reseeded = run_json("chaos", f"{app}:flow", *args, "--faults", str(plan), "--seed", "9")
+    assert reseeded["fault_plan"]["seed"] == 9
+
+
+def test_chaos_refuses_a_fault_plan_file_naming_a_routine_the_flow_lacks(
+    app: Path, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("faults:\n  - drop: {routine: stor}\n")
+    result = invoke("chaos", f"{app}:flow", "--post", 'parse.line="pen,3"', "--faults", str(plan))
+    assert result.exit_code == 2
+    assert (
+        "rule 0:drop names routine(s) 'stor' that flow 'inventory' does not have "
+        "(routines: parse, store)"
+    ) in " ".join(result.output.split())
+
+
+def test_chaos_reports_a_bad_fault_plan_file_with_its_line(app: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("faults:\n  - dorp: {p: 0.1}\n")
+    result = invoke("chaos", f"{app}:flow", "--post", 'parse.line="pen,3"', "--faults", str(plan))
+    assert result.exit_code == 2
+    output = "".join(result.output.split())  # the message is wrapped to the terminal's width
+    assert f"Invalidvaluefor--faults:{plan}:2:unknownfaultkind'dorp'" in output, result.output
