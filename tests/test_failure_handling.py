@@ -16,6 +16,7 @@ from actorflow import (
     ErrorStrategy,
     Flow,
     FlowRegistry,
+    InvalidDurationError,
     JobStatus,
     QueueFullError,
     Routine,
@@ -23,6 +24,7 @@ from actorflow import (
     Supervision,
     WorkerFailedError,
 )
+from actorflow.supervision import RestartDecision, RestartIntensity
 from actorflow.testing import DeterministicRuntime
 
 
@@ -639,3 +641,81 @@ def test_one_emit_per_message_into_a_full_mailbox_honours_its_max_queue_length(
     else:
         assert "drop_oldest" in (jobs[1].error or "")
         assert dead == {"dropped (mailbox full)": 2} and handled == [0, 3, 4]
+
+
+def test_continue_puts_the_recorded_error_in_the_trace(runtime: Runtime) -> None:
+    fan_flow(ErrorStrategy.CONTINUE)
+    _, job = runtime.post("fan", "source", "in", {})
+    assert job.wait(10)
+    (entry,) = job.trace_log
+    assert entry["routine_id"] == "bad" and entry["action"] == "continue"
+    assert entry["details"] == {
+        "routine_id": "bad",
+        "error": "ValueError: bad branch",
+        "handled_as": "continue",
+    }
+
+
+def test_retry_waits_a_tenth_of_a_second_before_the_first_retry_by_default(
+    runtime: Runtime,
+) -> None:
+    tries: list[int] = []
+
+    def fails_once(sd: Any, m: Any, ws: Any) -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ConnectionError("once")
+
+    routine = make(fails_once)
+    routine.set_error_handler(ErrorStrategy.RETRY())
+    one("default_delay", routine)
+    _, job = runtime.post("default_delay", "r", "in", 1)
+    assert job.wait(10)
+    assert job.status == JobStatus.COMPLETED and len(tries) == 2
+    retries = [e["details"] for e in job.trace_log if e["action"] == "retry"]
+    assert [(r["attempt"], r["delay"]) for r in retries] == [(1, 0.1)]
+
+
+@pytest.mark.parametrize("backoff", [True, "2"])
+def test_retry_refuses_a_backoff_that_is_no_number(backoff: Any) -> None:
+    with pytest.raises(TypeError, match=rf"^RETRY: backoff must be a number, got {backoff!r}$"):
+        ErrorStrategy.RETRY(backoff=backoff)
+
+
+@pytest.mark.parametrize("retry_on", [(), [ConnectionError]])
+def test_retry_refuses_retry_on_that_is_no_exception_type_or_tuple(retry_on: Any) -> None:
+    with pytest.raises(
+        TypeError, match=r"^RETRY: retry_on must be an exception type or a tuple of them$"
+    ):
+        ErrorStrategy.RETRY(retry_on=retry_on)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"period": 0}, r"^Supervision: period must be a finite number of seconds > 0 "),
+        ({"backoff_base": -1}, r"^Supervision: backoff_base must be a finite number .* >= 0 "),
+        ({"backoff_max": "5"}, r"^Supervision: backoff_max must be a number of seconds, got '5'$"),
+    ],
+)
+def test_supervision_durations_are_checked_naming_supervision_and_the_field(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises((InvalidDurationError, TypeError), match=message):
+        Supervision(**options)
+
+
+def test_past_the_intensity_the_decision_is_to_fail_at_once() -> None:
+    """A crash past the restart intensity fails the worker: no routine restarts and no
+    backoff delays it, whatever backoff the supervision has."""
+    supervision = Supervision("one_for_all", max_restarts=1, period=10, backoff_base=0.5)
+    intensity = RestartIntensity(supervision, ["a", "b"])
+    first = intensity.crashed("w", "a", "ActorCrash: 1", now=100.0)
+    assert first == RestartDecision(None, ("b",), 0.5)
+    second = intensity.crashed("w", "a", "ActorCrash: 2", now=101.0)
+    assert second == RestartDecision(
+        "worker 'w' failed: routine 'a' crashed (ActorCrash: 2); more than 1 restarts within 10 s",
+        (),
+        0.0,
+    )
+    assert intensity.count == 1

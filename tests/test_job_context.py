@@ -12,7 +12,7 @@ from flows import pipeline
 from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
 from actorflow._clock import Clock
 from actorflow.engine.envelope import new_envelope
-from actorflow.job import JobContext, _detached_record, job_context, new_record
+from actorflow.job import JobContext, _detached_record, job_context, new_record, view_parts
 
 
 def make(
@@ -344,3 +344,104 @@ def test_a_joins_view_writes_at_the_depth_of_its_deepest_branch() -> None:
     assert dict(joined.data) == {"a": 1, "b": 2}
     joined.set_data("k", "the join's")
     assert record.data["k"] == "the join's"
+
+
+def test_a_job_context_made_owning_its_data_writes_into_it() -> None:
+    record = new_record("j", "f", "w", None, Clock())
+    given = {"a": 1}
+    view = JobContext(record, given, own=True, depth=1)
+    view.set_data("b", 2)
+    assert given == {"a": 1, "b": 2}
+    assert record.data == {"b": 2}
+
+
+def test_a_view_copies_its_data_again_once_a_message_went_downstream() -> None:
+    """Copy-on-write holds after a send too: a write the sender makes after its child was
+    made (the sender's view kept by its logic) never reaches the child's data."""
+    record = new_record("j", "f", "w", None, Clock())
+    view = JobContext._view(record, {"a": 1}, 1)
+    view.set_data("k", "sent")  # the view owns a copy now
+    child = view._child()
+    view.set_data("k", "after the send")
+    assert child.get_data("k") == "sent"
+    assert dict(child.data) == {"a": 1, "k": "sent"}
+    assert view.get_data("k") == "after the send"
+
+
+def test_a_join_of_three_branches_writes_at_the_depth_of_the_deepest() -> None:
+    record = new_record("j", "f", "w", None, Clock())
+    views = [
+        JobContext._view(record, {"b": 2}, 3),
+        JobContext._view(record, {"c": 3}, 5),
+        JobContext._view(record, {"a": 1}, 2),
+    ]
+    record.merge("k", "a write at depth 4", 4)
+    joined = JobContext._joined(views)
+    assert dict(joined.data) == {"a": 1, "b": 2, "c": 3}
+    joined.set_data("k", "the join's")  # at depth 5
+    assert record.data["k"] == "the join's"
+
+
+def test_a_write_at_depth_zero_lands_in_the_jobs_data() -> None:
+    """A view made by the constructor with its default depth (0, the post itself) writes
+    into the job's data when nothing else wrote the key."""
+    record = new_record("j", "f", "w", None, Clock())
+    view = JobContext(record, {})
+    view.set_data("k", "v")
+    assert job_context(record).get_data("k") == "v"
+    record.merge("k", "deeper", 1)
+    assert job_context(record).get_data("k") == "deeper"
+
+
+def test_view_parts_gives_the_views_own_data_or_a_copy_of_the_jobs() -> None:
+    """What a transport rebuilds an envelope from on the far side of a process boundary."""
+    record = new_record("j", "f", "w", None, Clock())
+    record.merge("merged", 1, 1)
+    branch = JobContext._view(record, {"branch": 2}, 3)
+    assert view_parts(branch) == (record, {"branch": 2}, 3)
+    rec, data, depth = view_parts(job_context(record))
+    assert rec is record and data == {"merged": 1} and depth == 0
+    data["merged"] = 99  # a copy: the job's data is unchanged
+    assert record.data == {"merged": 1}
+
+
+class CountingLock:
+    """A lock that counts the threads that asked for it (``with``), to know when they wait."""
+
+    def __init__(self) -> None:
+        self.inner = threading.Lock()
+        self._asked = threading.Semaphore(0)
+
+    def __enter__(self) -> bool:
+        self._asked.release()
+        return self.inner.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.release()
+
+    def wait_asked(self, timeout: float) -> bool:
+        return self._asked.acquire(timeout=timeout)
+
+
+def test_of_two_racing_finishes_only_the_first_says_it_ended_the_job() -> None:
+    """Both threads read the job's lock while it runs and then wait for it: the one that
+    gets it second finds the job ended and returns False, as cancel_job racing a timeout."""
+    record = new_record("j", "f", "w", None, Clock())
+    lock = CountingLock()
+    record._lock = lock  # type: ignore[assignment]
+    results: list[bool] = []
+    lock.inner.acquire()
+    threads = [
+        threading.Thread(target=lambda: results.append(record.finish(JobStatus.CANCELLED)))
+        for _ in range(2)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        assert lock.wait_asked(10) and lock.wait_asked(10)
+    finally:
+        lock.inner.release()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(results) == [False, True]
+    assert job_context(record).status == JobStatus.CANCELLED

@@ -27,6 +27,9 @@ from actorflow import (
     StateSerializationError,
 )
 from actorflow._clock import Clock
+from actorflow._lease import WorkerStore
+from actorflow.engine.state_owner import StateCall, SupervisorCore
+from actorflow.store import create_store
 
 
 def routine(logic: Any, *, events: tuple[str, ...] = (), concurrency: int = 1) -> Routine:
@@ -428,3 +431,73 @@ def test_the_state_of_a_stopped_worker_says_which_worker_and_why_it_is_refused()
         RuntimeClosedError, match=r"^worker 'w' is stopped; its state can no longer be used$"
     ):
         state.get_routine_state("anything")
+
+
+def test_increment_of_a_field_that_is_no_number_names_the_key_the_field_and_its_type(
+    runtime: Runtime,
+) -> None:
+    flow = Flow("not_a_number")
+    flow.add_routine(routine(lambda sd, m, ws: None), "r")
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("not_a_number")
+    state.update_routine_state("y", {"n": "text"})
+    with pytest.raises(TypeError, match=r"^increment: 'y'\['n'\] is a str, not a number$"):
+        state.increment("y", "n")
+    assert state.get_routine_state("y") == {"n": "text"}
+
+
+def test_the_total_limit_counts_every_byte_of_a_new_key() -> None:
+    """A str of n characters takes n + 2 bytes (JSON quotes it): a new key one byte over
+    the worker's limit is refused, one that fills it exactly is not."""
+    flow = Flow("total")
+    flow.add_routine(routine(lambda sd, m, ws: None), "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(state_limits=StateLimits(max_total_bytes=20)) as runtime:
+        state = runtime.exec("total")
+        with pytest.raises(StateLimitError, match=r"would take 21 bytes with 'b'"):
+            state.update_routine_state("b", "x" * 19)
+        state.update_routine_state("a", "x" * 8)  # 10 bytes
+        with pytest.raises(StateLimitError, match=r"would take 21 bytes with 'b'"):
+            state.update_routine_state("b", "x" * 9)
+        state.update_routine_state("b", "x" * 8)  # exactly 20 bytes in all
+        assert state.routine_states == {"a": "x" * 8, "b": "x" * 8}
+
+
+def state_call(
+    core: SupervisorCore, op: str, key: str, arg: Any = None, extra: Any = None,
+    op_id: str | None = None,
+) -> Any:  # fmt: skip
+    """One state call applied by ``core`` as a Ray state owner applies it (no reply)."""
+    return core.call_inline(StateCall(op, key, arg, extra, None, op_id))
+
+
+def test_a_supervisor_without_a_clock_bounds_its_ttl_caches() -> None:
+    """The state owner on Ray has no runtime clock (its TTL caches use real time); a cache
+    with a TTL still keeps at most max_entries, evicting the least recently used."""
+    core = SupervisorCore("w")
+    state_call(core, "cache_open", "sessions", 2, 60.0)
+    for key in ("a", "b", "c"):
+        state_call(core, "cache_put", "sessions", key, {"k": key})
+    assert state_call(core, "cache_len", "sessions") == 2
+    assert state_call(core, "cache_get", "sessions", "a", "gone") == "gone"
+    assert state_call(core, "cache_get", "sessions", "c") == {"k": "c"}
+
+
+def test_a_call_with_an_id_is_applied_once_also_by_a_restored_supervisor() -> None:
+    """Calls carry ids only on Ray (a call retried after its actor died comes with the same
+    id), so the supervisor is driven here as the Ray state owner drives it."""
+    store = create_store("memory")
+    try:
+        first = SupervisorCore("w", store=WorkerStore(store, "w", "runtime-a", 15.0))
+        first.open_store()
+        assert state_call(first, "increment", "_n", "count", 1, op_id="e1#1") == 1
+        assert state_call(first, "increment", "_n", "count", 1, op_id="e1#1") == 1
+        assert state_call(first, "get", "_n") == {"count": 1}
+        # its process dies; the restarted one restores the state and the applied ids
+        again = SupervisorCore("w", store=WorkerStore(store, "w", "runtime-a", 15.0))
+        again.open_store(restore=True)
+        assert state_call(again, "increment", "_n", "count", 1, op_id="e1#1") == 1
+        assert state_call(again, "increment", "_n", "count", 1, op_id="e2#1") == 2
+        assert state_call(again, "get", "_n") == {"count": 2}
+    finally:
+        store.close()
