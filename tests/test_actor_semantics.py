@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 from typing import Any
 
 import pytest
 
-from actorflow import ConfigurationError, Flow, FlowRegistry, FlowValidationError, Routine, Runtime
+from actorflow import (
+    ConfigurationError,
+    Flow,
+    FlowRegistry,
+    FlowValidationError,
+    Routine,
+    Runtime,
+    get_current_job,
+)
 
 ROUNDS = 200
 BASES = (0, 1000, 2000, 3000)
@@ -150,3 +160,280 @@ def test_registry_api() -> None:
     assert reg.unregister("alias") is True and reg.unregister("alias") is False
     with pytest.raises(TypeError):
         reg.register("not a flow")  # type: ignore[arg-type]
+
+
+def _chain(
+    flow_id: str, *steps: tuple[str, Routine], links: tuple[tuple[str, str, str], ...]
+) -> None:
+    """Register ``flow_id`` with ``steps`` (routine id, routine) and ``links`` (source, event,
+    target): every target's slot is "in"."""
+    flow = Flow(flow_id)
+    for routine_id, routine in steps:
+        flow.add_routine(routine, routine_id)
+    for source, event, target in links:
+        flow.connect(source, event, target, "in")
+    FlowRegistry.get_instance().register(flow)
+
+
+def _routine(logic: Any, *events: str, slot: str = "in") -> Routine:
+    routine = Routine()
+    routine.add_slot(slot)
+    for event in events:
+        routine.add_event(event)
+    routine.set_logic(logic)
+    return routine
+
+
+def test_probes_see_what_a_plain_routine_emits_on_the_fast_path() -> None:
+    """Not strict, one message in and one out: a probe on the event still sees each emit,
+    and an unprobed emit further down still flows."""
+    done: list[Any] = []
+    a: Routine = _routine(lambda sd, m, ws: a.emit("out", v=sd["in"][0]), "out")
+    b: Routine = _routine(lambda sd, m, ws: b.emit("done", v=sd["in"][0]["v"] * 10), "done")
+    c = _routine(lambda sd, m, ws: done.append(sd["in"][0]["v"]))
+    _chain("probed", ("a", a), ("b", b), ("c", c), links=(("a", "out", "b"), ("b", "done", "c")))
+    with Runtime(strict=False) as runtime:
+        probe = runtime.probe("a", "out")
+        jobs = [runtime.post("probed", "a", "in", n)[1] for n in (1, 2)]
+        assert all(job.wait(10) for job in jobs)
+    assert [job.status.value for job in jobs] == ["completed", "completed"]
+    assert probe.messages == [{"v": 1}, {"v": 2}]
+    assert done == [10, 20]
+
+
+def test_the_timeline_keeps_at_most_max_steps_on_the_fast_path() -> None:
+    """A job looping through one plain routine 300 times: the timeline keeps the first
+    MAX_TIMELINE_STEPS steps and counts the others as dropped."""
+    from actorflow.job import MAX_TIMELINE_STEPS
+
+    loop: Routine = _routine(
+        lambda sd, m, ws: loop.emit("again", n=sd["in"][0]["n"] - 1) if sd["in"][0]["n"] else None,
+        "again",
+    )
+    _chain("looping", ("loop", loop), links=(("loop", "again", "loop"),))
+    with Runtime(strict=False) as runtime:
+        _, job = runtime.post("looping", "loop", "in", {"n": 300})
+        assert job.wait(10)
+    assert job.status.value == "completed"
+    assert len(job.timeline) == MAX_TIMELINE_STEPS
+    assert job.timeline_dropped == 301 - MAX_TIMELINE_STEPS
+
+
+def test_a_fast_path_hop_counts_one_hop_for_the_job_data_merge() -> None:
+    """Two branches at the same depth write one key: the later write wins. The left branch
+    takes the fast path (one message in, one out, job untouched), the right one does not;
+    both still count one hop each."""
+    left_wrote = threading.Event()
+
+    def both(sd: Any, m: Any, ws: Any) -> None:  # two events: not the fast path
+        top.emit("x", v=1)
+        top.emit("y", v=1)
+
+    top = _routine(both, "x", "y")
+    left: Routine = _routine(lambda sd, m, ws: left.emit("z", v=1), "z")
+
+    def right_logic(sd: Any, m: Any, ws: Any) -> None:
+        assert get_current_job() is not None
+        right.emit("w", v=1)
+
+    right: Routine = _routine(right_logic, "w")
+
+    def left_end(sd: Any, m: Any, ws: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        job.set_data("k", "left")
+        left_wrote.set()
+
+    def right_end(sd: Any, m: Any, ws: Any) -> None:
+        assert left_wrote.wait(10)
+        job = get_current_job()
+        assert job is not None
+        job.set_data("k", "right")
+
+    _chain(
+        "diamond",
+        ("top", top),
+        ("left", left),
+        ("right", right),
+        ("left_end", _routine(left_end)),
+        ("right_end", _routine(right_end)),
+        links=(
+            ("top", "x", "left"),
+            ("top", "y", "right"),
+            ("left", "z", "left_end"),
+            ("right", "w", "right_end"),
+        ),
+    )
+    with Runtime(strict=False) as runtime:
+        _, job = runtime.post("diamond", "top", "in", 0)
+        assert job.wait(10)
+    assert job.status.value == "completed", job.error
+    assert job.data == {"k": "right"}
+
+
+def test_emit_after_a_failed_run_is_refused_as_outside_the_logic() -> None:
+    """Not strict: once a run of the logic raised, an emit from on_stop (no message being
+    handled) raises RuntimeError saying it came outside the logic."""
+    errors: list[str] = []
+
+    class Stopper(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_slot("in")
+            self.add_event("out")
+
+        def logic(self, slot_data: Any, msg: Any, ws: Any) -> None:
+            raise ValueError("no")
+
+        def on_stop(self) -> None:
+            try:
+                self.emit("out", v=1)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    _chain(
+        "stopper",
+        ("s", Stopper()),
+        ("sink", _routine(lambda sd, m, ws: None)),
+        links=(("s", "out", "sink"),),
+    )
+    with Runtime(strict=False) as runtime:
+        _, job = runtime.post("stopper", "s", "in", 1)
+        assert job.wait(10)
+        assert job.status.value == "failed"
+    assert len(errors) == 1
+    assert re.search(r"^routine 's' emitted 'out' outside its logic", errors[0]), errors
+
+
+def test_async_runs_of_a_failed_job_waiting_behind_its_task_are_dead_letters() -> None:
+    """Async logic runs one task at a time per job: a job's second message waits behind
+    its first task; when that task fails the job, the waiting run leaves as a dead letter
+    and its place is freed (two later jobs run side by side again)."""
+    from actorflow.testing import DeterministicRuntime
+
+    ran: list[int] = []
+    gate: dict[str, asyncio.Event] = {}
+
+    async def work(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        n = sd["in"][0]["n"]
+        ran.append(n)
+        if n == 1:
+            await asyncio.sleep(1)
+            raise ValueError("first")
+        event = gate.setdefault("open", asyncio.Event())
+        if n == 10:  # waits for the task of job 11, which needs a second place
+            await event.wait()
+        else:
+            event.set()
+
+    def twice(sd: Any, m: Any, ws: Any) -> None:
+        split.emit("out", n=1)
+        split.emit("out", n=2)
+
+    split = _routine(twice, "out")
+    worker = _routine(work)
+    worker.set_concurrency(2)
+    _chain("lined", ("split", split), ("work", worker), links=(("split", "out", "work"),))
+    with DeterministicRuntime() as runtime:
+        _, job = runtime.post("lined", "split", "in", 0)
+        assert job.wait(10)
+        assert job.error == "ValueError: first"
+        letters = [(d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()]
+        assert letters == [("work", "in", "job failed")]
+        later = [runtime.post("lined", "work", "in", {"n": n})[1] for n in (10, 11)]
+        assert runtime.wait_until_all_jobs_finished(10)
+    assert [j.status.value for j in later] == ["completed", "completed"]
+    assert ran == [1, 10, 11]
+
+
+def test_a_fault_plan_raise_in_async_logic_fails_only_that_job() -> None:
+    """An exception a fault plan injects before async logic goes through the error strategy
+    (the job fails with it, no actor restarts); the other jobs run normally."""
+    from actorflow.faults import FaultPlan
+    from actorflow.testing import DeterministicRuntime
+
+    async def work(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        await asyncio.sleep(0)
+
+    worker = _routine(work)
+    worker.set_concurrency(2)
+    _chain("faulted", ("work", worker), links=())
+    plan = FaultPlan().raise_in("work", ValueError("injected"), on_message=2)
+    with DeterministicRuntime(faults=plan) as runtime:
+        jobs = [runtime.post("faulted", "work", "in", n)[1] for n in range(3)]
+        assert runtime.wait_until_all_jobs_finished(10)
+        restarts = [w["restarts"] for w in runtime.metrics()["workers"].values()]
+    assert [job.status.value for job in jobs] == ["completed", "failed", "completed"]
+    assert jobs[1].error == "ValueError: injected"
+    assert restarts == [0]
+
+
+def test_a_routine_span_names_its_flow() -> None:
+    """Tracing on: the span of a run carries the flow, worker, routine and job ids."""
+    pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk not installed")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # the first to set it (once per process)
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _chain("spanned", ("only", _routine(lambda sd, m, ws: None)), links=())
+    with Runtime(tracing=True) as runtime:
+        worker_id = runtime.exec("spanned").worker_id
+        _, job = runtime.post("spanned", "only", "in", 1)
+        assert job.wait(10)
+    exporter.shutdown()
+    spans = [span for span in exporter.get_finished_spans() if span.name == "routine only"]
+    assert len(spans) == 1
+    assert dict(spans[0].attributes or {}) == {
+        "actorflow.job_id": job.job_id,
+        "actorflow.worker_id": worker_id,
+        "actorflow.flow_id": "spanned",
+        "actorflow.routine_id": "only",
+    }
+
+
+def test_a_crashed_actor_whose_on_stop_raises_is_still_restarted() -> None:
+    """on_stop of a crashed actor raising is logged (logging on); the supervisor still fails
+    the job the actor worked for and restarts it, so the next job runs."""
+    from loguru import logger
+
+    from actorflow import ActorCrash
+    from actorflow.logging import disable_logging, enable_logging
+
+    class Fragile(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_slot("in")
+
+        def logic(self, slot_data: Any, msg: Any, ws: Any) -> None:
+            if slot_data["in"][0] == "crash":
+                raise ActorCrash("boom")
+
+        def on_stop(self) -> None:
+            raise OSError("cannot close")
+
+    _chain("fragile", ("f", Fragile()), links=())
+    records: list[Any] = []
+    sink = enable_logging("ERROR", records.append)
+    assert sink is not None
+    try:
+        with Runtime() as runtime:
+            _, crashed = runtime.post("fragile", "f", "in", "crash")
+            assert crashed.wait(10)
+            _, after = runtime.post("fragile", "f", "in", "ok")
+            assert after.wait(10)
+            restarts = [w["restarts"] for w in runtime.metrics()["workers"].values()]
+    finally:
+        logger.remove(sink)
+        disable_logging()
+    on_stop_errors = [r for r in records if (r.record["exception"] or (None,))[0] is OSError]
+    assert len(on_stop_errors) == 1 and on_stop_errors[0].record["level"].name == "ERROR"
+    assert crashed.status.value == "failed"
+    assert after.status.value == "completed"
+    assert restarts == [1]

@@ -49,6 +49,12 @@ def register(routine: Routine, flow_id: str = "policy") -> None:
     FlowRegistry.get_instance().register(flow)
 
 
+def routine_metric(runtime: Runtime, name: str, routine_id: str = "rec") -> int:
+    """A counter of ``routine_id``'s metrics, summed over the workers."""
+    routines = runtime.metrics()["routines"]
+    return sum(int(by_id[routine_id][name]) for by_id in routines.values() if routine_id in by_id)
+
+
 def test_batch_size_releases_full_batches_and_current_job_is_the_newest(runtime: Runtime) -> None:
     rec = Recorder(batch_size_policy(3, timeout=None))
     register(rec)
@@ -212,3 +218,88 @@ def test_retry_options_next_to_a_strategy_are_refused() -> None:
 def test_a_supervision_whose_max_restarts_is_not_an_int_is_refused(max_restarts: Any) -> None:
     with pytest.raises(TypeError, match=r"^max_restarts must be an int$"):
         Supervision(max_restarts=max_restarts)
+
+
+def test_timed_out_joins_each_run_once_and_are_counted() -> None:
+    """Two keys wait in a join and time out together: each runs with its partial data, and
+    the metrics count two incomplete joins."""
+    from actorflow.testing import DeterministicRuntime
+
+    policy = all_slots_ready_policy(timeout=0.05, key=lambda data: data, on_incomplete="run")
+    rec = Recorder(policy, slots=("a", "b"))
+    register(rec)
+    with DeterministicRuntime() as runtime:
+        jobs = [runtime.post("policy", "rec", "a", i)[1] for i in (1, 2)]
+        runtime.advance(0.1)
+        assert [job.status for job in jobs] == [JobStatus.COMPLETED, JobStatus.COMPLETED]
+        assert [c[0] for c in rec.calls] == [{"a": [1], "b": []}, {"a": [2], "b": []}]
+        assert [c[1]["reason"] for c in rec.calls] == ["timeout", "timeout"]
+        assert routine_metric(runtime, "incomplete_joins") == 2
+
+
+def test_a_keyed_join_flushes_every_waiting_key_at_shutdown() -> None:
+    """Shutdown releases the waiting data of each key in turn (oldest first), not only the
+    first: every job runs its partial data and completes."""
+    policy = all_slots_ready_policy(key=lambda data: data, on_incomplete="run")
+    rec = Recorder(policy, slots=("a", "b"))
+    register(rec)
+    runtime = Runtime()
+    jobs = [runtime.post("policy", "rec", "a", i)[1] for i in (1, 2, 3)]
+    assert runtime.shutdown(wait=True, timeout=10) is True
+    assert [c[0] for c in rec.calls] == [{"a": [i], "b": []} for i in (1, 2, 3)]
+    assert all(c[1] == {"reason": "flush", "missing": ["b"]} for c in rec.calls)
+    assert all(job.status == JobStatus.COMPLETED for job in jobs)
+
+
+def test_data_refused_by_a_full_slot_queue_fails_its_job_in_that_routine(
+    runtime: Runtime,
+) -> None:
+    """A queued slot already holding ``max_queue_length`` data points refuses the next one:
+    its job fails with QueueFullError, its trace names the routine and the refusal."""
+    routine = Routine()
+    routine.add_slot("in", max_queue_length=2)
+    routine.set_activation_policy(batch_size_policy(10, timeout=None))
+    routine.set_logic(lambda sd, m, ws: None)
+    register(routine)
+    jobs = [runtime.post("policy", "rec", "in", i)[1] for i in range(3)]
+    assert jobs[2].wait(10)
+    assert jobs[2].status == JobStatus.FAILED
+    assert jobs[2].error == "QueueFullError: refused: slot rec.in holds 2 data points"
+    last = jobs[2].trace_log[-1]
+    assert (last["routine_id"], last["action"]) == ("rec", "refused")
+    letters = [(d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()]
+    assert letters == [("rec", "in", "refused (slot full)")]
+    assert not jobs[0].done and not jobs[1].done
+
+
+def test_data_of_a_job_that_ends_as_it_enters_its_join_is_a_dead_letter() -> None:
+    """One job sends two data points to a join slot that holds one; drop_oldest fails the job
+    with the first, so the second, arriving for an ended job, leaves as a dead letter too."""
+    from actorflow.testing import DeterministicRuntime
+
+    split = Routine()
+    split.add_slot("in")
+    split.add_event("out")
+
+    def twice(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        split.emit("out", n=1)
+        split.emit("out", n=2)
+
+    split.set_logic(twice)
+    join = Routine()
+    join.add_slot("a", max_queue_length=1)
+    join.add_slot("b")
+    join.set_activation_policy(all_slots_ready_policy())
+    join.set_logic(lambda sd, m, ws: None)
+    flow = Flow("policy")
+    flow.add_routine(split, "split")
+    flow.add_routine(join, "join")
+    flow.connect("split", "out", "join", "a")
+    FlowRegistry.get_instance().register(flow)
+    with DeterministicRuntime(overflow="drop_oldest") as runtime:
+        _, job = runtime.post("policy", "split", "in", 0)
+        runtime.run_until_idle()
+        assert job.status == JobStatus.FAILED
+        assert job.error is not None and job.error.startswith("QueueFullError: dropped")
+        letters = [(d["routine_id"], d["slot"], d["reason"]) for d in runtime.dead_letters()]
+    assert letters == [("join", "a", "dropped (slot full)"), ("join", "a", "job failed")]
