@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from typing import Any
 
 import pytest
+from _waiting import wait_until, waiting_inside
 from flows import pipeline
+from loguru import logger
 
 from actorflow import (
     ActorCrash,
@@ -15,12 +18,17 @@ from actorflow import (
     FlowRegistry,
     FlowValidationError,
     JobStatus,
+    QueueFullError,
     Routine,
     Runtime,
     RuntimeClosedError,
     UnknownFlowError,
     get_current_job,
 )
+from actorflow._clock import Clock
+from actorflow.engine import worker_core
+from actorflow.logging import disable_logging, enable_logging
+from actorflow.store import create_store
 from actorflow.testing import DeterministicRuntime
 
 
@@ -450,3 +458,297 @@ def test_in_strict_mode_an_emit_that_cannot_be_pickled_fails_its_job_naming_why(
         "SerializationError: routine 'only' event 'out' -> sink.in: the message cannot cross a "
         "process boundary (TypeError: cannot pickle '_thread.lock' object)"
     )
+
+
+# -- the thread backend's worker: back-pressure, supervision, state calls, waiting ----------
+
+
+def gated(flow_id: str, max_queue_length: int = 1) -> tuple[threading.Event, threading.Event]:
+    """A one-routine flow whose slot "in" holds ``max_queue_length`` messages and whose logic
+    holds its actor until the returned gate is set; ``holding`` is set once it does."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def logic(slot_data: Any, msg: Any, ws: Any) -> None:
+        holding.set()
+        assert gate.wait(10)
+
+    routine = Routine()
+    routine.add_slot("in", max_queue_length=max_queue_length)
+    routine.set_logic(logic)
+    flow = Flow(flow_id)
+    flow.add_routine(routine, "only")
+    FlowRegistry.get_instance().register(flow)
+    return gate, holding
+
+
+def test_a_message_dropped_from_a_full_mailbox_is_a_dead_letter_of_its_job() -> None:
+    gate, holding = gated("dropping")
+    with Runtime(overflow="drop_oldest") as runtime:
+        runtime.exec("dropping", worker_id="w")
+        runtime.post("dropping", "only", "in", 0)
+        assert holding.wait(10)  # the actor holds message 0; the mailbox is empty
+        _, dropped = runtime.post("dropping", "only", "in", 1)
+        runtime.post("dropping", "only", "in", 2)  # the mailbox is full: message 1 goes
+        assert dropped.wait(10) and dropped.status == JobStatus.FAILED
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+        letters = runtime.dead_letters()
+    assert [(d["job_id"], d["routine_id"], d["slot"], d["reason"]) for d in letters] == [
+        (dropped.job_id, "only", "in", "dropped (mailbox full)")
+    ]
+
+
+@pytest.mark.parametrize("post_timeout", [0.0, 0.05], ids=["no_wait", "waited"])
+def test_an_awaited_post_to_a_full_mailbox_gives_up_naming_the_limit(post_timeout: float) -> None:
+    gate, holding = gated("awaited_full")
+    with Runtime(post_timeout=post_timeout) as runtime:
+        runtime.exec("awaited_full", worker_id="w")
+        runtime.post("awaited_full", "only", "in", 0)
+        assert holding.wait(10)
+        runtime.post("awaited_full", "only", "in", 1)  # the mailbox holds its one message
+
+        async def post() -> None:
+            await runtime.post_async("awaited_full", "only", "in", 2)
+
+        expected = (
+            r"^routine 'only' of worker 'w' already has 1 messages waiting "
+            rf"\(max_queue_length=1; overflow policy 'block', waited {post_timeout:g} s\)$"
+        )
+        try:
+            with pytest.raises(QueueFullError, match=expected):
+                asyncio.run(post())
+        finally:
+            gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+
+
+def holding_the_supervisor(state: Any) -> tuple[threading.Thread, threading.Event]:
+    """Start a modify_routine_state on another thread whose function holds the worker's
+    supervisor (state calls wait for it) until the returned event is set."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(old: Any) -> int:
+        inside.set()
+        release.wait(5)
+        return 1
+
+    holder = threading.Thread(target=state.modify_routine_state, args=("held", hold))
+    holder.start()
+    assert inside.wait(10)
+    return holder, release
+
+
+def test_a_state_call_the_supervisor_does_not_answer_in_time_raises_runtime_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 60 s bound on waiting for the supervisor, shortened so the test is quick."""
+    monkeypatch.setattr(worker_core, "STATE_CALL_TIMEOUT", 0.2)
+    single("unanswered", lambda sd, m, ws: None, events=())
+    with Runtime() as runtime:
+        state = runtime.exec("unanswered", worker_id="w")
+        holder, release = holding_the_supervisor(state)
+        try:
+            with pytest.raises(
+                RuntimeClosedError,
+                match=r"^the supervisor of worker 'w' did not answer within 0\.2 s$",
+            ):
+                state.get_routine_state("held")
+        finally:
+            release.set()
+            holder.join(10)
+        assert state.get_routine_state("held") == 1
+
+
+def test_an_awaited_state_call_waits_its_turn_behind_a_busy_supervisor() -> None:
+    single("awaited_state", lambda sd, m, ws: None, events=())
+    with Runtime() as runtime:
+        state = runtime.exec("awaited_state", worker_id="w")
+        state.update_routine_state("k", {"v": 1})
+        holder, release = holding_the_supervisor(state)
+
+        async def read() -> Any:
+            task = asyncio.ensure_future(state.aio.get_routine_state("k"))
+            await asyncio.sleep(0)  # the call is queued for the busy supervisor
+            release.set()
+            return await task
+
+        try:
+            assert asyncio.run(read()) == {"v": 1}
+        finally:
+            release.set()
+            holder.join(10)
+
+
+def test_under_one_for_one_a_crash_restarts_only_the_crashed_actor() -> None:
+    starts: list[int] = []
+    stops: list[int] = []
+
+    class Counted(Routine):
+        def on_start(self) -> None:
+            starts.append(threading.get_ident())
+
+        def on_stop(self) -> None:
+            stops.append(threading.get_ident())
+
+    def logic(slot_data: Any, msg: Any, ws: Any) -> None:
+        if slot_data["in"][0] == "crash":
+            raise ActorCrash("this actor only")
+
+    routine = Counted()
+    routine.add_slot("in")
+    routine.set_logic(logic)
+    routine.set_concurrency(2)
+    flow = Flow("one_for_one")
+    flow.add_routine(routine, "only")
+    flow.set_supervision(strategy="one_for_one")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime() as runtime:
+        runtime.exec("one_for_one", worker_id="w")
+        _, crashed = runtime.post("one_for_one", "only", "in", "crash")
+        assert crashed.wait(10) and crashed.status == JobStatus.FAILED
+        _, after = runtime.post("one_for_one", "only", "in", "fine")
+        assert after.wait(10) and after.status == JobStatus.COMPLETED
+        assert runtime.metrics()["workers"]["w"]["restarts"] == 1
+    # the two actors, then the crashed one's successor; the other actor ran on throughout
+    assert len(starts) == 3
+    assert sorted(stops) == sorted(starts)  # each of them stopped once
+
+
+def test_a_crashed_actor_restarts_with_info_logging_on() -> None:
+    def logic(slot_data: Any, msg: Any, ws: Any) -> None:
+        if slot_data["in"][0] == "crash":
+            raise ActorCrash("restart me")
+
+    single("logged_crash", logic, events=())
+    lines: list[str] = []
+    handler = enable_logging("INFO", lines.append)
+    assert handler is not None
+    try:
+        with Runtime() as runtime:
+            runtime.exec("logged_crash", worker_id="w")
+            _, crashed = runtime.post("logged_crash", "only", "in", "crash")
+            assert crashed.wait(5) and crashed.status == JobStatus.FAILED
+            _, after = runtime.post("logged_crash", "only", "in", "fine")
+            assert after.wait(5) and after.status == JobStatus.COMPLETED
+    finally:
+        disable_logging()
+        logger.remove(handler)
+    assert any("restarting routine only" in line for line in lines)
+
+
+def test_a_second_wait_for_all_jobs_returns_as_soon_as_the_last_job_ends() -> None:
+    gate, holding = gated("second_wait")
+    with Runtime() as runtime:
+        assert runtime.wait_until_all_jobs_finished(timeout=1)  # nothing to wait for
+        runtime.post("second_wait", "only", "in", 0)
+        assert holding.wait(10)
+        results: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda: results.append(runtime.wait_until_all_jobs_finished(timeout=10))
+        )
+        waiter.start()
+        try:
+            wait_until(
+                lambda: waiting_inside(waiter, "wait_until_all_jobs_finished"),
+                "the second wait to block",
+            )
+            gate.set()
+            waiter.join(5)  # woken by the job's end, long before its timeout
+            assert not waiter.is_alive() and results == [True]
+        finally:
+            gate.set()
+            waiter.join(15)
+
+
+def test_an_awaited_post_is_woken_by_room_after_a_blocking_post_gave_up() -> None:
+    """Two awaited posts and one blocking post wait for room in one full mailbox; the blocking
+    one gives up (its own, shorter, ``post_timeout``). Each message the actor then takes makes
+    room for one of the awaited posts: both go through."""
+    permits = threading.Semaphore(0)
+    entered: queue.Queue[Any] = queue.Queue()
+
+    def logic(slot_data: Any, msg: Any, ws: Any) -> None:
+        entered.put(slot_data["in"][0])
+        assert permits.acquire(timeout=10)  # one message handled per permit
+
+    routine = Routine()
+    routine.add_slot("in", max_queue_length=1)
+    routine.set_logic(logic)
+    flow = Flow("three_posters")
+    flow.add_routine(routine, "only")
+    FlowRegistry.get_instance().register(flow)
+
+    def blocking_post(runtime: Runtime) -> Exception | None:
+        try:
+            runtime.post("three_posters", "only", "in", "blocking")
+        except QueueFullError as exc:
+            return exc
+        return None
+
+    async def main(runtime: Runtime) -> None:
+        first = asyncio.ensure_future(runtime.post_async("three_posters", "only", "in", "x"))
+        second = asyncio.ensure_future(runtime.post_async("three_posters", "only", "in", "y"))
+        await asyncio.sleep(0)  # both await room (for up to 10 s)
+        runtime.post_timeout = 0.05
+        assert isinstance(await asyncio.to_thread(blocking_post, runtime), QueueFullError)
+        permits.release()  # the actor takes the queued message: room for one awaited post
+        assert await asyncio.to_thread(entered.get, True, 10) == 1
+        done, pending = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        for _ in range(10):  # the other awaited post looks at the full mailbox again
+            await asyncio.sleep(0)
+        assert len(done) == 1 and len(pending) == 1 and not pending.pop().done()
+        permits.release()  # the actor takes that post's message: room for the other one
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+
+    with Runtime(post_timeout=10) as runtime:
+        runtime.exec("three_posters", worker_id="w")
+        runtime.post("three_posters", "only", "in", 0)
+        assert entered.get(timeout=10) == 0
+        runtime.post("three_posters", "only", "in", 1)  # the mailbox is full
+        try:
+            asyncio.run(main(runtime))
+        finally:
+            permits.release(10)
+        assert runtime.wait_until_all_jobs_finished(10)
+
+
+class ManualClock(Clock):
+    """A runtime clock that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_workers_lease_is_renewed_on_the_runtimes_clock() -> None:
+    single("leased", lambda sd, m, ws: None, events=())
+    clock = ManualClock()
+    store = create_store("memory")
+    leases = store.scope("worker")
+    with Runtime(clock=clock, state_store=store, lease_seconds=0.3) as runtime:
+        runtime.exec("leased", worker_id="w")
+        first = leases.get("w")
+        assert first["owner"] == runtime.lease_owner
+        clock.now += 1.0  # past a third of the lease: time to renew
+        renewed = wait_until(
+            lambda: leases.get("w")["expires_at"] > first["expires_at"],
+            "the lease to be renewed",
+            timeout=5,
+        )
+        assert renewed
+    assert leases.get("w") is None  # released at shutdown
+
+
+def test_virtual_time_does_not_renew_the_lease_of_a_deterministic_runtimes_worker() -> None:
+    """A deterministic runtime runs no timer of its own: advancing virtual time (or waiting
+    through it) only fires the timers of its jobs."""
+    single("virtual_lease", lambda sd, m, ws: None, events=())
+    store = create_store("memory")
+    leases = store.scope("worker")
+    with DeterministicRuntime(seed=1, state_store=store, lease_seconds=3) as runtime:
+        runtime.exec("virtual_lease", worker_id="w")
+        written = leases.get("w")
+        runtime.advance(60)
+        assert leases.get("w") == written
