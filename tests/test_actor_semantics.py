@@ -437,3 +437,142 @@ def test_a_crashed_actor_whose_on_stop_raises_is_still_restarted() -> None:
     assert crashed.status.value == "failed"
     assert after.status.value == "completed"
     assert restarts == [1]
+
+
+def test_a_retry_runs_the_logic_again_with_the_policy_message() -> None:
+    """A routine released by a policy with a message: the retry of a failed run gets the
+    same message as the first try."""
+    from actorflow import ErrorStrategy, batch_size_policy
+
+    messages: list[Any] = []
+
+    def logic(sd: Any, msg: Any, ws: Any) -> None:
+        messages.append(msg)
+        if len(messages) == 1:
+            raise ConnectionError("the first try fails")
+
+    routine = _routine(logic)
+    routine.set_activation_policy(batch_size_policy(1, timeout=None))
+    routine.set_error_handler(ErrorStrategy.RETRY(max_retries=1, delay=0))
+    _chain("retried", ("only", routine), links=())
+    with Runtime() as runtime:
+        _, job = runtime.post("retried", "only", "in", 1)
+        assert job.wait(10)
+    assert job.status.value == "completed", job.error
+    assert len(messages) == 2 and messages[0] is not None
+    assert messages[1] == messages[0]
+
+
+def test_an_async_routine_retried_after_a_fault_before_its_task_runs_still_has_its_job() -> None:
+    """A fault plan makes the async logic raise before its task starts: the retry runs with
+    the job, and what it writes lands in the job's data."""
+    from actorflow import ErrorStrategy
+    from actorflow.faults import FaultPlan
+
+    seen: list[Any] = []
+
+    async def logic(sd: Any, msg: Any, ws: Any) -> None:
+        job = get_current_job()
+        seen.append(job)
+        if job is not None:
+            job.set_data("ran", sd["in"][0])
+
+    routine = _routine(logic)
+    routine.set_error_handler(ErrorStrategy.RETRY(max_retries=1, delay=0))
+    _chain("async_faulted", ("work", routine), links=())
+    plan = FaultPlan().raise_in("work", ValueError("injected"), on_message=1)
+    with Runtime(faults=plan) as runtime:
+        _, job = runtime.post("async_faulted", "work", "in", 7)
+        assert job.wait(10)
+    assert job.status.value == "completed", job.error
+    assert len(seen) == 1 and seen[0] is not None and seen[0].job_id == job.job_id
+    assert job.get_data("ran") == 7
+
+
+def test_an_async_routine_span_names_its_flow() -> None:
+    """Tracing on: the span of an async routine's run carries the flow, worker, routine and
+    job ids too."""
+    pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk not installed")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # the first to set it (once per process)
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def logic(sd: Any, msg: Any, ws: Any) -> None:
+        await asyncio.sleep(0)
+
+    _chain("async_spanned", ("only", _routine(logic)), links=())
+    with Runtime(tracing=True) as runtime:
+        worker_id = runtime.exec("async_spanned").worker_id
+        _, job = runtime.post("async_spanned", "only", "in", 1)
+        assert job.wait(10)
+    exporter.shutdown()
+    spans = [span for span in exporter.get_finished_spans() if span.name == "routine only"]
+    assert len(spans) == 1
+    assert dict(spans[0].attributes or {}) == {
+        "actorflow.job_id": job.job_id,
+        "actorflow.worker_id": worker_id,
+        "actorflow.flow_id": "async_spanned",
+        "actorflow.routine_id": "only",
+    }
+
+
+def test_on_the_fast_path_a_job_whose_first_routine_ran_is_running() -> None:
+    """Not strict: while a later routine of the job is still busy, the job is RUNNING."""
+    from actorflow import JobStatus
+
+    entered = threading.Event()
+    release = threading.Event()
+
+    def hold(sd: Any, m: Any, ws: Any) -> None:
+        entered.set()
+        assert release.wait(10)
+
+    first: Routine = _routine(lambda sd, m, ws: first.emit("out", v=sd["in"][0]), "out")
+    _chain(
+        "held", ("first", first), ("second", _routine(hold)), links=(("first", "out", "second"),)
+    )
+    with Runtime(strict=False) as runtime:
+        _, job = runtime.post("held", "first", "in", 1)
+        try:
+            assert entered.wait(10)
+            status = job.status
+        finally:
+            release.set()
+        assert job.wait(10)
+    assert status == JobStatus.RUNNING
+    assert job.status == JobStatus.COMPLETED
+
+
+def test_on_the_fast_path_there_is_no_current_job_after_the_logic() -> None:
+    """Not strict: after the logic ran, get_current_job() on the actor's thread (here in
+    on_stop) is None."""
+    outside: list[Any] = []
+
+    class Quiet(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_slot("in")
+
+        def logic(self, slot_data: Any, msg: Any, ws: Any) -> None:
+            pass
+
+        def on_stop(self) -> None:
+            try:
+                outside.append(get_current_job())
+            except Exception as exc:  # a broken view must fail the test, not the stop
+                outside.append(exc)
+
+    _chain("quiet", ("q", Quiet()), links=())
+    with Runtime(strict=False) as runtime:
+        _, job = runtime.post("quiet", "q", "in", 1)
+        assert job.wait(10)
+    assert job.status.value == "completed"
+    assert outside == [None]

@@ -330,3 +330,29 @@ def test_a_dead_letter_for_a_failed_worker_names_its_job_in_strict_mode() -> Non
         jobs = [runtime.post("doomed", "c", "in", n, worker_id="w")[1] for n in range(3)]
         runtime.run_until_idle()
         assert [d["job_id"] for d in runtime.dead_letters()] == [job.job_id for job in jobs[1:]]
+
+
+def test_a_crash_before_the_logic_runs_fails_the_job_of_the_message_taken() -> None:
+    """A custom activation policy crashes the actor while it takes a message (before any
+    logic runs): the supervisor fails that message's job and restarts the actor."""
+    from actorflow import custom_policy
+
+    def take(slots: Any) -> bool:
+        if slots["in"] and slots["in"][-1] == "crash":
+            raise ActorCrash("the policy crashed")
+        return True
+
+    ran: list[Any] = []
+    r = routine(lambda sd, m, ws: ran.append(sd["in"]), events=())
+    r.set_activation_policy(custom_policy(take))
+    flow = Flow("crash_in_policy")
+    flow.add_routine(r, "c")
+    FlowRegistry.get_instance().register(flow)
+    with DeterministicRuntime(seed=1, strict=False) as runtime:
+        runtime.exec("crash_in_policy", worker_id="w")
+        _, crashed = runtime.post("crash_in_policy", "c", "in", "crash", worker_id="w")
+        assert crashed.wait(10)
+        restarts = runtime.metrics()["workers"]["w"]["restarts"]
+    assert crashed.status == JobStatus.FAILED
+    assert crashed.error is not None and "the policy crashed" in crashed.error
+    assert restarts == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -9,7 +10,17 @@ import cloudpickle
 import pytest
 from flows import pipeline
 
-from actorflow import Flow, FlowRegistry, JobStatus, Routine, Runtime, get_current_job
+from actorflow import (
+    Flow,
+    FlowRegistry,
+    IncompleteJoinError,
+    InvalidDurationError,
+    JobStatus,
+    Routine,
+    Runtime,
+    all_slots_ready_policy,
+    get_current_job,
+)
 from actorflow._clock import Clock
 from actorflow.engine.envelope import new_envelope
 from actorflow.job import JobContext, _detached_record, job_context, new_record, view_parts
@@ -445,3 +456,97 @@ def test_of_two_racing_finishes_only_the_first_says_it_ended_the_job() -> None:
         thread.join(10)
     assert sorted(results) == [False, True]
     assert job_context(record).status == JobStatus.CANCELLED
+
+
+def test_wait_with_a_negative_timeout_names_job_context_wait() -> None:
+    job = job_context(new_record("j", "f", "w", None, Clock()))
+    with pytest.raises(InvalidDurationError, match=r"JobContext\.wait"):
+        job.wait(-1)
+
+
+def test_data_the_application_writes_through_the_posted_job_wins_over_a_routine_write(
+    runtime: Runtime,
+) -> None:
+    """The application's write lands while the job runs, and a routine's later write of
+    the same key does not replace it."""
+    release = threading.Event()
+
+    def writer(sd: Any, m: Any, ws: Any) -> None:
+        assert release.wait(10)
+        job = get_current_job()
+        assert job is not None
+        job.set_data("owner", "routine")
+        job.set_data("routine_only", True)
+
+    flow = Flow("app_writes")
+    flow.add_routine(make(writer), "writer")
+    FlowRegistry.get_instance().register(flow)
+    _, job = runtime.post("app_writes", "writer", "in", 1)
+    try:
+        job.set_data("owner", "application")
+        assert job.get_data("owner") == "application"
+    finally:
+        release.set()
+    assert job.wait(10) and job.status == JobStatus.COMPLETED, job.error
+    assert dict(job.data) == {"owner": "application", "routine_only": True}
+
+
+class FinishingLock(CountingLock):
+    """A lock that ends ``record`` the first time it is asked for, before it is taken: the
+    job finishes between a caller reading the job's lock and taking it."""
+
+    def __init__(self, record: Any) -> None:
+        super().__init__()
+        self.record = record
+        self.first = True
+
+    def __enter__(self) -> bool:
+        if self.first:
+            self.first = False
+            self.record._lock = threading.Lock()  # finish() takes its own lock
+            assert self.record.finish(JobStatus.COMPLETED)
+        return super().__enter__()
+
+
+def test_awaiting_a_job_that_finishes_as_the_await_starts_resolves() -> None:
+    record = new_record("j", "f", "w", None, Clock())
+    record._lock = FinishingLock(record)  # type: ignore[assignment]
+    job = job_context(record)
+
+    async def await_job() -> JobContext:
+        return await asyncio.wait_for(job, 1)
+
+    assert asyncio.run(await_job()) is job
+
+
+def test_wait_that_races_the_job_finishing_returns_true() -> None:
+    record = new_record("j", "f", "w", None, Clock())
+    record._lock = FinishingLock(record)  # type: ignore[assignment]
+    assert job_context(record).wait(0.5) is True
+
+
+def test_a_job_whose_data_waits_in_two_joins_at_once_fails_as_an_incomplete_join(
+    runtime: Runtime,
+) -> None:
+    """Each of two joins holds one branch of the job and nothing else is in flight: the
+    job fails with IncompleteJoinError (it does not hang)."""
+
+    def branch(sd: Any, m: Any, ws: Any) -> None:
+        split.emit("a", v=1)
+        split.emit("b", v=2)
+
+    split = make(branch, events=("a", "b", "never"))
+    flow = Flow("two_joins")
+    flow.add_routine(split, "split")
+    for name in ("join1", "join2"):
+        join = make(lambda sd, m, ws: None, slots=("left", "right"), events=())
+        join.set_activation_policy(all_slots_ready_policy())
+        flow.add_routine(join, name)
+        flow.connect("split", "never", name, "right")
+    flow.connect("split", "a", "join1", "left")
+    flow.connect("split", "b", "join2", "left")
+    FlowRegistry.get_instance().register(flow)
+    _, job = runtime.post("two_joins", "split", "in", 0)
+    assert job.wait(5), "the job hangs: the two parked messages were not both counted"
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and job.error.startswith(IncompleteJoinError.__name__)
