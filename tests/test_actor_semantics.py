@@ -368,8 +368,9 @@ def test_a_fault_plan_raise_in_async_logic_fails_only_that_job() -> None:
     assert restarts == [0]
 
 
-def test_a_routine_span_names_its_flow() -> None:
-    """Tracing on: the span of a run carries the flow, worker, routine and job ids."""
+def _span_of_one_run(flow_id: str, logic: Any) -> tuple[dict[str, Any], Any, str]:
+    """Run one job through a one-routine flow with tracing on; the attributes of the one span
+    of its run, the job and the worker id."""
     pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk not installed")
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
@@ -382,15 +383,21 @@ def test_a_routine_span_names_its_flow() -> None:
         trace.set_tracer_provider(provider)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _chain("spanned", ("only", _routine(lambda sd, m, ws: None)), links=())
+    _chain(flow_id, ("only", _routine(logic)), links=())
     with Runtime(tracing=True) as runtime:
-        worker_id = runtime.exec("spanned").worker_id
-        _, job = runtime.post("spanned", "only", "in", 1)
+        worker_id = runtime.exec(flow_id).worker_id
+        _, job = runtime.post(flow_id, "only", "in", 1)
         assert job.wait(10)
     exporter.shutdown()
     spans = [span for span in exporter.get_finished_spans() if span.name == "routine only"]
     assert len(spans) == 1
-    assert dict(spans[0].attributes or {}) == {
+    return dict(spans[0].attributes or {}), job, worker_id
+
+
+def test_a_routine_span_names_its_flow() -> None:
+    """Tracing on: the span of a run carries the flow, worker, routine and job ids."""
+    attributes, job, worker_id = _span_of_one_run("spanned", lambda sd, m, ws: None)
+    assert attributes == {
         "actorflow.job_id": job.job_id,
         "actorflow.worker_id": worker_id,
         "actorflow.flow_id": "spanned",
@@ -492,31 +499,12 @@ def test_an_async_routine_retried_after_a_fault_before_its_task_runs_still_has_i
 def test_an_async_routine_span_names_its_flow() -> None:
     """Tracing on: the span of an async routine's run carries the flow, worker, routine and
     job ids too."""
-    pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk not installed")
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):  # the first to set it (once per process)
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
 
     async def logic(sd: Any, msg: Any, ws: Any) -> None:
         await asyncio.sleep(0)
 
-    _chain("async_spanned", ("only", _routine(logic)), links=())
-    with Runtime(tracing=True) as runtime:
-        worker_id = runtime.exec("async_spanned").worker_id
-        _, job = runtime.post("async_spanned", "only", "in", 1)
-        assert job.wait(10)
-    exporter.shutdown()
-    spans = [span for span in exporter.get_finished_spans() if span.name == "routine only"]
-    assert len(spans) == 1
-    assert dict(spans[0].attributes or {}) == {
+    attributes, job, worker_id = _span_of_one_run("async_spanned", logic)
+    assert attributes == {
         "actorflow.job_id": job.job_id,
         "actorflow.worker_id": worker_id,
         "actorflow.flow_id": "async_spanned",
