@@ -49,6 +49,7 @@ __all__ = ["Runtime"]
 
 DEFAULT_JOB_RETENTION = 10_000
 DEFAULT_POST_PACING = 128
+CANCEL_SETTLE_SECONDS = 10.0  # how long cancel_job waits for remote routines to learn of it
 _NEVER = sys.maxsize
 _sched_yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # not on Windows
 
@@ -615,11 +616,19 @@ class Runtime:
         return [JobContext(r) for r in records if status is None or r.status == status]
 
     def cancel_job(self, job_id: str) -> bool:
-        """Cancel a job; no routine runs for it afterwards. Returns False if it had ended."""
+        """Cancel a job; no routine runs for it afterwards. Returns False if it had ended.
+
+        On Ray this returns once every routine actor of the job's worker knows the job ended
+        (at most ``CANCEL_SETTLE_SECONDS``): what a routine emits for it afterwards becomes a
+        dead letter, as on threads.
+        """
         record = self._book.jobs.get(job_id)
         if record is None:
             return False
-        return record.finish(JobStatus.CANCELLED, "cancelled")
+        if not record.finish(JobStatus.CANCELLED, "cancelled"):
+            return False
+        self._backend.settle_end(record, CANCEL_SETTLE_SECONDS)
+        return True
 
     def wait_until_all_jobs_finished(self, timeout: float | None = None) -> bool:
         """Block until no job is pending or running; False if ``timeout`` passed first.

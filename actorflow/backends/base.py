@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from actorflow.flow import Flow
+from actorflow.job import JobRecord
 from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
 
@@ -99,6 +100,11 @@ class Backend(Protocol):
         self, flow: Flow, worker_id: str, state_limits: StateLimits | None, overflow: str
     ) -> BackendWorker:
         """A worker for ``flow``, not started yet."""
+
+    def settle_end(self, record: JobRecord, timeout: float) -> None:
+        """Return once every routine of ``record``'s worker knows the job ended (at most
+        ``timeout`` seconds): a routine that runs afterwards skips the job, and what it emits
+        for it becomes a dead letter."""
 
     def close(self) -> None:
         """Release what the backend holds once every worker has stopped."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from actorflow.engine.services import WorkerServices
 from actorflow.engine.worker_core import WorkerCore
 from actorflow.flow import Flow
+from actorflow.job import JobRecord
 from actorflow.state_limits import StateLimits
 
 __all__ = ["ThreadBackend"]
@@ -29,6 +30,9 @@ class ThreadBackend:
         worker = WorkerCore(self.services, flow, worker_id, state_limits)
         worker.overflow = overflow
         return worker
+
+    def settle_end(self, record: JobRecord, timeout: float) -> None:
+        """Nothing to wait for: the routines of this process read the job's record itself."""
 
     def close(self) -> None:
         """Nothing to release: each worker stopped its own actors."""

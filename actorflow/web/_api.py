@@ -6,6 +6,7 @@ Each endpoint's docstring ends with its OpenAPI description (YAML after ``---``)
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -266,7 +267,7 @@ class Api:
         runtime = self.runtime
         if runtime.get_job(job_id) is None:
             raise ApiError(404, f"no job {job_id!r} (unknown, or no longer retained)")
-        cancelled = runtime.cancel_job(job_id)
+        cancelled = await asyncio.to_thread(runtime.cancel_job, job_id)  # Ray waits for actors
         job = runtime.get_job(job_id)
         return json_response(
             {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conformance_kit import Backend, append, make_routine, register
 
 from actorflow import JobStatus, batch_size_policy, get_current_job
@@ -76,6 +77,19 @@ def test_cancelling_a_queued_job_ends_it_and_nothing_runs_for_it(backend: Backen
 
 
 def test_cancelling_a_running_job_turns_its_emits_into_dead_letters(backend: Backend) -> None:
+    _cancel_a_running_crawl(backend)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("backend", ["ray"], indirect=True)
+def test_ray_cancel_job_returns_once_the_routine_actors_know(backend: Backend) -> None:
+    """The ordered end notice the driver queues for the routine actors is held back here (as
+    when its sender thread is slow): ``cancel_job`` itself must tell them before it returns,
+    or ``fetch``'s emit reaches ``parse`` and runs instead of becoming a dead letter."""
+    _cancel_a_running_crawl(backend, hold_back_end_notices=True)
+
+
+def _cancel_a_running_crawl(backend: Backend, hold_back_end_notices: bool = False) -> None:
     gate = backend.gate()
 
     def fetch_logic(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
@@ -90,6 +104,8 @@ def test_cancelling_a_running_job_turns_its_emits_into_dead_letters(backend: Bac
     )
     with backend.runtime() as runtime:
         state = runtime.exec("crawl", worker_id="w")
+        if hold_back_end_notices:
+            runtime._backend.forget = lambda worker, job_id, status: None
         _, job = runtime.post("crawl", "fetch", "in", "https://example.invalid/", job_id="crawl-1")
         gate.during(lambda: runtime.cancel_job("crawl-1"))
         assert job.wait(backend.wait)

@@ -436,6 +436,24 @@ class RayBackend:
         if worker is not None:
             self.forget(worker, record.job_id, record.status.value)
 
+    def settle_end(self, record: JobRecord, timeout: float) -> None:
+        """Tell each routine actor of the job's worker that the job ended, and wait (at most
+        ``timeout`` seconds) until each has taken it in: a message of the job already on its
+        way to an actor, and an emit of a logic still running for it, become dead letters
+        instead of running (the queued ``forget`` only orders the end behind earlier posts)."""
+        worker = self._workers.get(record.worker_id)
+        if worker is None:
+            return
+        ended = [(record.job_id, record.status.value)]
+        calls = [
+            actor.mark_ended.options(concurrency_group=CONTROL_GROUP).remote(ended)
+            for actor in worker.all_actors()
+        ]
+        try:
+            self.ray.get(calls, timeout=timeout)
+        except Exception as exc:  # an actor restarting or gone: it learns from forget
+            logger.warning(f"job {record.job_id!r}: an actor did not confirm its end: {exc}")
+
     # -- driver -> actors ----------------------------------------------------------------
     def _send_loop(self) -> None:
         while True:
