@@ -51,9 +51,10 @@ from actorflow.errors import ActorCrash, ConfigurationError
 from actorflow.job import JobContext, record_of, with_record
 
 if TYPE_CHECKING:
-    from actorflow.engine.services import WorkerServices
+    from actorflow._clock import Clock
+    from actorflow.job import JobRecord
 
-__all__ = ["FaultInjector", "FaultPlan", "FaultRule"]
+__all__ = ["FaultInjector", "FaultPlan", "FaultRule", "FaultServices"]
 
 _Ready: TypeAlias = "list[tuple[Envelope, Callable[[Any], None]]]"  # passed every rule
 _Group: TypeAlias = "list[tuple[_Passage, Envelope, int]]"  # held by a reorder
@@ -114,13 +115,17 @@ class FaultPlan:
         self.rules.append(rule)
         return self
 
-    def fresh_rules(self) -> list[FaultRule]:
+    def fresh_rules(self, place: str = "") -> list[FaultRule]:
         """The rules with new random generators seeded from the plan's seed: every runtime
-        that uses this plan draws the same sequence (a plan object can be reused)."""
+        that uses this plan draws the same sequence (a plan object can be reused).
+
+        ``place`` names where the rules are applied when a runtime applies them in several
+        places (each routine actor on Ray): each place draws a sequence of its own."""
         fresh = []
+        suffix = f":{place}" if place else ""
         for rule in self.rules:
             copy = replace(rule)
-            copy.rng = random.Random(f"{self.seed}:{rule.index}:{rule.kind}")
+            copy.rng = random.Random(f"{self.seed}:{rule.index}:{rule.kind}{suffix}")
             fresh.append(copy)
         return fresh
 
@@ -237,10 +242,35 @@ class FaultedWorker(Protocol):
     ) -> None: ...
 
 
-class FaultInjector:
-    """Applies a plan inside one runtime and keeps its log (internal)."""
+class FaultServices(Protocol):
+    """What an injector needs where it runs: a runtime's services on threads, a routine
+    actor's on Ray."""
 
-    def __init__(self, plan: FaultPlan, services: WorkerServices) -> None:
+    @property
+    def now(self) -> float:
+        """Seconds since the runtime started."""
+        ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def timers(self) -> Any: ...
+
+    def job_record(self, job_id: str) -> JobRecord | None:
+        """The record of a job this process keeps (None if it keeps none)."""
+        ...
+
+    def message_lost(self, job_id: str, seconds: float) -> None:
+        """A message of the job was lost: unless it has a timeout, it ends by one."""
+        ...
+
+
+class FaultInjector:
+    """Applies a plan inside one runtime (or one Ray routine actor) and keeps its log
+    (internal)."""
+
+    def __init__(self, plan: FaultPlan, services: FaultServices, place: str = "") -> None:
         self.plan = plan
         self.services = services
         self._lock = threading.RLock()
@@ -248,13 +278,24 @@ class FaultInjector:
         self._ordinals: dict[tuple[str, str], int] = {}
         self._activations: dict[tuple[str, str, str], int] = {}
         self._held: dict[tuple[int, str, str], _Group] = {}
-        rules = plan.fresh_rules()
+        rules = plan.fresh_rules(place)
         self.message_rules = [r for r in rules if r.kind not in ("raise", "crash")]
         self.logic_rules = [r for r in rules if r.kind in ("raise", "crash")]
 
     def log(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(entry) for entry in self._log]
+
+    def take_log(self) -> list[dict[str, Any]]:
+        """The entries logged since the last call (a Ray routine actor sends them on)."""
+        with self._lock:
+            entries, self._log = self._log, []
+            return entries
+
+    def extend_log(self, entries: list[dict[str, Any]]) -> None:
+        """Add entries logged elsewhere (by the routine actors of a Ray runtime)."""
+        with self._lock:
+            self._log.extend(entries)
 
     def _record(self, rule: FaultRule, job_id: str | None, **where: Any) -> None:
         entry = {"rule": rule.name, "fault": rule.kind, "job_id": job_id, **where}
@@ -265,7 +306,7 @@ class FaultInjector:
     def _job_of(self, envelope: Envelope) -> JobContext:
         if envelope.blob is not None:  # strict mode: link the copy back to the job's record
             job: JobContext = cloudpickle.loads(envelope.blob)
-            record = self.services.book.record(job.job_id)
+            record = self.services.job_record(job.job_id)
             return job if record is None else with_record(job, record)
         view = envelope.job
         assert view is not None  # an envelope is sealed (blob) or carries its job
@@ -390,15 +431,9 @@ class FaultInjector:
 
     def _lose(self, rule: FaultRule, passage: _Passage) -> None:
         job_id = passage.job_id()
-        record = self.services.book.record(job_id)
         self._record(rule, job_id, **passage.where)
         passage.worker.dead_letter(job_id, passage.target, passage.slot, f"lost ({rule.kind})")
-        if (
-            record is not None
-            and not record.finished
-            and not getattr(record, "timeout_armed", False)
-        ):
-            self.services.arm_timeout(record, self.plan.lost_message_timeout)
+        self.services.message_lost(job_id, self.plan.lost_message_timeout)
 
     def _hold(
         self, rule: FaultRule, passage: _Passage, envelope: Envelope, start: int, ready: _Ready

@@ -256,8 +256,8 @@ class Runtime:
             raise TypeError(f"faults must be a FaultPlan, got {type(faults).__name__}")
         if backend not in ("threads", "ray"):
             raise ConfigurationError(f"unknown backend {backend!r} (choose 'threads' or 'ray')")
-        if backend == "ray" and (self.deterministic or faults is not None):
-            raise ConfigurationError("deterministic runs and fault plans need the thread backend")
+        if backend == "ray" and self.deterministic:
+            raise ConfigurationError("deterministic runs need the thread backend")
         if backend != "ray" and ray_address is not None:
             raise ConfigurationError("ray_address= only applies to backend='ray'")
         self.faults = faults
@@ -514,7 +514,7 @@ class Runtime:
             timeout = worker.flow.job_timeout
         if timeout is not None:
             self._arm_timeout(record, timeout)
-        if self._injector is not None:
+        if self._injector is not None and self.backend != "ray":  # Ray's actors apply it
             self._injector.send(worker, None, None, routine_id, slot, envelope, mailbox.put)
         else:
             mailbox.put(envelope)

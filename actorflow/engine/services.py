@@ -42,6 +42,21 @@ class WorkerServices:
         """Seconds since the runtime started (virtual time in deterministic mode)."""
         return self.clock.monotonic() - self.started_at
 
+    def job_record(self, job_id: str) -> JobRecord | None:
+        """The record of a job of this runtime (None once it is no longer retained)."""
+        return self.book.record(job_id)
+
+    def message_lost(self, job_id: str, seconds: float) -> None:
+        """A fault lost a message of the job: unless it ended or has a timeout, it fails
+        after ``seconds`` (its accounting waits for a message that never comes)."""
+        record = self.book.record(job_id)
+        if (
+            record is not None
+            and not record.finished
+            and not getattr(record, "timeout_armed", False)  # set when a timeout is armed
+        ):
+            self.arm_timeout(record, seconds)
+
     def arm_timeout(self, record: JobRecord, seconds: float) -> None:
         """Fail ``record``'s job with ``JobTimeoutError`` if it has not ended in ``seconds``."""
         record.timeout_armed = True

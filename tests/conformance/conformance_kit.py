@@ -74,7 +74,7 @@ REFUSED: dict[str, frozenset[str]] = {
     "threads": frozenset(),
     "threads-strict": frozenset(),
     "deterministic": frozenset(),
-    "ray": frozenset({"deterministic", "faults", "store_object"}),
+    "ray": frozenset({"deterministic", "store_object"}),
 }
 """Features a backend refuses by design, each with ``ConfigurationError`` (docs/ray.md)."""
 

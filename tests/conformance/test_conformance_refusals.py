@@ -7,26 +7,7 @@ from typing import Any
 import pytest
 from conformance_kit import Backend, make_routine, register
 
-from actorflow import ConfigurationError, JobStatus
-from actorflow.faults import FaultPlan
-
-
-def test_a_fault_plan_is_applied_or_refused(backend: Backend) -> None:
-    register("charge", {"charge": make_routine(lambda sd, m, ws: None)})
-    plan = FaultPlan(seed=1).raise_in("charge", ConnectionError("card network down"), on_message=1)
-    if backend.refuses("faults"):
-        with pytest.raises(ConfigurationError, match="fault plans need the thread backend"):
-            backend.runtime(faults=plan)
-        return
-    with backend.runtime(faults=plan) as runtime:
-        jobs = [runtime.post("charge", "charge", "in", n)[1] for n in range(2)]
-        assert runtime.wait_until_all_jobs_finished(backend.wait)
-        log = runtime.fault_log()
-    assert [(job.status, job.error) for job in jobs] == [
-        (JobStatus.FAILED, "ConnectionError: card network down"),
-        (JobStatus.COMPLETED, None),
-    ]
-    assert [(entry["fault"], entry["routine"]) for entry in log] == [("raise", "charge")]
+from actorflow import ConfigurationError
 
 
 def test_deterministic_mode_is_available_or_refused(backend: Backend) -> None:

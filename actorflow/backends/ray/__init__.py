@@ -35,9 +35,11 @@ supervisor runs the same code, and renews the lease on a timer thread of its own
 Activation policies run inside the routine's actor, with its own timers (batch timeouts,
 intervals) and a flush before shutdown, as on threads.
 
+A fault plan is applied by each routine actor, to the messages it receives and to its
+activations (``_faults``); the driver gathers the fault log.
+
 Differences from the thread backend (each refused with a clear error where it applies): no
-fault plans, deterministic mode or probes, and back-pressure applies only through Ray's own
-queues.
+deterministic mode or probes, and back-pressure applies only through Ray's own queues.
 """
 
 from actorflow.backends.ray._driver import RayBackend, RayWorker

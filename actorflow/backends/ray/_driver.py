@@ -172,6 +172,9 @@ class RayWorker:
             raise
         # kept referenced for the worker's life, so a restarted actor can rebuild itself
         self._flow_ref = blob = ray.put(cloudpickle.dumps(self.flow))
+        injector = services.injector
+        faults = None if injector is None else cloudpickle.dumps(injector.plan)
+        epoch = time.time() - services.now  # when the runtime started, on the wall clock
         for routine_id in self.order:
             routine = self.flow.get_routine(routine_id)
             self.actors[routine_id] = [
@@ -184,6 +187,8 @@ class RayWorker:
                     self.backend.ledger,
                     self.grants,
                     self.overflow,
+                    faults,
+                    epoch,
                 )
                 # an async routine: one actor, its concurrency is tasks on that actor's loop
                 for index in range(1 if routine.is_async else routine.concurrency)
@@ -568,6 +573,13 @@ class RayBackend:
             record = self.record(job_id) if job_id is not None else None
             worker_id = "" if record is None else record.worker_id
             self.dead_letter(job_id, worker_id, routine_id, slot, reason)
+        elif kind == "faults":
+            injector = self.services.injector
+            if injector is not None:
+                injector.extend_log(report[1])
+        elif kind == "lost":
+            _, job_id, seconds = report
+            self.services.message_lost(job_id, seconds)
         elif kind == "crash":
             _, worker_id, routine_id, index, job_ids, error, tb = report
             worker = self._workers.get(worker_id)

@@ -35,6 +35,7 @@ import cloudpickle
 from loguru import logger
 
 from actorflow._clock import SystemClock
+from actorflow.backends.ray._faults import ActorFaultServices, actor_injector
 from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._record import RemoteJob, RemoteRecord, new_remote_record
 from actorflow.backends.ray._wire import JobHeader, Wire, pack, unpack
@@ -43,6 +44,7 @@ from actorflow.engine.loop_host import LoopThread
 from actorflow.engine.routine_cell import FLUSH, JoinCheck, RoutineCell
 from actorflow.engine.timers import TimerService
 from actorflow.errors import ConfigurationError, SerializationError
+from actorflow.faults import FaultInjector
 from actorflow.flow import Flow, StateGrant
 from actorflow.job import (
     CURRENT_ACTIVATION,
@@ -115,7 +117,7 @@ class RayCellCore:
         self.clock = SystemClock()
         self.timers = TimerService(self.clock, name="actorflow-ray-timers")
         self.strict = False  # payloads arrive unpickled; the host pickles what it sends
-        self.injector = None
+        self.injector: FaultInjector | None = None  # set by the host when a plan applies
         self.tracing = None
         self.probes: dict[tuple[str, str], list[Any]] = {}
         self.bounds = {rid: (_none_waiting, limits) for rid, limits in flow.slot_limits().items()}
@@ -188,6 +190,8 @@ class RoutineHost:
         ledger: Any,
         grants: dict[tuple[str, str], StateGrant],
         overflow: str = "raise",
+        faults: bytes | None = None,
+        epoch: float = 0.0,
     ) -> None:
         flow: Flow = cloudpickle.loads(flow_blob)
         self.routine_id = routine_id
@@ -202,6 +206,15 @@ class RoutineHost:
         self.waiting: deque[Any] = deque()  # messages for an async cell with no room yet
         self._quiet = threading.Event()  # set when an async cell has no task left (at stop)
         self.core = RayCellCore(self, flow, worker_id, supervisor, grants, overflow)
+        self.late_reports: deque[tuple[Any, ...]] = deque()  # reported from a timer's thread
+        self._thread: int | None = None
+        # a fault plan: applied to each message received, and to each activation
+        self.faults: FaultInjector | None = None
+        self._event_of: dict[int, str] = {}  # id(envelope sent) -> its event, with a plan
+        if faults is not None:
+            services = ActorFaultServices(epoch, self.core.clock, self.core.timers, self.report)
+            self.faults = actor_injector(faults, services, worker_id, routine_id, index)
+            self.core.injector = self.faults
         self.cell = self._new_cell()
         self.restart_requested = False  # read by the cell's plain loop (threads use it)
         self.crashed = False  # waiting for the supervisor's decision; wires wait in pending
@@ -218,7 +231,6 @@ class RoutineHost:
         self._written: dict[int, RemoteRecord] = {}  # records written to, not reported
         self._turn = itertools.count()
         self._me: Any = None
-        self._thread: int | None = None
         self._log = logger.bind(worker=worker_id, routine=routine_id)
         self._on_cell_thread(self._start)
 
@@ -262,9 +274,8 @@ class RoutineHost:
         self.targets = {
             target: actors for targets in routes.values() for target, _, actors in targets
         }
-        send = self._send
         self.cell_routes = {
-            event: [(target, slot, send) for target, slot, _ in targets]
+            event: [(target, slot, self._sender(event)) for target, slot, _ in targets]
             for event, targets in routes.items()
         }
         self.cell.set_routes(self.cell_routes)
@@ -289,13 +300,29 @@ class RoutineHost:
             self._flush()
 
     def _take(self, wires: list[Wire]) -> None:
+        faults = self.faults
         for wire in wires:
             if self.crashed:
                 self.pending.append(wire)
                 continue
             envelope = self._open(wire)
-            if envelope is not None:
+            if envelope is None:
+                continue
+            if faults is not None and faults.message_rules:
+                faults.send(
+                    self.core, wire.source, wire.event, self.routine_id, wire.slot, envelope,
+                    self._arrived,
+                )  # fmt: skip
+            else:
                 self._run(envelope)
+
+    def _arrived(self, envelope: Envelope) -> None:
+        """A message the fault plan let through: now, or later from a timer's thread (a
+        delay, a reorder's hold), when it waits in the local queue and wakes the actor."""
+        if threading.get_ident() == self._thread:
+            self._run(envelope)
+        else:
+            self._send_self(envelope)
 
     def _open(self, wire: Wire) -> Envelope | None:
         envelope_id = wire.envelope_id
@@ -522,7 +549,14 @@ class RoutineHost:
 
     # -- what records tell their host -----------------------------------------------------
     def report(self, entry: tuple[Any, ...]) -> None:
-        self.reports.append(entry)
+        """Send ``entry`` to the driver with this call's reports; from another thread (a
+        timer's), with the reports of the call it wakes the actor for."""
+        if threading.get_ident() == self._thread:
+            self.reports.append(entry)
+        else:
+            self.late_reports.append(entry)
+            if self._me is not None:
+                self._me.wake.remote()
 
     def touched(self, record: RemoteRecord) -> None:
         self._written[id(record)] = record
@@ -545,7 +579,8 @@ class RoutineHost:
             try:
                 wire = pack(
                     f"{record.envelope_id}.{index}", share, child.slot, child.payload,
-                    child.data or {}, header, child.depth,
+                    child.data or {}, header, child.depth, self.routine_id,
+                    self._event_of.pop(id(child), None),
                 )  # fmt: skip
             except SerializationError as exc:
                 record.fail(
@@ -578,6 +613,18 @@ class RoutineHost:
         assert isinstance(record, RemoteRecord)
         record.send(envelope)
 
+    def _sender(self, event: str) -> Callable[[Envelope], None]:
+        """How the cell sends on ``event``: with a fault plan, the wire names the event."""
+        if self.faults is None:
+            return self._send
+        event_of, send = self._event_of, self._send
+
+        def send_on_event(envelope: Envelope) -> None:
+            event_of[id(envelope)] = event
+            send(envelope)
+
+        return send_on_event
+
     # -- around every call ---------------------------------------------------------------
     def _enter(self) -> None:
         self._thread = threading.get_ident()
@@ -593,6 +640,12 @@ class RoutineHost:
                 record.partials += 1
                 self._report_record(record, f"{record.envelope_id}~{record.partials}", Fraction(0))
         self._written.clear()
+        while self.late_reports:
+            self.reports.append(self.late_reports.popleft())
+        if self.faults is not None:
+            entries = self.faults.take_log()
+            if entries:
+                self.reports.append(("faults", entries))
         if self.reports:
             reports, self.reports = self.reports, []
             self.ledger.report.remote(reports)

@@ -2,9 +2,10 @@
 
 A wire carries what an :class:`~actorflow.engine.envelope.Envelope` carries, in a form that crosses
 a process boundary: the payload and the job data the sender saw (one cloudpickle blob, so data
-that cannot cross fails where it is sent), the job's header, the depth, and two things only
-Ray needs: an id derived from the job and the message's path (a message delivered again after
-a restart has the id of its first delivery) and the message's *weight* (see ``_record``).
+that cannot cross fails where it is sent), the job's header, the depth, where it comes from
+(the routine and event fault rules match on), and two things only Ray needs: an id derived
+from the job and the message's path (a message delivered again after a restart has the id of
+its first delivery) and the message's *weight* (see ``_record``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Wire(NamedTuple):
     blob: bytes  # cloudpickle of (payload, job data as the sender saw it)
     header: JobHeader
     depth: int
+    source: str | None = None  # the routine that sent it (None: a post)
+    event: str | None = None  # the event it was emitted on (None: a post)
 
 
 def pack(
@@ -47,6 +50,8 @@ def pack(
     data: dict[Any, Any],
     header: JobHeader,
     depth: int,
+    source: str | None = None,
+    event: str | None = None,
 ) -> Wire:
     """A wire for one message; ``SerializationError`` if its payload or data cannot cross."""
     try:
@@ -56,7 +61,9 @@ def pack(
             f"the message for slot {slot!r} cannot cross a process boundary "
             f"({type(exc).__name__}: {exc})"
         ) from exc
-    return Wire(envelope_id, weight.numerator, weight.denominator, slot, blob, header, depth)
+    return Wire(
+        envelope_id, weight.numerator, weight.denominator, slot, blob, header, depth, source, event
+    )
 
 
 def unpack(wire: Wire) -> tuple[Any, dict[Any, Any], Fraction]:
