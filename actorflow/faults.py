@@ -302,6 +302,27 @@ class FaultInjector:
         entry["time"] = round(self.services.now, 6)
         self._log.append(entry)
 
+    def snapshot(self) -> dict[str, Any]:
+        """What a successor needs to go on where this injector stopped: the counts of
+        messages and activations and each rule's random state (a Ray routine actor's process
+        killed by a ``crash`` keeps them for the process Ray starts in its place)."""
+        with self._lock:
+            return {
+                "ordinals": dict(self._ordinals),
+                "activations": dict(self._activations),
+                "random": [rule.rng.getstate() for rule in self.message_rules + self.logic_rules],
+            }
+
+    def resume(self, snapshot: Mapping[str, Any]) -> None:
+        """Go on from a :meth:`snapshot` of the injector this one replaces."""
+        with self._lock:
+            self._ordinals.update(snapshot["ordinals"])
+            self._activations.update(snapshot["activations"])
+            for rule, state in zip(
+                self.message_rules + self.logic_rules, snapshot["random"], strict=True
+            ):
+                rule.rng.setstate(state)
+
     # -- matching ----------------------------------------------------------------------
     def _job_of(self, envelope: Envelope) -> JobContext:
         if envelope.blob is not None:  # strict mode: link the copy back to the job's record
@@ -498,9 +519,11 @@ class FaultInjector:
                     rule, job_id, worker=worker.worker_id, routine=routine_id, ordinal=ordinal
                 )
             if rule.kind == "crash":
-                raise ActorCrash(
+                crash = ActorCrash(
                     f"injected crash of {routine_id!r} on message {ordinal} ({rule.name})"
                 )
+                crash.fault_rule = rule.name  # type: ignore[attr-defined]  # a host may act on it
+                raise crash
             exc = rule.exc
             raise exc() if isinstance(exc, type) else copy.copy(exc)  # one per fault
 

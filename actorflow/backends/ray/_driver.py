@@ -580,6 +580,12 @@ class RayBackend:
         elif kind == "lost":
             _, job_id, seconds = report
             self.services.message_lost(job_id, seconds)
+        elif kind == "killed":  # a crash fault ended a routine actor's process
+            _, worker_id, routine_id, index, seconds = report
+            # what that process held (a batch's data, a retry waiting) went with it: a job
+            # still waiting for such a message ends by a timeout instead of waiting forever
+            for record in self.book.unfinished(worker_id):
+                self.services.message_lost(record.job_id, seconds)
         elif kind == "crash":
             _, worker_id, routine_id, index, job_ids, error, tb = report
             worker = self._workers.get(worker_id)

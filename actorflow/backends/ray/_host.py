@@ -63,6 +63,8 @@ REMEMBERED_JOBS = 100_000  # jobs this actor knows (ended ones among them)
 Routes = dict[str, list[tuple[str, str, list[Any]]]]  # event -> [(target, slot, actors)]
 T = TypeVar("T")
 STOP_TASKS_SECONDS = 10.0  # how long a stopping actor waits for its cancelled tasks to end
+KILL_WAIT_SECONDS = 10.0  # how long a process a crash fault ends waits for what it sent
+CRASH_EXIT_CODE = 70  # the exit status of a process a crash fault ends
 
 
 def call_state(supervisor: Any, op: str, key: Any, arg: Any, extra: Any, op_id: str | None) -> Any:
@@ -197,6 +199,7 @@ class RoutineHost:
         self.routine_id = routine_id
         self.worker_id = worker_id
         self.index = index
+        self._key = (worker_id, routine_id, index)
         self.ledger = ledger
         self.routine = flow.get_routine(routine_id)
         # async logic: the cell runs on this loop, and every call below is run there
@@ -218,6 +221,8 @@ class RoutineHost:
         self.cell = self._new_cell()
         self.restart_requested = False  # read by the cell's plain loop (threads use it)
         self.crashed = False  # waiting for the supervisor's decision; wires wait in pending
+        self._kill_after_call = False  # a crash fault: this process ends once the call is sent
+        self._opened_in_call: list[str] = []  # envelope ids this call opened
         self.pending: list[Wire] = []
         self.local: deque[Any] = deque()  # messages the cell sent itself
         self.jobs: OrderedDict[str, RemoteJob] = OrderedDict()
@@ -243,11 +248,29 @@ class RoutineHost:
 
     def _start(self) -> None:
         self._enter()
+        if self.faults is not None and self._take_over_killed():
+            self._flush()
+            return
         try:
             self.cell.started()
         except BaseException as exc:
             self.crash(exc, None)
         self._flush()
+
+    def _take_over_killed(self) -> bool:
+        """(A fault plan applies.) If a ``crash`` fault killed this actor's previous process,
+        go on where it stopped: skip what it handled of the call Ray delivers again, count on
+        from its counts, and wait crashed (messages pending) for the supervisor's decision,
+        as a crashed actor of the thread backend does."""
+        kept = import_ray().get(self.ledger.take.remote(self._key))
+        if kept is None:
+            return False
+        for envelope_id in kept["seen"]:
+            self._remember(envelope_id)
+        assert self.faults is not None
+        self.faults.resume(kept["faults"])
+        self.crashed = True
+        return True
 
     def _on_cell_thread(self, step: Callable[..., T], *args: Any) -> T:
         """Run ``step`` where the cell runs: here, or on the loop of an async routine (the
@@ -328,15 +351,19 @@ class RoutineHost:
         envelope_id = wire.envelope_id
         if envelope_id in self.seen:
             return None  # delivered again after a restart: already handled
-        self.seen.add(envelope_id)
-        self.seen_order.append(envelope_id)
-        if len(self.seen_order) > REMEMBERED_ENVELOPES:
-            self.seen.discard(self.seen_order.popleft())
+        self._remember(envelope_id)
+        self._opened_in_call.append(envelope_id)
         payload, data, weight = unpack(wire)
         with self._jobs_lock:
             job = self._job(wire.header)
         record = new_remote_record(self, job, envelope_id, weight, self.core.clock)
         return new_envelope(self.routine_id, wire.slot, payload, record, data, wire.depth)
+
+    def _remember(self, envelope_id: str) -> None:
+        self.seen.add(envelope_id)
+        self.seen_order.append(envelope_id)
+        if len(self.seen_order) > REMEMBERED_ENVELOPES:
+            self.seen.discard(self.seen_order.popleft())
 
     def _job(self, header: JobHeader) -> RemoteJob:
         """The actor's view of a job (callers hold ``_jobs_lock``)."""
@@ -469,6 +496,11 @@ class RoutineHost:
         trace = "".join(traceback.format_exception(exc))
         job_ids = [record.job_id for record in records]
         self.report(("crash", self.worker_id, self.routine_id, self.index, job_ids, text, trace))
+        if self.faults is not None and getattr(exc, "fault_rule", None) is not None:
+            # a crash fault kills this process for real once the call's reports are sent
+            self._kill_after_call = True
+            seconds = self.faults.plan.lost_message_timeout
+            self.report(("killed", self.worker_id, self.routine_id, self.index, seconds))
 
     def restart(self, healthy: bool) -> None:
         """Start a successor cell that takes over the queued data (the supervisor decided):
@@ -628,6 +660,7 @@ class RoutineHost:
     # -- around every call ---------------------------------------------------------------
     def _enter(self) -> None:
         self._thread = threading.get_ident()
+        self._opened_in_call = []
         if self._me is None:
             self._me = import_ray().get_runtime_context().current_actor
         CURRENT_ACTIVATION.set(self.cell)
@@ -646,10 +679,28 @@ class RoutineHost:
             entries = self.faults.take_log()
             if entries:
                 self.reports.append(("faults", entries))
+        sent: list[Any] = []
         if self.reports:
             reports, self.reports = self.reports, []
-            self.ledger.report.remote(reports)
+            sent.append(self.ledger.report.remote(reports))
         if self.outgoing:
             outgoing, self.outgoing = self.outgoing, {}
             for actor, wires in outgoing.values():
-                actor.deliver.remote(wires)
+                sent.append(actor.deliver.remote(wires))
+        if self._kill_after_call:
+            self._die(sent)
+
+    def _die(self, sent: list[Any]) -> None:
+        """End this process (a ``crash`` fault), as a crashing process would, once what this
+        call sent has arrived: Ray starts a new one and delivers the unfinished call again,
+        and the new process learns from the ledger what this one handled of it."""
+        assert self.faults is not None
+        ray = import_ray()
+        kept = {"seen": self._opened_in_call, "faults": self.faults.snapshot()}
+        try:
+            ray.get(self.ledger.keep.remote(self._key, kept), timeout=KILL_WAIT_SECONDS)
+            ray.wait(sent, num_returns=len(sent), timeout=KILL_WAIT_SECONDS)
+        except Exception:
+            self._log.exception("a crash fault could not hand over; the process ends anyway")
+        self._log.warning("a crash fault ends the process of routine actor {}", self.routine_id)
+        os._exit(CRASH_EXIT_CODE)

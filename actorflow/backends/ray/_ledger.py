@@ -11,11 +11,13 @@ __all__ = ["Ledger"]
 
 class Ledger:
     """Collects routine reports until the driver drains them; keeps each worker's wiring
-    for routine actors whose process restarted."""
+    for routine actors whose process restarted, and what an actor that kills its own process
+    (a ``crash`` fault) hands to the process Ray starts in its place."""
 
     def __init__(self) -> None:
         self.items: list[tuple[Any, ...]] = []
         self.routes: dict[str, dict[str, Any]] = {}
+        self.kept: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.ready = asyncio.Event()
         self.closed = False
 
@@ -25,6 +27,14 @@ class Ledger:
 
     async def routes_of(self, worker_id: str, routine_id: str) -> Any:
         return self.routes.get(worker_id, {}).get(routine_id, {})
+
+    async def keep(self, key: tuple[str, str, int], state: dict[str, Any]) -> None:
+        """Keep what a routine actor about to kill its own process hands to its successor."""
+        self.kept[key] = state
+
+    async def take(self, key: tuple[str, str, int]) -> dict[str, Any] | None:
+        """What the predecessor of a routine actor kept for it (once), or None."""
+        return self.kept.pop(key, None)
 
     async def report(self, reports: list[tuple[Any, ...]]) -> None:
         self.items.extend(reports)
