@@ -743,6 +743,17 @@ class Runtime:
             timer_callback_errors=self._timers.callback_errors,
         )
 
+    def placement(self) -> dict[str, dict[str, list[str]]]:
+        """Where the routine actors run on Ray: per worker and routine, the id of the Ray
+        node of each actor (as it said when it started, or when Ray restarted it elsewhere).
+        Empty lists on the thread backend. Unlike :meth:`metrics`, this asks no actor."""
+        return {
+            worker_id: {
+                routine_id: worker.placement(routine_id) for routine_id in worker.flow.routines
+            }
+            for worker_id, worker in list(self._workers.items())
+        }
+
     def serve_monitor(
         self, port: int = 0, host: str = "127.0.0.1", token: str | None = None
     ) -> WebServer:

@@ -427,3 +427,49 @@ def test_bad_fault_plan_durations_and_ordinals_are_refused_naming_the_argument()
         ConfigurationError, match=r"^raise_in: on_message must be an int >= 1, got 0$"
     ):
         FaultPlan().raise_in("b", ValueError, on_message=0)
+
+
+def test_each_place_of_a_plan_draws_its_own_sequence_and_the_same_place_the_same() -> None:
+    """On Ray each routine actor applies the plan with random draws of its own (the place
+    names it): two places draw differently, the same place the same, and no place keeps the
+    draws of a runtime without places."""
+    plan = FaultPlan(seed=5).drop(p=0.5)
+
+    def draws(place: str) -> list[float]:
+        (rule,) = plan.fresh_rules(place)
+        return [rule.rng.random() for _ in range(8)]
+
+    assert draws("w/a/0") == draws("w/a/0")
+    assert draws("w/a/0") != draws("w/b/0")
+    assert draws("") != draws("w/a/0")
+
+
+def test_an_injector_resumed_from_a_snapshot_goes_on_where_the_other_stopped() -> None:
+    """What a Ray routine actor killed by a crash fault hands to its successor: the counts
+    and each rule's random state, so the successor draws what the first would have drawn."""
+    from actorflow.faults import FaultInjector
+
+    class Services:
+        now = 0.0
+        clock = None
+        timers = None
+
+        def job_record(self, job_id: str) -> None:
+            return None
+
+        def message_lost(self, job_id: str, seconds: float) -> None:
+            pass
+
+    plan = FaultPlan(seed=9).drop(p=0.5).raise_in("r", ValueError("x"), p=0.5)
+    first = FaultInjector(plan, Services(), place="w/r/0")
+    for rule in first.message_rules + first.logic_rules:
+        rule.rng.random()
+    first._ordinals[("w", "r")] = 7
+    first._activations[("logic", "w", "r")] = 3
+    successor = FaultInjector(plan, Services(), place="w/r/0")
+    successor.resume(first.snapshot())
+    assert successor.snapshot()["ordinals"] == {("w", "r"): 7}
+    assert successor.snapshot()["activations"] == {("logic", "w", "r"): 3}
+    expected = [rule.rng.random() for rule in first.message_rules + first.logic_rules]
+    got = [rule.rng.random() for rule in successor.message_rules + successor.logic_rules]
+    assert got == expected

@@ -80,6 +80,9 @@ class BackendWorker(Protocol):
     def state_call(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
         """One WorkerState operation, applied by the state owner."""
 
+    def placement(self, routine_id: str) -> list[str]:
+        """The ids of the Ray nodes the routine's actors run on (none off Ray)."""
+
     def routine_metrics(self) -> dict[str, Any]:
         """Each routine's counters and handling-time histogram
         (:func:`actorflow.engine.metrics.routine_report` of its actors)."""

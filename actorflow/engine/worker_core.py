@@ -256,6 +256,10 @@ class WorkerCore:
         self.status = "failed" if failed else "stopped"
         self._log.debug("worker {} {}", self.worker_id, self.status)
 
+    def placement(self, routine_id: str) -> list[str]:
+        """No Ray node: every actor of this worker is a thread of this process."""
+        return []
+
     def routine_metrics(self) -> dict[str, Any]:
         """Counters of each routine, summed over its actors (see ``Runtime.metrics``)."""
         with self._hosts_lock:

@@ -50,18 +50,30 @@ __all__ = ["RayBackend", "RayWorker"]
 
 CONTROL_GROUP = "control"  # a routine actor's second thread: jobs ended while it is busy
 REMEMBERED_ENDED_JOBS = 10_000  # ended jobs whose applied report ids are kept
+LOST_AFTER_RESTART_SECONDS = 30.0  # see RayBackend._actor_restarted
+REPLAY_AFTER_SECONDS = 2.0  # see RayBackend._actor_restarted
 STOP_SECONDS = 10.0  # how long stopping a worker waits for its actors before killing them
 
 
 def _remote_classes(ray: Any) -> tuple[Any, Any, Any]:
     """The actor classes as Ray actors: routine hosts and state actors restart with their
-    process (Ray delivers the unfinished calls again); one ledger."""
+    process (Ray delivers the unfinished calls again); one ledger. The ledger and the state
+    actors need no CPU of their own, so they fit on a driver's node that has none to offer."""
     return (
         ray.remote(max_restarts=-1, max_task_retries=-1, concurrency_groups={CONTROL_GROUP: 1})(
             RoutineHost
         ),
-        ray.remote(max_restarts=-1, max_task_retries=-1)(StateActor),
-        ray.remote(Ledger),
+        ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(StateActor),
+        ray.remote(num_cpus=0)(Ledger),
+    )
+
+
+def _driver_node(ray: Any) -> Any:
+    """A scheduling strategy that keeps an actor on the driver's node (and only there)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+    return NodeAffinitySchedulingStrategy(
+        node_id=ray.get_runtime_context().get_node_id(), soft=False
     )
 
 
@@ -130,6 +142,7 @@ class RayWorker:
         self.mailboxes = {rid: _RaySender(backend, self, rid) for rid in routines}
         self.post_targets = post_targets(self.mailboxes, self.max_queue)
         self.actors: dict[str, list[Any]] = {}
+        self.nodes: dict[str, list[str]] = {}  # routine id -> the Ray node of each of its actors
         self.supervisor: Any = None
         self.handle = WorkerState(self)
         self.intensity = RestartIntensity(flow.supervision, self.order)
@@ -153,7 +166,7 @@ class RayWorker:
             raise ConfigurationError("restore=True needs a worker_id and a state_store")
         ray = self.backend.ray
         routine_cls, state_cls, _ = self.backend.classes
-        self.supervisor = state_cls.remote(
+        self.supervisor = state_cls.options(scheduling_strategy=self.backend.home).remote(
             self.worker_id,
             services.state_serializer.name,
             None if factory is None else cloudpickle.dumps(factory),
@@ -178,7 +191,7 @@ class RayWorker:
         for routine_id in self.order:
             routine = self.flow.get_routine(routine_id)
             self.actors[routine_id] = [
-                routine_cls.remote(
+                routine_cls.options(scheduling_strategy="SPREAD").remote(
                     blob,
                     routine_id,
                     self.worker_id,
@@ -198,12 +211,26 @@ class RayWorker:
             routes_by_source.setdefault(source, {})[event] = [
                 (target, slot, self.actors[target]) for target, slot in targets
             ]
-        calls = [self.backend.ledger.wire.remote(self.worker_id, routes_by_source)]
-        for routine_id, actors in self.actors.items():
-            for actor in actors:
-                calls.append(actor.connect.remote(routes_by_source.get(routine_id, {})))
-        ray.get(calls)  # every actor is up and wired before the first post
+        ray.get(self.backend.ledger.wire.remote(self.worker_id, routes_by_source))
+        connected = {
+            routine_id: [
+                actor.connect.remote(routes_by_source.get(routine_id, {})) for actor in actors
+            ]
+            for routine_id, actors in self.actors.items()
+        }
+        # every actor is up and wired before the first post; each says where it runs
+        self.nodes = {routine_id: ray.get(calls) for routine_id, calls in connected.items()}
         self.status = "running"
+
+    def placement(self, routine_id: str) -> list[str]:
+        """The ids of the Ray nodes ``routine_id``'s actors run on (as each last said)."""
+        return list(self.nodes.get(routine_id, ()))
+
+    def moved(self, routine_id: str, index: int, node_id: str) -> None:
+        """Ray restarted an actor of the routine, on ``node_id``."""
+        nodes = self.nodes.get(routine_id)
+        if nodes is not None and index < len(nodes):
+            nodes[index] = node_id
 
     def pick(self, routine_id: str) -> Any:
         actors = self.actors[routine_id]
@@ -356,7 +383,7 @@ class RayWorker:
                 cells = ray.get([actor.metrics.remote() for actor in actors], timeout=30)
             except Exception:  # stopped actors: no counters left to read
                 cells = []
-            result[routine_id] = routine_report(cells, 0)
+            result[routine_id] = {**routine_report(cells, 0), "nodes": self.placement(routine_id)}
         return result
 
     def dead_letter(
@@ -391,7 +418,11 @@ class RayBackend:
             else:
                 ray.init(address=address, log_to_driver=False)
         self.classes = _remote_classes(ray)
-        self.ledger = self.classes[2].remote()
+        # The ledger and every worker's state owner live on the driver's node: losing another
+        # node must not lose an acknowledged state change (a state owner restarted elsewhere
+        # would start empty) nor the reports in flight. Routine actors go where Ray puts them.
+        self.home = _driver_node(ray)
+        self.ledger = self.classes[2].options(scheduling_strategy=self.home).remote()
         self.timers = TimerService(SystemClock(), name="actorflow-ray-restarts")
         self.outbound: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.weights: dict[str, tuple[Fraction, set[str]]] = {}
@@ -403,6 +434,9 @@ class RayBackend:
         # job id -> envelope id -> (weight, actor): weight waiting in a join of that actor
         self.parked: dict[str, dict[str, tuple[Fraction, Any]]] = {}
         self.ended_reports: OrderedDict[str, set[str]] = OrderedDict()  # see _ended_reports
+        # job id -> (worker, routine id, its first wire), while the job runs: sent again as a
+        # replay when a routine actor's process died (see _actor_restarted)
+        self.first_wires: dict[str, tuple[RayWorker, str, Wire]] = {}
         self._workers: dict[str, RayWorker] = {}
         self.book.on_early_end = self._ended_early
         self._sender = threading.Thread(
@@ -437,6 +471,7 @@ class RayBackend:
         self.book.dead_letter(job_id, worker_id, routine_id, slot, reason)
 
     def _ended_early(self, record: JobRecord) -> None:
+        self.first_wires.pop(record.job_id, None)
         worker = self._workers.get(record.worker_id)
         if worker is not None:
             self.forget(worker, record.job_id, record.status.value)
@@ -485,9 +520,15 @@ class RayBackend:
                     for actor in actors:
                         forgets.setdefault(id(actor), (actor, []))[1].append((job_id, status))
                     continue
+                if entry[0] == "replay":
+                    _, worker, routine_id, wire = entry
+                    actor = worker.pick(routine_id)
+                    grouped.setdefault(id(actor), (actor, []))[1].append(wire)
+                    continue
                 worker, routine_id, envelope = entry
                 wire = self._wire(envelope)
                 if wire is not None:
+                    self._keep_first(worker, routine_id, wire)
                     actor = worker.pick(routine_id)
                     grouped.setdefault(id(actor), (actor, []))[1].append(wire)
             # the ends first: a job ended before anything later in this batch was posted, and a
@@ -533,6 +574,36 @@ class RayBackend:
             if live is not None:
                 live.fail(exc, None)
             return None
+
+    def _keep_first(self, worker: RayWorker, routine_id: str, wire: Wire) -> None:
+        """Keep a job's first message while the job runs, to replay it."""
+        job_id = wire.header.job_id
+        self.first_wires[job_id] = (worker, routine_id, wire)
+        record = self.record(job_id)
+        if record is None or record.finished:  # it ended before it was sent
+            self.first_wires.pop(job_id, None)
+
+    def _replay(self, worker_id: str, job_ids: list[str]) -> None:
+        """Send the first message of each job still unfinished again, as a replay: every
+        routine actor handles a replay even if it saw the message, and the messages a replay
+        causes are replays too, with the ids of the first time. So what a dead process took
+        with it is made again, and what was not lost is counted once: the driver takes a
+        report of an id once, and a state operation of an id is applied once."""
+        replays = []
+        for job_id in job_ids:
+            record = self.record(job_id)
+            kept = self.first_wires.get(job_id)
+            if record is None or record.finished or kept is None:
+                continue
+            worker, routine_id, wire = kept
+            replays.append(("replay", worker, routine_id, wire._replace(replay=True)))
+        if replays:
+            logger.warning(
+                f"worker {worker_id!r}: replaying {len(replays)} unfinished job(s) after a routine "
+                "actor's process died"
+            )
+        for replay in replays:
+            self.outbound.put(replay)
 
     def forget(self, worker: RayWorker, job_id: str, status: str) -> None:
         """A job ended early (failed, cancelled, timed out): its later messages are skipped,
@@ -580,17 +651,41 @@ class RayBackend:
         elif kind == "lost":
             _, job_id, seconds = report
             self.services.message_lost(job_id, seconds)
-        elif kind == "killed":  # a crash fault ended a routine actor's process
-            _, worker_id, routine_id, index, seconds = report
-            # what that process held (a batch's data, a retry waiting) went with it: a job
-            # still waiting for such a message ends by a timeout instead of waiting forever
-            for record in self.book.unfinished(worker_id):
-                self.services.message_lost(record.job_id, seconds)
+        elif kind == "restarted":
+            _, worker_id, routine_id, index, node_id = report
+            worker = self._workers.get(worker_id)
+            if worker is not None:
+                worker.moved(routine_id, index, node_id)
+            self._actor_restarted(worker_id, routine_id, index)
         elif kind == "crash":
             _, worker_id, routine_id, index, job_ids, error, tb = report
             worker = self._workers.get(worker_id)
             if worker is not None:
                 worker.crashed(routine_id, index, job_ids, error, tb)
+
+    def _actor_restarted(self, worker_id: str, routine_id: str, index: int) -> None:
+        """A routine actor's process died and Ray started another (its node was lost, it was
+        killed, a crash fault ended it). Ray delivers its unfinished call again, but what the
+        dead process held (a batch's data, a join's, a retry waiting for its backoff) went
+        with it: a job of the worker still waiting then ends by a timeout (the fault plan's
+        ``lost_message_timeout``, else ``LOST_AFTER_RESTART_SECONDS``), unless it has one."""
+        injector = self.services.injector
+        seconds = (
+            LOST_AFTER_RESTART_SECONDS if injector is None else injector.plan.lost_message_timeout
+        )
+        logger.warning(
+            f"routine actor {routine_id}[{index}] of worker {worker_id!r} was restarted by Ray; "
+            f"its unfinished jobs end within {seconds:g} s unless they complete"
+        )
+        unfinished = self.book.unfinished(worker_id)
+        for record in unfinished:
+            self.services.message_lost(record.job_id, seconds)
+        # Ray delivers again what was sent to the dead process; what it had sent on and not
+        # yet delivered is lost. A job still unfinished a moment later is replayed.
+        job_ids = [record.job_id for record in unfinished]
+        self.timers.call_at(
+            time.monotonic() + REPLAY_AFTER_SECONDS, lambda: self._replay(worker_id, job_ids)
+        )
 
     def _first_hop_done(self, job_id: str, report_id: str) -> None:
         """A routine actor finished the message a post sent (id ``<job id>:0``)."""
@@ -671,6 +766,7 @@ class RayBackend:
         if record.finished:
             self._ended_reports(job_id)
             self.parked.pop(job_id, None)
+            self.first_wires.pop(job_id, None)
 
     def _ended_reports(self, job_id: str) -> set[str]:
         """The ids of the reports applied for an ended job (its accounting is done: only the

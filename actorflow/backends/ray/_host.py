@@ -248,9 +248,13 @@ class RoutineHost:
 
     def _start(self) -> None:
         self._enter()
-        if self.faults is not None and self._take_over_killed():
-            self._flush()
-            return
+        if import_ray().get_runtime_context().was_current_actor_reconstructed:
+            # this process replaces one that died (its node was lost, it was killed, a crash
+            # fault ended it): what that one held went with it, which the driver must know
+            self.report(("restarted", self.worker_id, self.routine_id, self.index, self.node()))
+            if self.faults is not None and self._take_over_killed():
+                self._flush()
+                return
         try:
             self.cell.started()
         except BaseException as exc:
@@ -289,9 +293,11 @@ class RoutineHost:
         return done.result()
 
     # -- wiring ------------------------------------------------------------------------
-    def connect(self, routes: Routes) -> None:
-        """Where each event goes: ``event -> [(target, slot, target's actors)]``."""
+    def connect(self, routes: Routes) -> str:
+        """Where each event goes: ``event -> [(target, slot, target's actors)]``. Returns the
+        id of the node this actor runs on."""
         self._on_cell_thread(self._connect, routes)
+        return self.node()
 
     def _connect(self, routes: Routes) -> None:
         self.targets = {
@@ -331,7 +337,7 @@ class RoutineHost:
             envelope = self._open(wire)
             if envelope is None:
                 continue
-            if faults is not None and faults.message_rules:
+            if faults is not None and faults.message_rules and not wire.replay:
                 faults.send(
                     self.core, wire.source, wire.event, self.routine_id, wire.slot, envelope,
                     self._arrived,
@@ -350,13 +356,18 @@ class RoutineHost:
     def _open(self, wire: Wire) -> Envelope | None:
         envelope_id = wire.envelope_id
         if envelope_id in self.seen:
-            return None  # delivered again after a restart: already handled
-        self._remember(envelope_id)
-        self._opened_in_call.append(envelope_id)
+            if not wire.replay:
+                return None  # delivered again after a restart: already handled
+        else:
+            self._remember(envelope_id)
+            self._opened_in_call.append(envelope_id)
         payload, data, weight = unpack(wire)
         with self._jobs_lock:
             job = self._job(wire.header)
+            if job.ended and wire.replay:
+                return None  # a replay of a job that ended meanwhile: nothing to recover
         record = new_remote_record(self, job, envelope_id, weight, self.core.clock)
+        record.replay = wire.replay
         return new_envelope(self.routine_id, wire.slot, payload, record, data, wire.depth)
 
     def _remember(self, envelope_id: str) -> None:
@@ -499,8 +510,6 @@ class RoutineHost:
         if self.faults is not None and getattr(exc, "fault_rule", None) is not None:
             # a crash fault kills this process for real once the call's reports are sent
             self._kill_after_call = True
-            seconds = self.faults.plan.lost_message_timeout
-            self.report(("killed", self.worker_id, self.routine_id, self.index, seconds))
 
     def restart(self, healthy: bool) -> None:
         """Start a successor cell that takes over the queued data (the supervisor decided):
@@ -579,6 +588,11 @@ class RoutineHost:
     def metrics(self) -> dict[str, Any]:
         return self._on_cell_thread(self.cell.metrics)
 
+    def node(self) -> str:
+        """The id of the Ray node this actor runs on."""
+        node_id: str = import_ray().get_runtime_context().get_node_id()
+        return node_id
+
     # -- what records tell their host -----------------------------------------------------
     def report(self, entry: tuple[Any, ...]) -> None:
         """Send ``entry`` to the driver with this call's reports; from another thread (a
@@ -612,7 +626,7 @@ class RoutineHost:
                 wire = pack(
                     f"{record.envelope_id}.{index}", share, child.slot, child.payload,
                     child.data or {}, header, child.depth, self.routine_id,
-                    self._event_of.pop(id(child), None),
+                    self._event_of.pop(id(child), None), record.replay,
                 )  # fmt: skip
             except SerializationError as exc:
                 record.fail(

@@ -91,6 +91,7 @@ class RemoteRecord(JobRecord):
         "job",
         "merges",
         "partials",
+        "replay",
         "trace_out",
         "units",
         "weight",
@@ -109,6 +110,7 @@ class RemoteRecord(JobRecord):
     failure: tuple[str, str] | None  # (error, traceback) when the job failed here
     partials: int  # reports sent for it before it settled
     calls: int  # WorkerState calls made for it (their ordinal makes an idempotent call id)
+    replay: bool  # a message sent again after a process died: so are the messages it causes
 
     @property
     def finished(self) -> bool:
@@ -261,5 +263,6 @@ def new_remote_record(
     record.failure = None
     record.partials = 0
     record.calls = 0
+    record.replay = False
     job.last = record
     return record

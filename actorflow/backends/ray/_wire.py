@@ -40,6 +40,7 @@ class Wire(NamedTuple):
     depth: int
     source: str | None = None  # the routine that sent it (None: a post)
     event: str | None = None  # the event it was emitted on (None: a post)
+    replay: bool = False  # sent again to recover what a dead process took (see _driver)
 
 
 def pack(
@@ -52,6 +53,7 @@ def pack(
     depth: int,
     source: str | None = None,
     event: str | None = None,
+    replay: bool = False,
 ) -> Wire:
     """A wire for one message; ``SerializationError`` if its payload or data cannot cross."""
     try:
@@ -62,8 +64,9 @@ def pack(
             f"({type(exc).__name__}: {exc})"
         ) from exc
     return Wire(
-        envelope_id, weight.numerator, weight.denominator, slot, blob, header, depth, source, event
-    )
+        envelope_id, weight.numerator, weight.denominator, slot, blob, header, depth, source,
+        event, replay,
+    )  # fmt: skip
 
 
 def unpack(wire: Wire) -> tuple[Any, dict[Any, Any], Fraction]:
