@@ -446,7 +446,8 @@ metadata_option = click.option(
 
 
 class _Seconds(click.ParamType[float, Any]):
-    """A duration option: a finite number of seconds > 0, at most ``threading.TIMEOUT_MAX``."""
+    """A duration option: a finite number of seconds > 0, at most ``threading.TIMEOUT_MAX``,
+    written ``2``, ``2.5``, ``2s`` or ``500ms``."""
 
     name = "seconds"
 
@@ -454,10 +455,15 @@ class _Seconds(click.ParamType[float, Any]):
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
         if isinstance(value, str):
+            text, scale = value.strip(), 1.0
+            if text.endswith("ms"):
+                text, scale = text[:-2], 0.001
+            elif text.endswith("s"):
+                text = text[:-1]
             try:
-                value = float(value)
+                value = float(text) * scale
             except ValueError:
-                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+                self.fail(f"{value!r} is not a duration (seconds: 2, 2.5s, 500ms)", param, ctx)
         try:
             return check_seconds("", "S", value, allow_zero=False)
         except (InvalidDurationError, TypeError) as exc:
@@ -605,6 +611,26 @@ def graph(target: str, fmt: str, output: Path | None) -> None:
     "--timeout", type=SECONDS, default=5.0, show_default=True,
     metavar="S", help="job timeout; a job that lost a message fails after S seconds",
 )  # fmt: skip
+@click.option(
+    "--backend", type=click.Choice(["threads", "ray"]), default="threads", show_default=True,
+    help="ray: run on a local multi-node Ray cluster (see --nodes, --kill-node-at)",
+)  # fmt: skip
+@click.option(
+    "--nodes", type=click.IntRange(min=2), default=3, show_default=True,
+    help="(--backend ray) Ray nodes of the local cluster, the driver's among them",
+)  # fmt: skip
+@click.option(
+    "--kill-node-at", type=SECONDS, default=None, metavar="S",
+    help="(--backend ray) remove the node running most routine actors S seconds into the run",
+)  # fmt: skip
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="JOBS/S",
+    help="(--backend ray) post at most this many jobs a second",
+)  # fmt: skip
+@click.option(
+    "--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    metavar="DIR", help="(--backend ray) write report.json and summary.txt into DIR",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_context
 def chaos(
@@ -622,13 +648,32 @@ def chaos(
     seed: int,
     deterministic: bool,
     timeout: float,
+    backend: str,
+    nodes: int,
+    kill_node_at: float | None,
+    rate: float | None,
+    report_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Run TARGET's flow without faults, then under faults, and report both.
 
     The steady state checked before and after is "every job ended" (completed, failed or
     cancelled). Exits with 0 when it held both times, 1 otherwise.
+
+    With --backend ray the experiment runs on a local cluster of --nodes Ray nodes, and
+    --kill-node-at removes a node while the faulty run goes on; the report also says which
+    jobs each fault hit, and shows job outcomes over time with a mark where each fault hit.
     """
+    if backend != "ray":
+        for name, given in (
+            ("--kill-node-at", kill_node_at is not None), ("--rate", rate is not None),
+            ("--report", report_dir is not None),
+            ("--nodes", ctx.get_parameter_source("nodes") is not ParameterSource.DEFAULT),
+        ):  # fmt: skip
+            if given:
+                raise click.UsageError(f"{name} needs --backend ray")
+    elif deterministic:
+        raise click.UsageError("--deterministic needs the thread backend (no --backend ray)")
     flow = load_target(target)
     _check_posts(flow, posts)
     base = None
@@ -645,6 +690,11 @@ def chaos(
     workload = [
         (post.routine, post.slot, post.data, metadata or {}) for post in posts for _ in range(jobs)
     ]
+    if backend == "ray":
+        _chaos_on_ray(
+            ctx, flow, workload, plan, nodes, kill_node_at, rate, timeout, report_dir, as_json
+        )
+        return
     try:
         report = run_experiment(
             flow,
@@ -663,6 +713,51 @@ def chaos(
         _print_report(report)
     held = report["steady_state_before"] and report["steady_state_after"]
     ctx.exit(0 if held else 1)
+
+
+def _chaos_on_ray(
+    ctx: click.Context,
+    flow: Flow,
+    workload: list[tuple[Any, ...]],
+    plan: FaultPlan,
+    nodes: int,
+    kill_node_at: float | None,
+    rate: float | None,
+    timeout: float,
+    report_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """``actorflow chaos --backend ray``: the experiment on a local multi-node cluster."""
+    from actorflow.cluster_experiments import run_cluster_experiment  # noqa: PLC0415
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(phase: str, ended: int, posted: int) -> None:
+            if phase not in tasks:
+                label = "without faults" if phase == "baseline" else "under faults"
+                tasks[phase] = progress.add_task(f"jobs ended, {label}", total=posted)
+            progress.update(tasks[phase], completed=ended)
+
+        try:
+            report = run_cluster_experiment(
+                flow, workload, plan, nodes=nodes, kill_node_at=kill_node_at, post_rate=rate,
+                job_timeout=timeout, on_progress=on_progress,
+            )  # fmt: skip
+        except ActorflowError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if report_dir is not None:
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            (report_dir / "report.json").write_text(report.to_json(), encoding="utf-8")
+            (report_dir / "summary.txt").write_text(report.summary(), encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write the report into {report_dir}: {exc}"
+            ) from None
+        click.echo(f"wrote {report_dir / 'report.json'} and {report_dir / 'summary.txt'}", err=True)
+    click.echo(report.to_json() if as_json else report.summary().rstrip("\n"))
+    ctx.exit(0 if report["steady_state_before"] and report["steady_state_after"] else 1)
 
 
 def _print_report(report: Mapping[str, Any]) -> None:

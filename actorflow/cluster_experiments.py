@@ -45,8 +45,9 @@ from actorflow.testing.ray_cluster import LocalRayCluster
 __all__ = ["DEFAULT_HYPOTHESIS", "ClusterReport", "run_cluster_experiment"]
 
 DEFAULT_HYPOTHESIS = "every job ended, and completed + failed + cancelled == posted"
-JOB_IDS_KEPT = 50
-WORKER_ID = "experiment"  # job ids listed per fault in a report (the count is always exact)
+JOB_IDS_KEPT = 50  # job ids listed per fault in a report (the count is always exact)
+WORKER_ID = "experiment"  # the worker an experiment runs its workload on
+PLOT_WIDTH = 40  # characters of the widest bar of the outcome plot
 
 Workload = Iterable[tuple[str, str, Any] | tuple[str, str, Any, Mapping[str, Any]]]
 Check = Callable[[Runtime, list[JobContext]], Mapping[str, Any]]
@@ -92,6 +93,8 @@ class ClusterReport(dict[str, Any]):
                 "every job in flight ended "
                 + ("(never)" if recovery is None else f"{recovery:.2f} s after the node went")
             )
+        lines.append("")
+        lines.extend(self.outcome_plot())
         if run["errors"]:
             lines.append("")
             lines.append("errors of failed jobs:")
@@ -103,6 +106,32 @@ class ClusterReport(dict[str, Any]):
         lines.append(f"  held without faults: {self['steady_state_before']}")
         lines.append(f"  held under faults: {self['steady_state_after']}")
         return "\n".join(lines) + "\n"
+
+    def outcome_plot(self, width: int = PLOT_WIDTH) -> list[str]:
+        """Job outcomes over time under faults as lines of text: one line per time bin, a
+        bar of its completed (``#``) and failed or cancelled (``x``) jobs, and where each
+        fault hit."""
+        bins = self["timeline"]
+        step = self["bin_seconds"]
+        if not bins:
+            return ["job outcomes over time: no job ended"]
+        most = max(b["completed"] + b["failed"] + b["cancelled"] for b in bins) or 1
+        hits: dict[int, list[str]] = {}
+        for fault in self["faults"]:
+            hits.setdefault(int(fault["at"] // step), []).append(fault["fault"])
+        lines = [f"job outcomes over time (a # or x is up to {-(-most // width)} job(s)):"]
+        for index, b in enumerate(bins):
+            bad = b["failed"] + b["cancelled"]
+            good = -(-b["completed"] * width // most)
+            worse = -(-bad * width // most)
+            bar = ("#" * good + "x" * worse).ljust(width)[: width + 1]
+            mark = f"  <- {', '.join(hits[index])}" if index in hits else ""
+            counts = f"{b['completed']:>5} ok {bad:>5} failed"
+            lines.append(f"  {b['t']:>7.1f} s |{bar}| {counts}{mark}")
+        late = [name for index, names in hits.items() if index >= len(bins) for name in names]
+        if late:
+            lines.append(f"  after the last job ended: {', '.join(late)}")
+        return lines
 
 
 def run_cluster_experiment(

@@ -278,6 +278,15 @@ USAGE_ERRORS = [
     (["chaos", "{app}:flow", "--post", "parse.line=1", "--duplicate", "store:lots"],
      "'store:lots' is not [ROUTINE:]NUMBER"),
     (["inspect", "ftp://example.invalid"], "'ftp://example.invalid' is not an http(s) URL"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--kill-node-at", "2s"],
+     "--kill-node-at needs --backend ray"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--nodes", "4"], "--nodes needs --backend ray"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--backend", "ray", "--nodes", "1"],
+     "1 is not in the range x>=2"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--backend", "ray", "--deterministic"],
+     "--deterministic needs the thread backend"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--backend", "ray", "--kill-node-at", "soon"],
+     "'soon' is not a duration"),
 ]  # fmt: skip
 
 
@@ -389,6 +398,39 @@ def test_chaos_without_faults_runs_the_workload_twice(app: Path) -> None:
     assert result.exit_code == 0
     assert (report["completed"], report["baseline"]["completed"]) == (5, 5)
     assert report["faults_injected"] == {}
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_chaos_on_a_local_ray_cluster_loses_a_node_and_reports_it(
+    app: Path, tmp_path: Path
+) -> None:
+    """A real 2-node cluster in a process of its own: the node running the routine actors goes
+    1.5 s in; the report says so, every job ended and each is counted once."""
+    report_dir = tmp_path / "report"
+    command = [
+        sys.executable, "-m", "actorflow", "chaos", f"{app}:flow", "--post", 'parse.line="pen,3"',
+        "--jobs", "200", "--rate", "100", "--backend", "ray", "--nodes", "2",
+        "--kill-node-at", "1.5s", "--timeout", "120", "--report", str(report_dir),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=540, check=False, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    summary = (report_dir / "summary.txt").read_text(encoding="utf-8")
+    assert result.stdout.strip() == summary.strip()
+    run = report["run"]
+    assert run["posted"] == 200 and run["unfinished"] == 0
+    assert run["completed"] + run["failed"] + run["cancelled"] == 200
+    assert report["baseline"]["completed"] == 200
+    loss = report["node_loss"]
+    assert loss["routines"] and loss["jobs_in_flight"] > 0
+    assert sum(loss["outcomes"].values()) == loss["jobs_in_flight"]
+    assert [f["fault"] for f in report["faults"]] == ["node removed"]
+    assert report["steady_state_before"] is True and report["steady_state_after"] is True
+    assert "<- node removed" in summary
+    assert "steady-state hypothesis: every job ended" in summary
 
 
 # -- inspect ---------------------------------------------------------------------------------
