@@ -21,6 +21,7 @@ without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
@@ -739,11 +740,12 @@ def _chaos_on_ray(
                 tasks[phase] = progress.add_task(f"jobs ended, {label}", total=posted)
             progress.update(tasks[phase], completed=ended)
 
-        try:
-            report = run_cluster_experiment(
-                flow, workload, plan, nodes=nodes, kill_node_at=kill_node_at, post_rate=rate,
-                job_timeout=timeout, on_progress=on_progress,
-            )  # fmt: skip
+        try:  # Ray's driver prints a lost raylet's last log lines on stdout: stdout is ours
+            with contextlib.redirect_stdout(sys.stderr):
+                report = run_cluster_experiment(
+                    flow, workload, plan, nodes=nodes, kill_node_at=kill_node_at,
+                    post_rate=rate, job_timeout=timeout, on_progress=on_progress,
+                )  # fmt: skip
         except ActorflowError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     if report_dir is not None:

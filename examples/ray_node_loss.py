@@ -13,6 +13,7 @@ Run it with:  python examples/ray_node_loss.py   (needs pip install 'actorflow[r
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
@@ -74,15 +75,18 @@ def state_is_exact(runtime: Runtime, jobs: list[JobContext]) -> Mapping[str, Any
 
 
 def main() -> int:
-    report = run_cluster_experiment(
-        build_flow(),
-        [("reserve", "in", {"order": n}) for n in range(JOBS)],
-        nodes=3,
-        kill_node_at=2.0,
-        post_rate=200,
-        check=state_is_exact,
-        hypothesis="every job ended, each counted once, and the state is exact",
-    )
+    # Ray's driver prints what the lost node's raylet last logged on stdout: keep stdout for
+    # the findings, and send Ray's messages to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        report = run_cluster_experiment(
+            build_flow(),
+            [("reserve", "in", {"order": n}) for n in range(JOBS)],
+            nodes=3,
+            kill_node_at=2.0,
+            post_rate=200,
+            check=state_is_exact,
+            hypothesis="every job ended, each counted once, and the state is exact",
+        )
     if len(sys.argv) > 1:  # a path: keep the whole report there
         Path(sys.argv[1]).write_text(report.to_json(), encoding="utf-8")
     run, loss = report["run"], report["node_loss"]
