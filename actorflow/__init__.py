@@ -14,6 +14,7 @@ from actorflow.error_strategies import ErrorStrategy
 from actorflow.errors import (
     ActorCrash,
     ActorflowError,
+    ClusterJoinError,
     ConfigurationError,
     FlowValidationError,
     IncompleteJoinError,
@@ -50,6 +51,7 @@ __all__ = [
     "ActorCrash",
     "ActorflowError",
     "AsyncWorkerState",
+    "ClusterJoinError",
     "ConfigurationError",
     "Connection",
     "ErrorStrategy",

@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "ActorCrash",
     "ActorflowError",
+    "ClusterJoinError",
     "ConfigurationError",
     "FlowValidationError",
     "IncompleteJoinError",
@@ -34,6 +35,11 @@ class ActorflowError(Exception):
 
 class ConfigurationError(ActorflowError, ValueError):
     """A bad argument or option given when configuring a routine, flow, runtime or store."""
+
+
+class ClusterJoinError(ConfigurationError):
+    """``Runtime(backend="ray", ray_address=...)`` could not join that Ray cluster (a wrong
+    address, or a cluster with token authentication and no token for this process)."""
 
 
 class InvalidDurationError(ConfigurationError):

@@ -34,6 +34,7 @@ from actorflow.engine.timers import TimerService
 from actorflow.engine.worker_core import post_targets
 from actorflow.errors import (
     ActorflowError,
+    ClusterJoinError,
     ConfigurationError,
     QueueFullError,
     RuntimeClosedError,
@@ -66,6 +67,19 @@ def _remote_classes(ray: Any) -> tuple[Any, Any, Any]:
         ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)(StateActor),
         ray.remote(num_cpus=0)(Ledger),
     )
+
+
+def _join(ray: Any, address: str) -> None:
+    """Join the Ray cluster at ``address``; a refusal says what to check."""
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as exc:
+        raise ClusterJoinError(
+            f"cannot join the Ray cluster at {address!r}: {exc}. Check the address (ray status "
+            "on the head node prints it); if the cluster uses token authentication "
+            "(RAY_AUTH_MODE=token), this process needs the cluster's token: RAY_AUTH_MODE=token "
+            "and RAY_AUTH_TOKEN=<token>, or the token in RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+        ) from exc
 
 
 def _driver_node(ray: Any) -> Any:
@@ -416,7 +430,7 @@ class RayBackend:
                 )
                 self.owns_ray = True
             else:
-                ray.init(address=address, log_to_driver=False)
+                _join(ray, address)
         self.classes = _remote_classes(ray)
         # The ledger and every worker's state owner live on the driver's node: losing another
         # node must not lose an acknowledged state change (a state owner restarted elsewhere
