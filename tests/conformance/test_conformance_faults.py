@@ -72,11 +72,13 @@ def test_a_drop_loses_exactly_the_dropped_messages_jobs(backend: Backend) -> Non
 
 def test_a_delay_holds_the_message_and_later_ones_pass_it(backend: Backend) -> None:
     _chain("delays")
-    plan = FaultPlan(seed=3).delay(0.5, routine="b", ordinal=1)
+    plan = FaultPlan(seed=3).delay(2.0, routine="b", ordinal=1)
     jobs, (b_saw, _), log, _ = _run(backend, "delays", plan, 3)
     assert [job.status for job in jobs] == [JobStatus.COMPLETED] * 3
-    assert b_saw == [1, 2, 0]  # job-0's message waited half a second
-    assert [(e["fault"], e["job_id"], e["seconds"]) for e in log] == [("delay", "job-0", 0.5)]
+    assert b_saw == [1, 2, 0]  # job-0's message waited two seconds
+    assert [(e["fault"], e["job_id"], e["seconds"]) for e in log] == [("delay", "job-0", 2.0)]
+    took = [(job.completed_at - job.created_at).total_seconds() for job in jobs]
+    assert took[0] >= 2.0 > took[1]
 
 
 def test_a_duplicate_is_handled_twice_and_its_job_counts_both(backend: Backend) -> None:
