@@ -36,6 +36,7 @@ from actorflow.errors import (
     ActorflowError,
     ClusterJoinError,
     ConfigurationError,
+    JobTimeoutError,
     QueueFullError,
     RuntimeClosedError,
     SerializationError,
@@ -451,6 +452,8 @@ class RayBackend:
         # job id -> (worker, routine id, its first wire), while the job runs: sent again as a
         # replay when a routine actor's process died (see _actor_restarted)
         self.first_wires: dict[str, tuple[RayWorker, str, Wire]] = {}
+        # job id -> when its last report came, for the jobs watched since an actor restarted
+        self.watched: dict[str, float] = {}
         self._workers: dict[str, RayWorker] = {}
         self.book.on_early_end = self._ended_early
         self._sender = threading.Thread(
@@ -680,26 +683,53 @@ class RayBackend:
     def _actor_restarted(self, worker_id: str, routine_id: str, index: int) -> None:
         """A routine actor's process died and Ray started another (its node was lost, it was
         killed, a crash fault ended it). Ray delivers its unfinished call again, but what the
-        dead process held (a batch's data, a join's, a retry waiting for its backoff) went
-        with it: a job of the worker still waiting then ends by a timeout (the fault plan's
-        ``lost_message_timeout``, else ``LOST_AFTER_RESTART_SECONDS``), unless it has one."""
+        dead process held (a batch's data, a join's, a retry waiting for its backoff, what it
+        had sent on and not delivered yet) went with it. Each job of the worker unfinished now
+        is replayed a moment later (:meth:`_replay`), and watched: one that then makes no
+        progress (no report from any routine) for the fault plan's ``lost_message_timeout``,
+        else ``LOST_AFTER_RESTART_SECONDS``, fails; nothing could recover it."""
         injector = self.services.injector
         seconds = (
             LOST_AFTER_RESTART_SECONDS if injector is None else injector.plan.lost_message_timeout
         )
         logger.warning(
             f"routine actor {routine_id}[{index}] of worker {worker_id!r} was restarted by Ray; "
-            f"its unfinished jobs end within {seconds:g} s unless they complete"
+            f"its unfinished jobs are replayed, and fail if they make no progress for {seconds:g} s"
         )
-        unfinished = self.book.unfinished(worker_id)
-        for record in unfinished:
-            self.services.message_lost(record.job_id, seconds)
-        # Ray delivers again what was sent to the dead process; what it had sent on and not
-        # yet delivered is lost. A job still unfinished a moment later is replayed.
-        job_ids = [record.job_id for record in unfinished]
-        self.timers.call_at(
-            time.monotonic() + REPLAY_AFTER_SECONDS, lambda: self._replay(worker_id, job_ids)
-        )
+        now = time.monotonic()
+        job_ids = [record.job_id for record in self.book.unfinished(worker_id)]
+        for job_id in job_ids:
+            self.watched[job_id] = now
+        self.timers.call_at(now + REPLAY_AFTER_SECONDS, lambda: self._replay(worker_id, job_ids))
+        self.timers.call_at(now + seconds, lambda: self._check_progress(job_ids, seconds))
+
+    def _check_progress(self, job_ids: list[str], seconds: float) -> None:
+        """Fail each watched job that had no report for ``seconds``; look again later at the
+        others still unfinished."""
+        now = time.monotonic()
+        again: list[str] = []
+        due = now + seconds
+        for job_id in job_ids:
+            last = self.watched.get(job_id)
+            record = self.record(job_id)
+            if last is None or record is None or record.finished:
+                self.watched.pop(job_id, None)
+                continue
+            if now - last < seconds:
+                again.append(job_id)
+                due = min(due, last + seconds)
+                continue
+            self.watched.pop(job_id, None)
+            record.fail(
+                JobTimeoutError(
+                    f"job {job_id!r} made no progress for {seconds:g} s after a routine "
+                    "actor's process died (a message of it was lost with the process)"
+                ),
+                None,
+                "timed out",
+            )
+        if again:
+            self.timers.call_at(due, lambda: self._check_progress(again, seconds))
 
     def _first_hop_done(self, job_id: str, report_id: str) -> None:
         """A routine actor finished the message a post sent (id ``<job id>:0``)."""
@@ -746,6 +776,8 @@ class RayBackend:
         record = self.record(job_id)
         if record is None:
             return
+        if self.watched and job_id in self.watched:
+            self.watched[job_id] = time.monotonic()  # it makes progress
         if record.finished:
             # a branch still running when the job ended (a cancelled task's handler, say):
             # what it wrote lands as it does on threads; the job's end stays as it was
