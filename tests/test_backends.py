@@ -157,12 +157,11 @@ def test_a_killed_routine_actor_is_restarted_and_every_job_is_accounted_for(
 
 def test_ray_backend_refuses_what_it_cannot_run(local_ray: None) -> None:
     from actorflow import ConfigurationError
-    from actorflow.faults import FaultPlan
 
     with pytest.raises(ConfigurationError, match="unknown backend"):
         Runtime(backend="processes")
-    with pytest.raises(ConfigurationError, match="thread backend"):
-        Runtime(backend="ray", faults=FaultPlan())
+    with pytest.raises(ConfigurationError, match="deterministic runs need the thread backend"):
+        Runtime(backend="ray", deterministic=True)
 
 
 def test_retry_of_a_batch(backend: str) -> None:
