@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from actorflow._clock import Clock
     from actorflow.job import JobRecord
 
-__all__ = ["FaultInjector", "FaultPlan", "FaultRule", "FaultServices"]
+__all__ = ["FaultInjector", "FaultPlan", "FaultRule", "FaultServices", "FaultedWorker"]
 
 _Ready: TypeAlias = "list[tuple[Envelope, Callable[[Any], None]]]"  # passed every rule
 _Group: TypeAlias = "list[tuple[_Passage, Envelope, int]]"  # held by a reorder

@@ -18,10 +18,10 @@ from typing import Any
 import cloudpickle
 
 from actorflow._clock import Clock
-from actorflow.faults import FaultInjector, FaultPlan
-from actorflow.job import JobRecord
+from actorflow.faults import FaultedWorker, FaultInjector, FaultPlan
+from actorflow.job import JobContext, JobRecord, record_of
 
-__all__ = ["ActorFaultServices", "actor_injector"]
+__all__ = ["ActorFaultServices", "ActorInjector", "actor_injector"]
 
 
 class ActorFaultServices:
@@ -53,9 +53,20 @@ class ActorFaultServices:
         self._report(("lost", job_id, seconds))
 
 
+class ActorInjector(FaultInjector):
+    """A routine actor's injector: a replay (a message sent again after a process died, to
+    recover what it took) is recovery, not work, so no logic fault counts or hits it (the
+    host lets no message rule see it either)."""
+
+    def before_logic(self, worker: FaultedWorker, routine_id: str, job: JobContext | None) -> None:
+        if job is not None and getattr(record_of(job), "replay", False):
+            return
+        super().before_logic(worker, routine_id, job)
+
+
 def actor_injector(
     plan_blob: bytes, services: ActorFaultServices, worker_id: str, routine_id: str, index: int
-) -> FaultInjector:
+) -> ActorInjector:
     """The injector of one routine actor, with random draws of its own."""
     plan: FaultPlan = cloudpickle.loads(plan_blob)
-    return FaultInjector(plan, services, place=f"{worker_id}/{routine_id}/{index}")
+    return ActorInjector(plan, services, place=f"{worker_id}/{routine_id}/{index}")
