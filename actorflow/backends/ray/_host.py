@@ -12,6 +12,13 @@ data and trace written, errors, dead letters, joins waiting, crashes.
 Everything the cell sends itself (a retry after its backoff, a policy's timer, a join check)
 waits in a local queue; a timer firing on its own thread wakes the actor with a Ray call.
 
+With a fault plan the host applies it to each message it receives, before the cell sees it,
+and the cell to each activation (see ``_faults``); a ``crash`` fault ends this process for real
+once the call's reports and messages are sent, handing what the successor needs to the ledger.
+A process that replaces a dead one tells the driver, which replays the unfinished jobs: a
+replayed message is handled even if it was seen before (``Wire.replay``), and so are the
+messages it causes.
+
 A routine whose logic is ``async def`` is hosted the same way, by one Ray actor whatever its
 concurrency, with an event loop of its own (as a worker's async routines share one on threads):
 every call the actor gets runs on that loop, where the cell starts a task per message, up to the
