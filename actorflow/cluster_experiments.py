@@ -34,11 +34,10 @@ from typing import Any
 
 from actorflow._durations import check_seconds
 from actorflow.errors import ConfigurationError
-from actorflow.experiments import error_kind
+from actorflow.experiments import error_kind, experiment_flow_id
 from actorflow.faults import FaultPlan
 from actorflow.flow import Flow
 from actorflow.job import JobContext
-from actorflow.registry import FlowRegistry
 from actorflow.runtime import Runtime
 from actorflow.testing.ray_cluster import LocalRayCluster
 
@@ -178,12 +177,7 @@ def run_cluster_experiment(
         raise ConfigurationError(
             f"post_rate must be a number of jobs per second > 0, got {post_rate!r}"
         )
-    if isinstance(flow, Flow):
-        FlowRegistry.get_instance().register(flow)
-        flow_id = flow.flow_id
-    else:
-        flow_id = flow
-        FlowRegistry.get_instance().require(flow_id)
+    flow_id = experiment_flow_id(flow)
     items = [tuple(item) for item in workload]
     if steady_state is None:
         steady_state = _every_job_accounted_for

@@ -30,7 +30,7 @@ from actorflow.job import JobContext
 from actorflow.registry import FlowRegistry
 from actorflow.runtime import Runtime
 
-__all__ = ["ExperimentReport", "run_experiment"]
+__all__ = ["ExperimentReport", "experiment_flow_id", "run_experiment"]
 
 Workload = Iterable[tuple[str, str, Any] | tuple[str, str, Any, Mapping[str, Any]]]
 
@@ -97,6 +97,16 @@ def _run(
     )
 
 
+def experiment_flow_id(flow: Flow | str) -> str:
+    """The id of an experiment's flow: a ``Flow`` is registered, an id must name a registered
+    flow (``UnknownFlowError`` otherwise)."""
+    if isinstance(flow, Flow):
+        FlowRegistry.get_instance().register(flow)
+        return flow.flow_id
+    FlowRegistry.get_instance().require(flow)
+    return flow
+
+
 def run_experiment(
     flow: Flow | str,
     workload: Workload,
@@ -127,12 +137,7 @@ def run_experiment(
         "run_experiment", "job_timeout", job_timeout, allow_none=True, allow_zero=False
     )
     wait = check_seconds("run_experiment", "wait", wait, allow_none=True)
-    if isinstance(flow, Flow):
-        FlowRegistry.get_instance().register(flow)
-        flow_id = flow.flow_id
-    else:
-        flow_id = flow
-        FlowRegistry.get_instance().require(flow_id)
+    flow_id = experiment_flow_id(flow)
     items = [tuple(item) for item in workload]
     options = dict(runtime_options)
     if deterministic:
