@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from _waiting import wait_until
 from conformance_kit import Backend, make_routine, register
 
 from actorflow import (
@@ -309,6 +310,7 @@ def test_shutdown_cancels_the_tasks_still_in_flight_at_its_timeout(backend: Back
         job = get_current_job()
         assert job is not None
         try:
+            await state.aio.increment("hang", "started")
             await asyncio.sleep(600)
         except asyncio.CancelledError:
             job.set_data("saw", "CancelledError")
@@ -316,11 +318,17 @@ def test_shutdown_cancels_the_tasks_still_in_flight_at_its_timeout(backend: Back
 
     register("hanging", {"hang": make_routine(hang, concurrency=2)})
     with backend.runtime() as runtime:
+        state = runtime.exec("hanging", worker_id="w")
         jobs = [runtime.post("hanging", "hang", "in", n)[1] for n in range(3)]
         backend.settle(runtime)
-        # the tasks must be running when the timeout runs out: on Ray they start in another
-        # process, which a busy machine can delay past 0.2 s
-        assert runtime.shutdown(timeout=3.0 if backend.is_ray else 0.2) is False
+        # the two tasks must be running when the timeout runs out (on Ray they start in another
+        # process, which a busy machine can delay by seconds)
+        wait_until(
+            lambda: state.get_routine_state("hang") == {"started": 2},
+            "both tasks to start",
+            backend.wait,
+        )
+        assert runtime.shutdown(timeout=0.2) is False
     assert [job.status for job in jobs] == [JobStatus.CANCELLED] * 3
     assert [job.error for job in jobs] == ["cancelled: runtime shut down"] * 3
     # the two in flight saw their cancellation; the third, queued behind them, either never

@@ -8,8 +8,10 @@ a routine emitted for a job that ended while its logic ran.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from _waiting import wait_until
 from conformance_kit import Backend, make_routine, register
 
@@ -20,6 +22,7 @@ from actorflow import (
     batch_size_policy,
     custom_policy,
 )
+from actorflow.backends.ray._ledger import Ledger
 
 
 def _letters(runtime: Any, reason: str) -> list[tuple[Any, ...]]:
@@ -67,7 +70,40 @@ def test_data_in_a_stopping_routines_slot_queue_is_dead_letters_of_its_jobs(
 ) -> None:
     """Rows wait in a slot queue (a custom policy runs on ``go`` alone) when the runtime stops
     without draining: each row's job is cancelled, and its dead letter names it and the slot."""
+    _stop_with_rows_queued(backend)
 
+
+class _SlowLedger(Ledger):
+    """A ledger that takes a second to take in a report of dead letters (as a busy one
+    would)."""
+
+    async def report(self, reports: list[tuple[Any, ...]]) -> None:
+        if any(entry[0] == "dead" for entry in reports):
+            await asyncio.sleep(1.0)
+        await super().report(reports)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("backend", ["ray"], indirect=True)
+def test_ray_a_stopping_actor_returns_once_its_dead_letters_reached_the_ledger(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver kills a routine actor once its ``stop`` returns, then closes the ledger: the
+    dead letters the stop reported must be in the ledger by then, however slowly it takes
+    them in, or they are lost."""
+    from actorflow.backends.ray import _driver
+
+    made = _driver._remote_classes
+
+    def with_a_slow_ledger(ray: Any) -> tuple[Any, Any, Any]:
+        host, state, _ = made(ray)
+        return host, state, ray.remote(num_cpus=0)(_SlowLedger)
+
+    monkeypatch.setattr(_driver, "_remote_classes", with_a_slow_ledger)
+    _stop_with_rows_queued(backend)
+
+
+def _stop_with_rows_queued(backend: Backend) -> None:
     def on_go(queued: Any) -> tuple[bool, dict[str, int], None]:
         return bool(queued["go"]), {"go": len(queued["go"]), "rows": 0}, None
 

@@ -71,6 +71,8 @@ Routes = dict[str, list[tuple[str, str, list[Any]]]]  # event -> [(target, slot,
 T = TypeVar("T")
 STOP_TASKS_SECONDS = 10.0  # how long a stopping actor waits for its cancelled tasks to end
 KILL_WAIT_SECONDS = 10.0  # how long a process a crash fault ends waits for what it sent
+STOP_REPORTS_SECONDS = 10.0  # how long a stopping actor waits for its reports to arrive
+UNCONFIRMED_REPORTS = 64  # reports sent and not known to have arrived, before looking again
 CRASH_EXIT_CODE = 70  # the exit status of a process a crash fault ends
 
 
@@ -239,6 +241,7 @@ class RoutineHost:
         self.targets: dict[str, list[Any]] = {}  # routine id -> its actors
         self.cell_routes: dict[str, list[tuple[str, str, Any]]] | None = None
         self.reports: list[tuple[Any, ...]] = []
+        self.unconfirmed: list[Any] = []  # refs of report calls to the ledger, maybe in flight
         self.outgoing: dict[int, tuple[Any, list[Wire]]] = {}
         self._written: dict[int, RemoteRecord] = {}  # records written to, not reported
         self._turn = itertools.count()
@@ -556,12 +559,27 @@ class RoutineHost:
         tasks of async logic still running are cancelled and awaited first."""
         if self.loop_thread is None:
             self._stop(reason)
+            self._confirm_reports()
             return
         self._on_cell_thread(self._cancel_tasks)
         if not self._quiet.wait(STOP_TASKS_SECONDS):
             self._log.warning("tasks of {} did not end when cancelled", self.routine_id)
         self._on_cell_thread(self._stop, reason)
         self.loop_thread.stop()
+        self._confirm_reports()
+
+    def _confirm_reports(self) -> None:
+        """Wait until every report sent has reached the ledger: the driver kills the actor
+        once ``stop`` returns, and then closes the ledger, which must hold them by then (the
+        dead letters of a stop are reported by the stop itself)."""
+        unconfirmed, self.unconfirmed = self.unconfirmed, []
+        if unconfirmed:
+            ray = import_ray()
+            _, late = ray.wait(
+                unconfirmed, num_returns=len(unconfirmed), timeout=STOP_REPORTS_SECONDS
+            )
+            if late:
+                self._log.warning("{} report(s) of {} may be lost", len(late), self.routine_id)
 
     def _cancel_tasks(self) -> None:
         self._quiet.clear()
@@ -703,13 +721,24 @@ class RoutineHost:
         sent: list[Any] = []
         if self.reports:
             reports, self.reports = self.reports, []
-            sent.append(self.ledger.report.remote(reports))
+            reported = self.ledger.report.remote(reports)
+            sent.append(reported)
+            self._unconfirmed(reported)
         if self.outgoing:
             outgoing, self.outgoing = self.outgoing, {}
             for actor, wires in outgoing.values():
                 sent.append(actor.deliver.remote(wires))
         if self._kill_after_call:
             self._die(sent)
+
+    def _unconfirmed(self, reported: Any) -> None:
+        """Keep the ref of a report call until it is known to have arrived."""
+        unconfirmed = self.unconfirmed
+        unconfirmed.append(reported)
+        if len(unconfirmed) >= UNCONFIRMED_REPORTS:
+            _, self.unconfirmed = import_ray().wait(
+                unconfirmed, num_returns=len(unconfirmed), timeout=0
+            )
 
     def _die(self, sent: list[Any]) -> None:
         """End this process (a ``crash`` fault), as a crashing process would, once what this
