@@ -21,6 +21,7 @@ from actorflow.errors import (
     InvalidDurationError,
     JobTimeoutError,
     QueueFullError,
+    RecordingNotFoundError,
     RuntimeClosedError,
     SerializationError,
     StateAccessError,
@@ -36,6 +37,7 @@ from actorflow.errors import (
 from actorflow.flow import Connection, Flow
 from actorflow.job import JobContext, JobStatus, get_current_job
 from actorflow.logging import disable_logging, enable_logging
+from actorflow.recording import RecordSettings
 from actorflow.registry import FlowRegistry
 from actorflow.routine import Routine
 from actorflow.runtime import Runtime
@@ -64,6 +66,8 @@ __all__ = [
     "JobStatus",
     "JobTimeoutError",
     "QueueFullError",
+    "RecordSettings",
+    "RecordingNotFoundError",
     "Routine",
     "Runtime",
     "RuntimeClosedError",

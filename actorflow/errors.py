@@ -15,6 +15,7 @@ __all__ = [
     "JobFailedError",
     "JobTimeoutError",
     "QueueFullError",
+    "RecordingNotFoundError",
     "RuntimeClosedError",
     "SerializationError",
     "StateAccessError",
@@ -57,6 +58,11 @@ class FlowValidationError(ActorflowError, ValueError):
 
 class UnknownFlowError(ActorflowError, LookupError):
     """No flow is registered under the requested id."""
+
+
+class RecordingNotFoundError(ActorflowError, LookupError):
+    """``Runtime.recording(job_id)`` asked for a job the runtime keeps no recording of (it
+    records nothing, the job is unknown, or its recording was forgotten for newer ones)."""
 
 
 class RuntimeClosedError(ActorflowError, RuntimeError):

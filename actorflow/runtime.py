@@ -25,11 +25,13 @@ from actorflow.backends.threads import ThreadBackend
 from actorflow.engine.envelope import Envelope, new_envelope
 from actorflow.engine.job_book import JobBook
 from actorflow.engine.metrics import runtime_report
+from actorflow.engine.recorder import Recorder
 from actorflow.engine.services import WorkerServices
 from actorflow.engine.timers import TimerService
 from actorflow.errors import (
     ConfigurationError,
     FlowValidationError,
+    RecordingNotFoundError,
     RuntimeClosedError,
     SerializationError,
     WorkerFailedError,
@@ -37,6 +39,7 @@ from actorflow.errors import (
 from actorflow.faults import FaultInjector, FaultPlan
 from actorflow.flow import Flow
 from actorflow.job import EMPTY_DATA, JobContext, JobRecord, JobStatus, job_context, new_record
+from actorflow.recording import RecordSettings
 from actorflow.registry import FlowRegistry
 from actorflow.state_limits import StateLimits
 from actorflow.worker import WorkerState
@@ -107,6 +110,19 @@ def _waited_for_by_shutdown(thread: threading.Thread) -> bool:
     return thread.name.startswith("actorflow-") and thread.name != _SIGNAL_SHUTDOWN_THREAD
 
 
+def _recorder_for(record: Any, services: WorkerServices) -> Recorder | None:
+    """The recorder ``Runtime(record=...)`` asks for, or None."""
+    if isinstance(record, Recorder):
+        return record
+    if record is False or record is None:
+        return None
+    if record is True:
+        return Recorder(RecordSettings(), lambda: services.now)
+    if isinstance(record, RecordSettings):
+        return Recorder(record, lambda: services.now)
+    raise TypeError(f"record must be a bool or a RecordSettings, got {type(record).__name__}")
+
+
 def _strict_default() -> bool:
     return os.environ.get("ACTORFLOW_STRICT", "").lower() in ("1", "true", "yes", "on")
 
@@ -168,6 +184,10 @@ class Runtime:
         tracing: carry the OpenTelemetry trace context of ``post``'s caller in every envelope
             and run each routine execution in a span (needs ``opentelemetry-api``; thread
             backend). Off by default: it costs a span per message.
+        record: record what each routine's logic read and did, job by job, to export with
+            :meth:`recording` and replay with ``actorflow.testing.replay``: ``True`` with the
+            default bounds, or a :class:`~actorflow.recording.RecordSettings`. Off by default:
+            it copies each message's inputs and outputs as JSON.
     """
 
     def __init__(
@@ -192,6 +212,7 @@ class Runtime:
         backend: str = "threads",
         ray_address: str | None = None,
         tracing: bool = False,
+        record: bool | RecordSettings | Recorder = False,
     ) -> None:
         if thread_pool_size is not None and (
             isinstance(thread_pool_size, bool)
@@ -281,6 +302,8 @@ class Runtime:
         )
         self._injector = None if faults is None else FaultInjector(faults, services)
         services.injector = self._injector
+        self._recorder = _recorder_for(record, services)
+        services.recorder = self._recorder
         self._tracing: Any = None
         if tracing:
             from actorflow._tracing import Tracing  # noqa: PLC0415
@@ -514,6 +537,10 @@ class Runtime:
             timeout = worker.flow.job_timeout
         if timeout is not None:
             self._arm_timeout(record, timeout)
+        if self._recorder is not None:
+            self._recorder.posted(
+                job_id, flow_id, worker.worker_id, record.metadata, routine_id, slot, data
+            )
         if self._injector is not None and self.backend != "ray":  # Ray's actors apply it
             self._injector.send(worker, None, None, routine_id, slot, envelope, mailbox.put)
         else:
@@ -789,6 +816,23 @@ class Runtime:
         """Every fault injected so far (JSON-ready dicts: rule, fault, job, routine, ordinal,
         time in seconds since the runtime started); empty without a fault plan."""
         return [] if self._injector is None else self._injector.log()
+
+    def recording(self, job_id: str) -> dict[str, Any]:
+        """One job's recording (``Runtime(record=...)``) as a JSON-safe dict: the job's post,
+        metadata, outcome and one step per run of a routine's logic (its inputs, WorkerState
+        calls, emits, job writes and exception), in the order they ran. Write it with
+        ``json.dump`` and replay it with ``actorflow.testing.replay`` or ``actorflow replay``;
+        see ``actorflow.recording`` for how values are kept.
+
+        Raises ``RecordingNotFoundError`` if the runtime records nothing or keeps no recording
+        of ``job_id`` (unknown, or forgotten beyond ``RecordSettings.max_jobs``).
+        """
+        if self._recorder is None:
+            raise RecordingNotFoundError(
+                f"no recording of job {job_id!r}: this runtime records nothing "
+                "(Runtime(record=True) turns recording on)"
+            )
+        return self._recorder.export(job_id, self._book.record(job_id))
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Recent messages that were not run (job, worker, routine, slot, reason)."""

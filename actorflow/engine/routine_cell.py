@@ -35,6 +35,7 @@ from actorflow.activation_policies import (
 )
 from actorflow.engine.envelope import Envelope, Tick, new_envelope
 from actorflow.engine.metrics import BUCKET_BOUNDS, FIRST_BOUND, HandlingCounters
+from actorflow.engine.recorder import RecordedState, Recorder, Step
 from actorflow.error_strategies import ErrorStrategy
 from actorflow.errors import QueueFullError, SerializationError
 from actorflow.job import (
@@ -94,6 +95,8 @@ class CellCore(Protocol):
     def strict(self) -> bool: ...
     @property
     def injector(self) -> Any: ...  # a fault plan's injector, or None
+    @property
+    def recorder(self) -> Any: ...  # a Recorder (Runtime(record=...)), or None
     @property
     def tracing(self) -> Any: ...  # OpenTelemetry tracing, or None
     @property
@@ -178,6 +181,7 @@ class TaskActivation:
         "outbox",
         "probes",
         "routine",
+        "recording_step",
         "silent_events",
         "span",
     )
@@ -192,6 +196,7 @@ class TaskActivation:
         self.probes = cell.probes
         self.span: Any = None  # its tracing span (tracing on), and the headers it sends
         self.headers: dict[str, str] | None = None
+        self.recording_step: Step | None = None  # recording on: this run's step
 
     def emit_for(self, routine: Routine, event: str, data: dict[str, Any]) -> None:
         self.cell.emit_into(self.outbox, routine, event, data)
@@ -207,7 +212,12 @@ class RoutineCell:
         logic = routine.get_logic()
         assert logic is not None  # checked by Flow.validate
         self.logic = logic
-        self.state = WorkerState(core, routine_id)
+        self._recorder: Recorder | None = core.recorder
+        # recording on: the logic's state calls are recorded in its step
+        self.state = WorkerState(
+            core if self._recorder is None else RecordedState(core, self._recorder), routine_id
+        )
+        self.recording_step: Step | None = None  # recording on: the running logic's step
         self.events = frozenset(routine.events)
         self.slot_names = tuple(routine.slots)
         self.single_slot = len(self.slot_names) == 1
@@ -260,6 +270,7 @@ class RoutineCell:
             and not self._strict
             and self._tracing is None
             and self._injector is None
+            and self._recorder is None
         ):
             self.handle = self._handle_plain  # type: ignore[method-assign]
             self.batch = self.run_plain
@@ -297,6 +308,9 @@ class RoutineCell:
     def crashed(self, host: Any, exc: BaseException, message: Any) -> None:
         """This actor crashed: tell the supervisor, with the job(s) it was working for."""
         records = list(self._running)
+        step, self.recording_step = self.recording_step, None
+        if step is not None and self._recorder is not None:  # the crash ended a recorded run
+            self._recorder.end(step, [], exc)
         if self._msg is not None:  # a plain routine crashed in this message's logic
             message = self._msg
         if not records and type(message) is Envelope and message.rec is not None:
@@ -646,6 +660,10 @@ class RoutineCell:
         self._running = records
         outbox: list[tuple[str, Any]] = []
         self.outbox = outbox
+        if self._recorder is not None:
+            self.recording_step = self._recorder.begin(
+                self.routine_id, attempt, slot_data, message, job, records, self._strict
+            )
         started = perf_counter()
         try:
             if self._injector is not None:
@@ -655,9 +673,11 @@ class RoutineCell:
             else:
                 self._traced(slot_data, message, job)
         except Exception as exc:
-            self._after_logic(started, outbox, exc, slot_data, message, job, records, attempt)
+            step, self.recording_step = self.recording_step, None
+            self._after_logic(started, outbox, exc, slot_data, message, job, records, attempt, step)
             return
-        self._after_logic(started, outbox, None, slot_data, message, job, records, attempt)
+        step, self.recording_step = self.recording_step, None
+        self._after_logic(started, outbox, None, slot_data, message, job, records, attempt, step)
 
     def _after_logic(
         self,
@@ -669,10 +689,13 @@ class RoutineCell:
         job: JobContext,
         records: Sequence[JobRecord],
         attempt: int,
+        step: Step | None = None,
     ) -> None:
         """The half after the logic returned or raised (called or awaited): time it, then
-        deliver its emits, or apply the error strategy."""
+        deliver its emits, or apply the error strategy (recording on: first end ``step``)."""
         self.counters.observe(perf_counter() - started)
+        if step is not None and self._recorder is not None:
+            self._recorder.end(step, outbox, error)
         self._timeline(records, started, "ok" if error is None else "raised")
         self.current_job = None
         self.outbox = None
@@ -700,6 +723,10 @@ class RoutineCell:
     def _start_task(self, run: _Run) -> None:
         slot_data, message, job, records, attempt = run
         activation = TaskActivation(self, job)
+        if self._recorder is not None:
+            activation.recording_step = self._recorder.begin(
+                self.routine_id, attempt, slot_data, message, job, records, self._strict
+            )
         context = contextvars.copy_context()
         context.run(CURRENT_ACTIVATION.set, activation)
         started = perf_counter()
@@ -715,7 +742,10 @@ class RoutineCell:
         except Exception as exc:
             self.occupied -= 1
             outbox, activation.outbox = activation.outbox, None
-            self._after_logic(started, outbox or [], exc, slot_data, message, job, records, attempt)
+            self._after_logic(
+                started, outbox or [], exc, slot_data, message, job, records, attempt,
+                activation.recording_step,
+            )  # fmt: skip
             self._next_in_line(records)
             return
         loop = self.core.event_loop()
@@ -746,9 +776,12 @@ class RoutineCell:
                 for record in records:
                     record.finish(JobStatus.CANCELLED, "cancelled: its routine task was cancelled")
             self._after_logic(
-                started, outbox or [], error, slot_data, message, job, records, attempt
-            )
+                started, outbox or [], error, slot_data, message, job, records, attempt,
+                activation.recording_step,
+            )  # fmt: skip
         else:  # a crash of this actor (ActorCrash, ...): its supervisor restarts it
+            if activation.recording_step is not None and self._recorder is not None:
+                self._recorder.end(activation.recording_step, [], error)
             self._running = records
             if self.crash_handler is not None:
                 self.crash_handler(error)

@@ -34,6 +34,7 @@ class WorkerServices:
     lease_owner: str = ""
     lease_seconds: float = 15.0
     injector: Any = None  # a fault plan's injector
+    recorder: Any = None  # a Recorder (Runtime(record=...)), or None
     tracing: Any = None
     probes: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
 

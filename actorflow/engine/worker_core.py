@@ -107,6 +107,7 @@ class WorkerCore:
         self.post_targets = post_targets(self.mailboxes, self.max_queue)
         self.bounds = {rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in routines}
         self.injector = services.injector
+        self.recorder = services.recorder
         self.probes = services.probes
         self.tracing = services.tracing
         self._routes: dict[str, dict[str, list[tuple[str, str, Send]]]] = {}
