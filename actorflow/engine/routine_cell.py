@@ -180,8 +180,8 @@ class TaskActivation:
         "headers",
         "outbox",
         "probes",
-        "routine",
         "recording_step",
+        "routine",
         "silent_events",
         "span",
     )
