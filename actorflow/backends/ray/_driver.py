@@ -217,6 +217,7 @@ class RayWorker:
                     self.overflow,
                     faults,
                     epoch,
+                    services.recorder is not None,
                 )
                 # an async routine: one actor, its concurrency is tasks on that actor's loop
                 for index in range(1 if routine.is_async else routine.concurrency)
@@ -665,6 +666,10 @@ class RayBackend:
             injector = self.services.injector
             if injector is not None:
                 injector.extend_log(report[1])
+        elif kind == "recorded":
+            recorder = self.services.recorder
+            if recorder is not None:
+                recorder.add(report[1], report[2])
         elif kind == "lost":
             _, job_id, seconds = report
             self.services.message_lost(job_id, seconds)

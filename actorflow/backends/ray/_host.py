@@ -45,6 +45,7 @@ from actorflow._clock import SystemClock
 from actorflow.backends.ray._faults import ActorFaultServices, actor_injector
 from actorflow.backends.ray._import import import_ray
 from actorflow.backends.ray._record import RemoteJob, RemoteRecord, new_remote_record
+from actorflow.backends.ray._recorder import ActorRecorder
 from actorflow.backends.ray._wire import JobHeader, Wire, pack, unpack
 from actorflow.engine.envelope import Envelope, new_envelope
 from actorflow.engine.loop_host import LoopThread
@@ -129,6 +130,7 @@ class RayCellCore:
         self.timers = TimerService(self.clock, name="actorflow-ray-timers")
         self.strict = False  # payloads arrive unpickled; the host pickles what it sends
         self.injector: FaultInjector | None = None  # set by the host when a plan applies
+        self.recorder: ActorRecorder | None = None  # set by the host when recording
         self.tracing = None
         self.probes: dict[tuple[str, str], list[Any]] = {}
         self.bounds = {rid: (_none_waiting, limits) for rid, limits in flow.slot_limits().items()}
@@ -203,6 +205,7 @@ class RoutineHost:
         overflow: str = "raise",
         faults: bytes | None = None,
         epoch: float = 0.0,
+        record: bool = False,
     ) -> None:
         flow: Flow = cloudpickle.loads(flow_blob)
         self.routine_id = routine_id
@@ -227,6 +230,8 @@ class RoutineHost:
             services = ActorFaultServices(epoch, self.core.clock, self.core.timers, self.report)
             self.faults = actor_injector(faults, services, worker_id, routine_id, index)
             self.core.injector = self.faults
+        if record:
+            self.core.recorder = ActorRecorder(epoch, self.report)
         self.cell = self._new_cell()
         self.restart_requested = False  # read by the cell's plain loop (threads use it)
         self.crashed = False  # waiting for the supervisor's decision; wires wait in pending
