@@ -5,6 +5,7 @@
     actorflow graph shop.flows:build_flow --format mermaid -o flow.mmd
     actorflow chaos app.py:flow --post parse.line='"pen,3"' --jobs 200 --drop 0.1 \\
         --crash store:40 --raise parse:0.2 --seed 7 --deterministic
+    actorflow replay failed-job.json app.py:flow
     actorflow inspect http://localhost:8080
     actorflow serve app.py:flow --port 8000 --token-env ACTORFLOW_TOKEN
     actorflow bench --quick
@@ -13,10 +14,10 @@ A TARGET is ``path/to/app.py:name`` or ``package.module:name`` (``name`` is a ``
 function that takes no argument and returns one; without ``:name`` the module's only Flow is
 used), or a ``.yaml``/``.yml``/``.json`` flow file (see :mod:`actorflow.flowfile`).
 
-Exit codes: 0 when every job completed (``run``), the steady state held (``chaos``), every
-endpoint answered (``inspect``) or the server stopped on a signal (``serve``); 1 otherwise; 2
-for a usage error (bad TARGET, bad option, unknown routine or slot), reported in one line
-without a traceback.
+Exit codes: 0 when every job completed (``run``), the steady state held (``chaos``), the
+replay ran as recorded (``replay``), every endpoint answered (``inspect``) or the server
+stopped on a signal (``serve``); 1 otherwise; 2 for a usage error (bad TARGET, bad option,
+unknown routine or slot), reported in one line without a traceback.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ from actorflow.graph import GraphvizError, flow_to_dot, flow_to_mermaid, flow_to
 from actorflow.job import JobContext
 from actorflow.registry import FlowRegistry
 from actorflow.runtime import Runtime
+from actorflow.testing import RecordingFormatError
+from actorflow.testing import replay as replay_job
 
 __all__ = ["InjectedFault", "PostSpec", "load_target", "main"]
 
@@ -792,6 +795,44 @@ def _print_report(report: Mapping[str, Any]) -> None:
             click.echo(f"  {count} x {error}")
     click.echo(f"steady state (every job ended) without faults: {report['steady_state_before']}")
     click.echo(f"steady state (every job ended) under faults: {report['steady_state_after']}")
+
+
+@main.command()
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("target")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="the deterministic scheduler's seed"
+)  # fmt: skip
+@click.option(
+    "--traceback", "show_traceback", is_flag=True,
+    help="print the traceback of what the replayed logic raised",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def replay(
+    ctx: click.Context, recording: Path, target: str, seed: int, show_traceback: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Run a recorded job (RECORDING, a JSON file from Runtime.recording) again with TARGET's
+    flow on the deterministic runtime, answering its WorkerState calls with the recorded
+    values, and say where the new run first diverges from the recording.
+
+    Exits with 0 when the replay ran as recorded (same steps, same outcome), 1 otherwise.
+    """
+    flow = load_target(target)
+    try:
+        report = replay_job(recording, flow, seed=seed)
+    except RecordingFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint="RECORDING") from None
+    except ActorflowError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=repr))
+    else:
+        click.echo(report.summary())
+    if show_traceback and report.exception is not None:
+        click.echo("".join(traceback.format_exception(report.exception)).rstrip("\n"))
+    ctx.exit(0 if report.reproduced else 1)
 
 
 def benchmark_script() -> Path:

@@ -18,6 +18,9 @@
 * ``load_fault_plan(path)``: a :class:`~actorflow.faults.FaultPlan` from a YAML file (see
   :mod:`actorflow.fault_files`); a mistake in it raises :class:`FaultPlanFileError`
   (``file:line: problem``).
+* ``replay(recording, flow)``: run a job recorded with ``Runtime(record=True)`` again on the
+  deterministic runtime, with the values its logic read; a :class:`ReplayReport` says where
+  the new run first diverges and reraises the recorded failure (see ``actorflow.recording``).
 """
 
 from __future__ import annotations
@@ -26,9 +29,27 @@ from typing import Any
 
 from actorflow.fault_files import FaultPlanFileError, load_fault_plan
 from actorflow.runtime import Runtime
+from actorflow.testing._replay import (
+    Divergence,
+    RecordingFormatError,
+    ReplayDivergedError,
+    ReplayReport,
+    replay,
+)
 from actorflow.testing.probe import Probe, ProbeMessage
 
-__all__ = ["DeterministicRuntime", "FaultPlanFileError", "Probe", "ProbeMessage", "load_fault_plan"]
+__all__ = [
+    "DeterministicRuntime",
+    "Divergence",
+    "FaultPlanFileError",
+    "Probe",
+    "ProbeMessage",
+    "RecordingFormatError",
+    "ReplayDivergedError",
+    "ReplayReport",
+    "load_fault_plan",
+    "replay",
+]
 
 
 class DeterministicRuntime(Runtime):
