@@ -109,6 +109,8 @@ def encode_value(value: Any) -> Any:
         return _tagged("bytes", base64.b64encode(value).decode("ascii"))
     if isinstance(value, Mapping):  # a read-only view (MappingProxyType), a job's data
         return encode_value(dict(value))
+    if type(value) is Unreplayable:  # a replay passing on what it was given: as recorded
+        return _tagged("unreplayable", {"type": value.type, "repr": value.repr})
     return _opaque(value)
 
 
