@@ -12,8 +12,11 @@
 As :func:`~actorflow.experiments.run_experiment` does on threads, the experiment runs the
 workload twice on the same cluster, first without faults (the baseline), then with the fault
 plan, and while the second run goes on it removes the node that runs most routine actors
-``kill_node_at`` seconds after the first post. The steady-state hypothesis is checked on both
-runs; by default it is "every job ended, and completed + failed + cancelled == posted".
+``kill_node_at`` seconds after the first post. It can also kill processes: the owner of the
+worker's state (``kill_state_owner_at``) and a routine's actor (``kill_routine_at``), each
+with SIGKILL, as a crashing process ends; Ray starts another in its place. The steady-state
+hypothesis is checked on both runs; by default it is "every job ended, and completed + failed +
+cancelled == posted".
 
 The report (a JSON-ready dict) holds the counts of both runs, every fault with the time it hit
 (seconds since the first post) and the jobs it hit, the jobs in flight when the node went and
@@ -142,6 +145,9 @@ def run_cluster_experiment(
     hypothesis: str | None = None,
     nodes: int = 3,
     kill_node_at: float | None = None,
+    kill_state_owner_at: float | None = None,
+    kill_routine_at: Mapping[str, float] | None = None,
+    state_store: Callable[[], Any] | None = None,
     post_rate: float | None = None,
     job_timeout: float | None = None,
     wait: float = 180.0,
@@ -161,11 +167,37 @@ def run_cluster_experiment(
     faulty run, and a finding that is ``False`` in either run makes the steady state fail.
     ``on_progress(phase, ended, posted)`` is called a few times a second. Durations are seconds
     (``InvalidDurationError`` if not).
+
+    ``kill_state_owner_at`` kills the process owning the worker's state that many seconds into
+    the second run, and ``kill_routine_at`` (routine id -> seconds) the process of one actor of
+    each routine named. Ray starts each again; the runtime replays the jobs a dead routine actor
+    may have held. A state owner's process keeps the state in its memory, so it survives the
+    kill only with a ``state_store``: a function without arguments that makes the store in that
+    process (as ``Runtime(backend="ray", state_store=...)`` takes it; each run starts from an
+    empty state).
     """
     if faults is not None and not isinstance(faults, FaultPlan):
         raise TypeError(f"faults must be a FaultPlan or None, got {type(faults).__name__}")
+    steps: list[tuple[float, str, str | None]] = []  # (at, what, routine id)
     if kill_node_at is not None:
         kill_node_at = check_seconds("run_cluster_experiment", "kill_node_at", kill_node_at)
+    if kill_state_owner_at is not None:
+        at = check_seconds("run_cluster_experiment", "kill_state_owner_at", kill_state_owner_at)
+        steps.append((at, "state owner killed", None))
+    for routine_id, seconds in (kill_routine_at or {}).items():
+        name = f"kill_routine_at[{routine_id!r}]"
+        steps.append(
+            (
+                check_seconds("run_cluster_experiment", name, seconds),
+                "routine actor killed",
+                routine_id,
+            )
+        )
+    if state_store is not None and not callable(state_store):
+        raise ConfigurationError(
+            "state_store must be a function without arguments that makes the store (it runs "
+            "in the state owner's process)"
+        )
     job_timeout = check_seconds(
         "run_cluster_experiment", "job_timeout", job_timeout, allow_none=True, allow_zero=False
     )
@@ -178,14 +210,20 @@ def run_cluster_experiment(
             f"post_rate must be a number of jobs per second > 0, got {post_rate!r}"
         )
     flow_id = experiment_flow_id(flow)
+    routines = flow.routines if isinstance(flow, Flow) else None
+    for _, _, target in steps:
+        if routines is not None and target is not None and target not in routines:
+            raise ConfigurationError(f"kill_routine_at: flow {flow_id!r} has no {target!r}")
     items = [tuple(item) for item in workload]
     if steady_state is None:
         steady_state = _every_job_accounted_for
         hypothesis = hypothesis or DEFAULT_HYPOTHESIS
-    settings = _Settings(flow_id, items, post_rate, job_timeout, wait, check, on_progress)
+    settings = _Settings(
+        flow_id, items, post_rate, job_timeout, wait, check, on_progress, state_store
+    )
     with LocalRayCluster(nodes=nodes) as cluster:
-        baseline = _run(cluster, settings, None, None, "baseline")
-        run = _run(cluster, settings, faults, kill_node_at, "faults")
+        baseline = _run(cluster, settings, None, None, [], "baseline")
+        run = _run(cluster, settings, faults, kill_node_at, steps, "faults")
     before = bool(steady_state(baseline.counts)) and all(
         v is not False for v in baseline.checks.values()
     )
@@ -227,6 +265,7 @@ class _Settings:
         wait: float,
         check: Check | None,
         on_progress: Callable[[str, int, int], None] | None,
+        state_store: Callable[[], Any] | None = None,
     ) -> None:
         self.flow_id = flow_id
         self.items = items
@@ -235,6 +274,7 @@ class _Settings:
         self.wait = wait
         self.check = check
         self.on_progress = on_progress
+        self.state_store = state_store
 
 
 class _Outcome:
@@ -253,20 +293,30 @@ def _run(
     settings: _Settings,
     faults: FaultPlan | None,
     kill_node_at: float | None,
+    steps: list[tuple[float, str, str | None]],
     phase: str,
 ) -> _Outcome:
     outcome = _Outcome()
     jobs: list[JobContext] = []
     removal: dict[str, Any] = {}
-    with Runtime(backend="ray", faults=faults) as runtime:
+    kills: list[dict[str, Any]] = []
+    with Runtime(backend="ray", faults=faults, state_store=settings.state_store) as runtime:
         epoch = time.time() - runtime.now  # the runtime's start, on the wall clock
-        runtime.exec(settings.flow_id, worker_id=WORKER_ID)  # its actors are up: the clock starts
+        # its actors are up once exec returns: the clock starts
+        runtime.exec(
+            settings.flow_id, worker_id=WORKER_ID, discard_stored=settings.state_store is not None
+        )
         start = time.time()
-        killer = None
+        killers = []
         if kill_node_at is not None:
-            killer = threading.Timer(
-                kill_node_at, _remove_busiest, (cluster, runtime, start, removal)
+            killers.append(
+                threading.Timer(kill_node_at, _remove_busiest, (cluster, runtime, start, removal))
             )
+        for at, what, routine_id in steps:
+            kill: dict[str, Any] = {"what": what, "routine": routine_id}
+            kills.append(kill)
+            killers.append(threading.Timer(at, _kill_process, (cluster, runtime, start, kill)))
+        for killer in killers:
             killer.daemon = True
             killer.start()
         poster = threading.Thread(
@@ -283,10 +333,11 @@ def _run(
                 break
             if time.monotonic() >= deadline:
                 break
-        if killer is not None:
+        for killer in killers:
             killer.join()
-            if "error" in removal:  # the node was not removed: say so, never report a pass
-                raise removal["error"]
+        for done in (removal, *kills):
+            if "error" in done:  # the fault was not injected: say so, never report a pass
+                raise done["error"]
         if settings.on_progress is not None:
             settings.on_progress(phase, sum(1 for job in jobs if job.done), len(settings.items))
         if settings.check is not None:
@@ -320,7 +371,20 @@ def _run(
                 "job_ids": outcome.node_loss["job_ids"],
             }
         )
-        outcome.faults.sort(key=lambda fault: fault["at"])
+    by_id = {job.job_id: job for job in jobs}
+    for kill in kills:
+        hit = [by_id[job_id] for job_id in kill["in_flight"] if job_id in by_id]
+        outcome.faults.append(
+            {
+                "fault": kill["what"],
+                "at": round(kill["at"], 3),
+                "where": kill["name"],
+                "jobs_hit": len(hit),
+                "job_ids": [job.job_id for job in hit][:JOB_IDS_KEPT],
+                "outcomes": dict(Counter(job.status.value for job in hit)),
+            }
+        )
+    outcome.faults.sort(key=lambda fault: fault["at"])
     return outcome
 
 
@@ -368,6 +432,24 @@ def _remove(
         node=node, routines=routines, in_flight=in_flight, start=start, at=time.time() - start
     )
     cluster.remove_node(node)
+
+
+def _kill_process(
+    cluster: LocalRayCluster, runtime: Runtime, start: float, kill: dict[str, Any]
+) -> None:
+    """Kill the state owner's process, or one of a routine's actors' (``kill``); note when,
+    which, and the jobs in flight."""
+    try:
+        processes = runtime.processes()[WORKER_ID]
+        if kill["routine"] is None:
+            name, process = f"state owner of {WORKER_ID}", processes["state_owner"]
+        else:
+            name, process = f"{kill['routine']}[0]", processes["routines"][kill["routine"]][0]
+        cluster.kill_process(process["pid"])
+        kill["in_flight"] = [job.job_id for job in runtime.list_jobs() if not job.done]
+        kill.update(at=time.time() - start, name=name, pid=process["pid"])
+    except BaseException as exc:
+        kill["error"] = exc
 
 
 def _node_loss(removal: Mapping[str, Any], jobs: list[JobContext]) -> dict[str, Any]:

@@ -781,6 +781,14 @@ class Runtime:
             for worker_id, worker in list(self._workers.items())
         }
 
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """Where each worker's actors run: per worker, ``{"state_owner": {"pid", "node"},
+        "routines": {routine_id: [{"pid", "node"}, ...]}}``, one entry per actor. On Ray each
+        is asked (a process Ray restarted answers with its new id); on threads every actor is
+        a thread of this process (``node`` None). For fault experiments that kill a process
+        (``actorflow.cluster_experiments``)."""
+        return {worker_id: worker.processes() for worker_id, worker in list(self._workers.items())}
+
     def serve_monitor(
         self, port: int = 0, host: str = "127.0.0.1", token: str | None = None
     ) -> WebServer:

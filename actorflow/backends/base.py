@@ -83,6 +83,10 @@ class BackendWorker(Protocol):
     def placement(self, routine_id: str) -> list[str]:
         """The ids of the Ray nodes the routine's actors run on (none off Ray)."""
 
+    def processes(self) -> dict[str, Any]:
+        """The process of the state owner and of each routine actor (see
+        ``Runtime.processes``)."""
+
     def routine_metrics(self) -> dict[str, Any]:
         """Each routine's counters and handling-time histogram
         (:func:`actorflow.engine.metrics.routine_report` of its actors)."""

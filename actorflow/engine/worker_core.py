@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -260,6 +261,17 @@ class WorkerCore:
     def placement(self, routine_id: str) -> list[str]:
         """No Ray node: every actor of this worker is a thread of this process."""
         return []
+
+    def processes(self) -> dict[str, Any]:
+        """Every actor of this worker is a thread of this process."""
+        here = {"pid": os.getpid(), "node": None}
+        return {
+            "state_owner": here,
+            "routines": {
+                routine_id: [dict(here) for _ in self.hosts.get(routine_id, ())]
+                for routine_id in self.order
+            },
+        }
 
     def routine_metrics(self) -> dict[str, Any]:
         """Counters of each routine, summed over its actors (see ``Runtime.metrics``)."""

@@ -17,6 +17,7 @@ Needs Ray (``pip install 'actorflow[ray]'``).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections import Counter
 from types import TracebackType
@@ -114,6 +115,12 @@ class LocalRayCluster:
         if node is None:
             raise ConfigurationError(f"{node_id!r} is not a node of this cluster that can go")
         self._cluster.remove_node(node, allow_graceful=False)
+
+    def kill_process(self, pid: int) -> None:
+        """Kill a process of the cluster (a routine actor's or a state owner's, see
+        ``Runtime.processes``) with SIGKILL, as a crashing process ends: Ray starts another in
+        its place. Every node of a local cluster runs on this machine."""
+        os.kill(pid, signal.SIGKILL)
 
     def busiest_node(self, placement: dict[str, dict[str, list[str]]]) -> str:
         """Of the removable nodes, the one running most routine actors, given a Ray

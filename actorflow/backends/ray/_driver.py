@@ -242,6 +242,24 @@ class RayWorker:
         """The ids of the Ray nodes ``routine_id``'s actors run on (as each last said)."""
         return list(self.nodes.get(routine_id, ()))
 
+    def processes(self) -> dict[str, Any]:
+        """Ask the state owner and each routine actor for its process id and node."""
+        ray = self.backend.ray
+        owner = None if self.supervisor is None else self.supervisor.process.remote()
+        calls = {
+            routine_id: [
+                actor.process.options(concurrency_group=CONTROL_GROUP).remote()
+                for actor in self.actors.get(routine_id, [])
+            ]
+            for routine_id in self.order
+        }
+        return {
+            "state_owner": None if owner is None else ray.get(owner, timeout=30),
+            "routines": {
+                routine_id: ray.get(refs, timeout=30) for routine_id, refs in calls.items()
+            },
+        }
+
     def moved(self, routine_id: str, index: int, node_id: str) -> None:
         """Ray restarted an actor of the routine, on ``node_id``."""
         nodes = self.nodes.get(routine_id)

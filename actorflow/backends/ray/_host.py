@@ -254,6 +254,10 @@ class RoutineHost:
         self._log = logger.bind(worker=worker_id, routine=routine_id)
         self._on_cell_thread(self._start)
 
+    def __repr__(self) -> str:
+        # Ray shows it as the actor's name (ray.util.state.list_actors' repr_name)
+        return f"RoutineHost({self.worker_id}/{self.routine_id}/{self.index})"
+
     def _new_cell(self) -> RoutineCell:
         cell = RoutineCell(self.core, self.routine_id, self.routine, self._send_self)
         if self.loop_thread is not None:
@@ -622,6 +626,11 @@ class RoutineHost:
         """The id of the Ray node this actor runs on."""
         node_id: str = import_ray().get_runtime_context().get_node_id()
         return node_id
+
+    def process(self) -> dict[str, Any]:
+        """This actor's process id and Ray node (on the ``control`` group: answered beside a
+        running call)."""
+        return {"pid": os.getpid(), "node": self.node()}
 
     # -- what records tell their host -----------------------------------------------------
     def report(self, entry: tuple[Any, ...]) -> None:

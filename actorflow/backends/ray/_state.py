@@ -12,6 +12,7 @@ restores the ids with the state.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -45,10 +46,20 @@ class StateActor:
         if store_factory is not None:
             store = cloudpickle.loads(store_factory)()
             stored = WorkerStore(store, worker_id, lease_owner, lease_seconds)
+        self.worker_id = worker_id
         self.core = SupervisorCore(worker_id, limits, store=stored, serializer=serializer)
         self.timers: TimerService | None = None
         if import_ray().get_runtime_context().was_current_actor_reconstructed:
             self.open(restore=True, discard=False, take_over=False)
+
+    def __repr__(self) -> str:
+        # Ray shows it as the actor's name (ray.util.state.list_actors' repr_name)
+        return f"StateActor({self.worker_id})"
+
+    def process(self) -> dict[str, Any]:
+        """This actor's process id and Ray node."""
+        node_id: str = import_ray().get_runtime_context().get_node_id()
+        return {"pid": os.getpid(), "node": node_id}
 
     def open(self, restore: bool, discard: bool, take_over: bool) -> None:
         """Take the lease and restore, discard or refuse (``SupervisorCore.open_store``)."""
