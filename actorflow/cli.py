@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import importlib.util
 import itertools
@@ -628,6 +629,20 @@ def graph(target: str, fmt: str, output: Path | None) -> None:
     help="(--backend ray) remove the node running most routine actors S seconds into the run",
 )  # fmt: skip
 @click.option(
+    "--kill-state-owner-at", type=SECONDS, default=None, metavar="S",
+    help="(--backend ray) kill the process owning the worker's state S seconds into the run",
+)  # fmt: skip
+@click.option(
+    "--kill-routine-at", "kill_routine", multiple=True, metavar="ROUTINE:S",
+    help="(--backend ray) kill the process of one of ROUTINE's actors S seconds into the run "
+    "(repeatable)",
+)  # fmt: skip
+@click.option(
+    "--state-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    metavar="PATH", help="(--backend ray) keep the worker's state in this SQLite file, so it "
+    "survives its owner's process",
+)  # fmt: skip
+@click.option(
     "--rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="JOBS/S",
     help="(--backend ray) post at most this many jobs a second",
 )  # fmt: skip
@@ -655,6 +670,9 @@ def chaos(
     backend: str,
     nodes: int,
     kill_node_at: float | None,
+    kill_state_owner_at: float | None,
+    kill_routine: tuple[str, ...],
+    state_file: Path | None,
     rate: float | None,
     report_dir: Path | None,
     as_json: bool,
@@ -665,13 +683,16 @@ def chaos(
     cancelled). Exits with 0 when it held both times, 1 otherwise.
 
     With --backend ray the experiment runs on a local cluster of --nodes Ray nodes, and
-    --kill-node-at removes a node while the faulty run goes on; the report also says which
+    --kill-node-at removes a node while the faulty run goes on (--kill-state-owner-at and
+    --kill-routine-at kill single processes); the report also says which
     jobs each fault hit, and shows job outcomes over time with a mark where each fault hit.
     """
     if backend != "ray":
         for name, given in (
             ("--kill-node-at", kill_node_at is not None), ("--rate", rate is not None),
             ("--report", report_dir is not None),
+            ("--kill-state-owner-at", kill_state_owner_at is not None),
+            ("--kill-routine-at", bool(kill_routine)), ("--state-file", state_file is not None),
             ("--nodes", ctx.get_parameter_source("nodes") is not ParameterSource.DEFAULT),
         ):  # fmt: skip
             if given:
@@ -695,9 +716,10 @@ def chaos(
         (post.routine, post.slot, post.data, metadata or {}) for post in posts for _ in range(jobs)
     ]
     if backend == "ray":
-        _chaos_on_ray(
-            ctx, flow, workload, plan, nodes, kill_node_at, rate, timeout, report_dir, as_json
+        kills = ProcessKills(
+            kill_node_at, kill_state_owner_at, _routine_kills(flow, kill_routine), state_file
         )
+        _chaos_on_ray(ctx, flow, workload, plan, nodes, kills, rate, timeout, report_dir, as_json)
         return
     try:
         report = run_experiment(
@@ -719,13 +741,42 @@ def chaos(
     ctx.exit(0 if held else 1)
 
 
+@dataclass(frozen=True)
+class ProcessKills:
+    """What ``chaos --backend ray`` kills, and when (seconds into the run under faults)."""
+
+    node_at: float | None
+    state_owner_at: float | None
+    routines_at: dict[str, float]
+    state_file: Path | None
+
+
+def _routine_kills(flow: Flow, given: Sequence[str]) -> dict[str, float]:
+    """``--kill-routine-at ROUTINE:S`` options, checked against the flow."""
+    kills: dict[str, float] = {}
+    for text in given:
+        routine, sep, seconds = text.rpartition(":")
+        if not sep or not routine:
+            raise click.BadParameter(
+                f"{text!r} is not ROUTINE:SECONDS", param_hint="--kill-routine-at"
+            )
+        if routine not in flow.routines:
+            known = ", ".join(sorted(flow.routines))
+            raise click.BadParameter(
+                f"flow {flow.flow_id!r} has no routine {routine!r} (routines: {known})",
+                param_hint="--kill-routine-at",
+            )
+        kills[routine] = SECONDS.convert(seconds, None, None)
+    return kills
+
+
 def _chaos_on_ray(
     ctx: click.Context,
     flow: Flow,
     workload: list[tuple[Any, ...]],
     plan: FaultPlan,
     nodes: int,
-    kill_node_at: float | None,
+    kills: ProcessKills,
     rate: float | None,
     timeout: float,
     report_dir: Path | None,
@@ -746,7 +797,9 @@ def _chaos_on_ray(
         try:  # Ray's driver prints a lost raylet's last log lines on stdout: stdout is ours
             with contextlib.redirect_stdout(sys.stderr):
                 report = run_cluster_experiment(
-                    flow, workload, plan, nodes=nodes, kill_node_at=kill_node_at,
+                    flow, workload, plan, nodes=nodes, kill_node_at=kills.node_at,
+                    kill_state_owner_at=kills.state_owner_at, kill_routine_at=kills.routines_at,
+                    state_store=_sqlite_store(kills.state_file),
                     post_rate=rate, job_timeout=timeout, on_progress=on_progress,
                 )  # fmt: skip
         except ActorflowError as exc:
@@ -763,6 +816,15 @@ def _chaos_on_ray(
         click.echo(f"wrote {report_dir / 'report.json'} and {report_dir / 'summary.txt'}", err=True)
     click.echo(report.to_json() if as_json else report.summary().rstrip("\n"))
     ctx.exit(0 if report["steady_state_before"] and report["steady_state_after"] else 1)
+
+
+def _sqlite_store(path: Path | None) -> Any:
+    """A function making the SQLite store at ``path`` in the state owner's process, or None."""
+    if path is None:
+        return None
+    from actorflow.store import create_store  # noqa: PLC0415
+
+    return functools.partial(create_store, "sqlite", path=str(path.resolve()))
 
 
 def _print_report(report: Mapping[str, Any]) -> None:

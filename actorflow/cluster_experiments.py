@@ -306,6 +306,8 @@ def _run(
         runtime.exec(
             settings.flow_id, worker_id=WORKER_ID, discard_stored=settings.state_store is not None
         )
+        # where the actors run, asked now: a kill at its time needs no answer from an actor
+        known = runtime.processes()[WORKER_ID] if steps else {}
         start = time.time()
         killers = []
         if kill_node_at is not None:
@@ -315,7 +317,8 @@ def _run(
         for at, what, routine_id in steps:
             kill: dict[str, Any] = {"what": what, "routine": routine_id}
             kills.append(kill)
-            killers.append(threading.Timer(at, _kill_process, (cluster, runtime, start, kill)))
+            arguments = (cluster, runtime, known, start, kill)
+            killers.append(threading.Timer(at, _kill_process, arguments))
         for killer in killers:
             killer.daemon = True
             killer.start()
@@ -435,17 +438,30 @@ def _remove(
 
 
 def _kill_process(
-    cluster: LocalRayCluster, runtime: Runtime, start: float, kill: dict[str, Any]
+    cluster: LocalRayCluster,
+    runtime: Runtime,
+    known: Mapping[str, Any],
+    start: float,
+    kill: dict[str, Any],
 ) -> None:
     """Kill the state owner's process, or one of a routine's actors' (``kill``); note when,
-    which, and the jobs in flight."""
+    which, and the jobs in flight. ``known`` is where the actors ran when the run began; a
+    process that has ended since (Ray restarted it elsewhere) is looked up again."""
     try:
-        processes = runtime.processes()[WORKER_ID]
-        if kill["routine"] is None:
-            name, process = f"state owner of {WORKER_ID}", processes["state_owner"]
+        processes = known
+        for _ in range(2):
+            if kill["routine"] is None:
+                name, process = f"state owner of {WORKER_ID}", processes["state_owner"]
+            else:
+                routine = kill["routine"]
+                name, process = f"{routine}[0]", processes["routines"][routine][0]
+            try:
+                cluster.kill_process(process["pid"])
+                break
+            except ProcessLookupError:
+                processes = runtime.processes()[WORKER_ID]
         else:
-            name, process = f"{kill['routine']}[0]", processes["routines"][kill["routine"]][0]
-        cluster.kill_process(process["pid"])
+            raise RuntimeError(f"the process of {name} could not be found to be killed")
         kill["in_flight"] = [job.job_id for job in runtime.list_jobs() if not job.done]
         kill.update(at=time.time() - start, name=name, pid=process["pid"])
     except BaseException as exc:

@@ -287,6 +287,14 @@ USAGE_ERRORS = [
      "--deterministic needs the thread backend"),
     (["chaos", "{app}:flow", "--post", "parse.line=1", "--backend", "ray", "--kill-node-at", "soon"],
      "'soon' is not a duration"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--kill-state-owner-at", "1"],
+     "--kill-state-owner-at needs --backend ray"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--backend", "ray", "--kill-routine-at", "nobody:1"],
+     "Invalid value for --kill-routine-at: flow 'inventory' has no routine 'nobody' (routines: parse, store)"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--backend", "ray", "--kill-routine-at", "store"],
+     "'store' is not ROUTINE:SECONDS"),
+    (["chaos", "{app}:flow", "--post", "parse.line=1", "--backend", "ray", "--kill-routine-at", "store:-1"],
+     "Invalid value: S must be a finite number of seconds > 0"),
 ]  # fmt: skip
 
 
@@ -405,12 +413,15 @@ def test_chaos_without_faults_runs_the_workload_twice(app: Path) -> None:
 def test_chaos_on_a_local_ray_cluster_loses_a_node_and_reports_it(
     app: Path, tmp_path: Path
 ) -> None:
-    """A real 2-node cluster in a process of its own: the node running the routine actors goes
-    1.5 s in; the report says so, every job ended and each is counted once."""
+    """A real 2-node cluster in a process of its own: the state owner's process is killed 0.5 s
+    in, one of store's actors 1 s in, and the node running the routine actors goes 1.5 s in;
+    the report says so, every job ended and each is counted once."""
     report_dir = tmp_path / "report"
     command = [
         sys.executable, "-m", "actorflow", "chaos", f"{app}:flow", "--post", 'parse.line="pen,3"',
         "--jobs", "200", "--rate", "100", "--backend", "ray", "--nodes", "2",
+        "--kill-state-owner-at", "0.5s", "--state-file", "state.db",
+        "--kill-routine-at", "store:1s",
         "--kill-node-at", "1.5s", "--timeout", "120", "--report", str(report_dir),
     ]  # fmt: skip
     result = subprocess.run(
@@ -427,7 +438,13 @@ def test_chaos_on_a_local_ray_cluster_loses_a_node_and_reports_it(
     loss = report["node_loss"]
     assert loss["routines"] and loss["jobs_in_flight"] > 0
     assert sum(loss["outcomes"].values()) == loss["jobs_in_flight"]
-    assert [f["fault"] for f in report["faults"]] == ["node removed"]
+    assert [f["fault"] for f in report["faults"]] == [
+        "state owner killed",
+        "routine actor killed",
+        "node removed",
+    ]
+    assert [f["where"] for f in report["faults"][:2]] == ["state owner of experiment", "store[0]"]
+    assert (tmp_path / "state.db").exists()
     assert report["steady_state_before"] is True and report["steady_state_after"] is True
     assert "<- node removed" in summary
     assert "steady-state hypothesis: every job ended" in summary
