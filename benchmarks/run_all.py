@@ -43,11 +43,14 @@ ONE_JOB_P50_MS = 0.1
 ONE_JOB_P99_MS = 0.3
 MODIFY_P50_US = 30.0
 INCREMENTS_PER_S = 20_000.0
+ONE_INCREMENT_PER_ROUTINE_VS_NONE = 0.7  # state_pipeline: jobs/s against no state calls
+TWO_INCREMENTS_PER_ROUTINE_VS_NONE = 0.55
 
 FULL_ARGS: dict[str, list[str]] = {
     "pipeline": [],
     "fanout": [],
     "state": [],
+    "state_pipeline": [],
     "memory": [],
     "idle": [],
     "store": [],
@@ -66,6 +69,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     ],
     "fanout": ["--quick"],
     "state": ["--jobs", "1250", "--samples", "500", "--rounds", "3"],
+    "state_pipeline": ["--jobs", "5000", "--rounds", "3"],
     "memory": ["--quick"],
     "idle": ["--quick"],
     "store": ["--quick"],
@@ -442,10 +446,56 @@ def async_io(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
     return line, rows
 
 
+def state_pipeline(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
+    r = out[0]
+    cases = r["cases"]
+    none, one, two = cases["calls_0"], cases["calls_1"], cases["calls_2"]
+    targets = {
+        "one_increment_per_routine_vs_none": target(
+            one["ratio_to_no_state"], ">=", ONE_INCREMENT_PER_ROUTINE_VS_NONE
+        ),
+        "two_increments_per_routine_vs_none": target(
+            two["ratio_to_no_state"], ">=", TWO_INCREMENTS_PER_ROUTINE_VS_NONE
+        ),
+    }
+    line = {
+        "benchmark": "state_pipeline",
+        "params": {"jobs": r["jobs"], "rounds": r["rounds"]},
+        "actorflow": {name: case for name, case in cases.items()},
+        "baselines": {"no_state_calls_jobs_per_s": none["jobs_per_s"]},
+        "ratios": {name: case["ratio_to_no_state"] for name, case in cases.items()},
+        "targets": named(targets, "state_pipeline"),
+    }
+    base = f"no state calls: {none['jobs_per_s']:,} jobs/s"
+    rows = [
+        row(f"3-routine pipeline, {r['jobs']:,} jobs, no state calls: jobs/s", none["jobs_per_s"]),
+        row(
+            "... one increment per routine (3 per job): jobs/s",
+            one["jobs_per_s"],
+            base,
+            one["ratio_to_no_state"],
+            targets["one_increment_per_routine_vs_none"],
+        ),
+        row(
+            "... two increments per routine (6 per job): jobs/s",
+            two["jobs_per_s"],
+            base,
+            two["ratio_to_no_state"],
+            targets["two_increments_per_routine_vs_none"],
+        ),
+        row(
+            "CPU per job (us): none / one / two increments per routine",
+            f"{none['cpu_us_per_job']} / {one['cpu_us_per_job']} / {two['cpu_us_per_job']}",
+        ),
+    ]
+    return line, rows
+
+
 SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], tuple[dict[str, Any], list[Row]]]] = {
     "pipeline": pipeline,
     "fanout": fanout,
     "state": state,
+    "state_pipeline": state_pipeline,
     "memory": memory,
     "idle": idle,
     "store": store,
