@@ -116,7 +116,10 @@ def encode_value(value: Any) -> Any:
 
 def _opaque(value: Any) -> dict[str, Any]:
     kind = type(value)
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the handling it records
+        text = f"<repr failed: {type(exc).__name__}>"
     if len(text) > MAX_REPR:
         text = text[: MAX_REPR - 3] + "..."
     return _tagged("unreplayable", {"type": f"{kind.__module__}.{kind.__qualname__}", "repr": text})

@@ -73,6 +73,15 @@ class _Coupon:
         return "Coupon(SAVE10)"
 
 
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_value_whose_repr_fails_is_kept_without_one() -> None:
+    assert decode_value(encode_value(_BadRepr())).repr == "<repr failed: RuntimeError>"
+
+
 def test_a_value_json_cannot_hold_is_kept_as_its_type_and_repr() -> None:
     encoded = encode_value({"coupon": _Coupon()})
     assert json.loads(json.dumps(encoded)) == encoded
