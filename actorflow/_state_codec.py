@@ -7,10 +7,17 @@ or pickle/cloudpickle as an explicit opt-in for trusted deployments.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from actorflow.errors import StateSerializationError
-from actorflow.store.serializers import Serializer, find_unencodable, get_serializer
+from actorflow.store.serializers import (
+    INT64_MIN,
+    UINT64_MAX,
+    Serializer,
+    find_unencodable,
+    get_serializer,
+)
 
 __all__ = ["StateCodec"]
 
@@ -41,6 +48,23 @@ class StateCodec:
                 f"{self.serializer.name.upper()} serializer cannot encode (keep connections, "
                 "locks, files and functions in the routine, see on_start)"
             ) from exc
+
+    def encode_number_set(self, key: str, state: dict[str, Any], field: Any) -> bytes:
+        """Encode ``state`` (a dict decoded from this codec) whose ``field`` was just set to a
+        number: with strict JSON only that number and the field's name need checking."""
+        dumps_valid = getattr(self.serializer, "dumps_valid", None)
+        value = state[field]
+        if (
+            dumps_valid is not None
+            and type(field) is str
+            and (
+                (type(value) is int and INT64_MIN <= value <= UINT64_MAX)
+                or (type(value) is float and math.isfinite(value))
+            )
+        ):
+            blob: bytes = dumps_valid(state)
+            return blob
+        return self.encode(key, state)
 
     def decode(self, blob: bytes) -> Any:
         """A fresh copy of the stored value."""

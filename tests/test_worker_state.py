@@ -446,6 +446,31 @@ def test_increment_of_a_field_that_is_no_number_names_the_key_the_field_and_its_
     assert state.get_routine_state("y") == {"n": "text"}
 
 
+@pytest.mark.parametrize(
+    ("start", "by", "field", "problem"),
+    [
+        (2**64 - 1, 1, "n", "integer does not fit in 64 bits"),
+        (1.5e308, 1.5e308, "n", "JSON has no NaN or infinity"),
+        (0, 1, 7, "JSON object keys must be str"),
+    ],
+    ids=["past 64 bits", "to infinity", "a field that is no str"],
+)
+def test_an_increment_json_cannot_hold_is_refused_and_changes_nothing(
+    runtime: Runtime, start: Any, by: Any, field: Any, problem: str
+) -> None:
+    """An increment re-checks only the number it wrote (the rest of the value was checked when
+    it was stored): that check still refuses what JSON cannot hold."""
+    flow = Flow("numbers")
+    flow.add_routine(routine(lambda sd, m, ws: None), "r")
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("numbers")
+    state.update_routine_state("x", {"n": start})
+    with pytest.raises(StateSerializationError) as info:
+        state.increment("x", field, by)
+    assert problem in str(info.value.__cause__)  # the serializer's reason
+    assert state.get_routine_state("x") == {"n": start}
+
+
 def test_the_total_limit_counts_every_byte_of_a_new_key() -> None:
     """A str of n characters takes n + 2 bytes (JSON quotes it): a new key one byte over
     the worker's limit is refused, one that fills it exactly is not."""

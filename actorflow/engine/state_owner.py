@@ -340,7 +340,7 @@ class SupervisorCore:
             )
         value: int | float = current + by
         state[field] = value
-        self._store_blob(call.key, self._encode(call.key, state), value)
+        self._store_blob(call.key, self.codec.encode_number_set(call.key, state, field), value)
         return value
 
     def _snapshot(self, call: StateCall) -> dict[str, Any]:

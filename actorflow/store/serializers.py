@@ -52,8 +52,9 @@ __all__ = [
 JSON_MAX_DEPTH = 200
 """Deepest nesting of lists/dicts the ``json`` serializer accepts."""
 
-_INT64_MIN = -(2**63)
-_UINT64_MAX = 2**64 - 1
+INT64_MIN = -(2**63)
+UINT64_MAX = 2**64 - 1
+"""The integers the ``json`` serializer accepts: from ``INT64_MIN`` to ``UINT64_MAX``."""
 
 
 @runtime_checkable
@@ -83,7 +84,7 @@ def _json_problem(value: Any, path: str = "", depth: int = 0) -> tuple[str, type
     if value is None or kind is bool or kind is str:
         return None
     if kind is int:
-        if _INT64_MIN <= value <= _UINT64_MAX:
+        if INT64_MIN <= value <= UINT64_MAX:
             return None
         return path, kind, "integer does not fit in 64 bits"
     if kind is float:
@@ -138,6 +139,13 @@ class JsonSerializer:
             path, kind, reason = problem
             where = f" at {path}" if path else ""
             raise TypeError(f"{kind.__name__}{where} cannot be stored as JSON: {reason}")
+        if self._orjson is not None:
+            return bytes(self._orjson.dumps(value))
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def dumps_valid(self, value: Any) -> bytes:
+        """Encode ``value`` known to hold only what JSON holds faithfully (checked before:
+        a value decoded from this serializer's output, changed only by such values)."""
         if self._orjson is not None:
             return bytes(self._orjson.dumps(value))
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
