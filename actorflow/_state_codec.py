@@ -29,6 +29,7 @@ class StateCodec:
         self.serializer = get_serializer(serializer)
         self._dumps = self.serializer.dumps
         self._loads = self.serializer.loads
+        self._dumps_valid = getattr(self.serializer, "dumps_valid", None)
 
     def encode(self, key: str, value: Any) -> bytes:
         try:
@@ -49,22 +50,33 @@ class StateCodec:
                 "locks, files and functions in the routine, see on_start)"
             ) from exc
 
+    @property
+    def trusts_numbers(self) -> bool:
+        """Whether a dict this codec decoded stays encodable after :meth:`number_fits` let a
+        field be set to a number (strict JSON: it does, and encodes without a re-check)."""
+        return self._dumps_valid is not None
+
+    def number_fits(self, field: Any, value: Any) -> bool:
+        """Whether ``value`` under ``field`` can be stored in a dict this codec decoded
+        without checking the rest again (a str field, a 64-bit int or a finite float)."""
+        return type(field) is str and (
+            (type(value) is int and INT64_MIN <= value <= UINT64_MAX)
+            or (type(value) is float and math.isfinite(value))
+        )
+
     def encode_number_set(self, key: str, state: dict[str, Any], field: Any) -> bytes:
         """Encode ``state`` (a dict decoded from this codec) whose ``field`` was just set to a
         number: with strict JSON only that number and the field's name need checking."""
-        dumps_valid = getattr(self.serializer, "dumps_valid", None)
-        value = state[field]
-        if (
-            dumps_valid is not None
-            and type(field) is str
-            and (
-                (type(value) is int and INT64_MIN <= value <= UINT64_MAX)
-                or (type(value) is float and math.isfinite(value))
-            )
-        ):
-            blob: bytes = dumps_valid(state)
+        if self._dumps_valid is not None and self.number_fits(field, state[field]):
+            blob: bytes = self._dumps_valid(state)
             return blob
         return self.encode(key, state)
+
+    def encode_trusted(self, value: Any) -> bytes:
+        """Encode a value :meth:`trusts_numbers` vouches for (see :meth:`number_fits`)."""
+        assert self._dumps_valid is not None
+        blob: bytes = self._dumps_valid(value)
+        return blob
 
     def decode(self, blob: bytes) -> Any:
         """A fresh copy of the stored value."""

@@ -455,20 +455,48 @@ def test_increment_of_a_field_that_is_no_number_names_the_key_the_field_and_its_
     ],
     ids=["past 64 bits", "to infinity", "a field that is no str"],
 )
+@pytest.mark.parametrize("after_an_increment", [False, True], ids=["stored", "kept decoded"])
 def test_an_increment_json_cannot_hold_is_refused_and_changes_nothing(
-    runtime: Runtime, start: Any, by: Any, field: Any, problem: str
+    runtime: Runtime, start: Any, by: Any, field: Any, problem: str, after_an_increment: bool
 ) -> None:
     """An increment re-checks only the number it wrote (the rest of the value was checked when
-    it was stored): that check still refuses what JSON cannot hold."""
+    it was stored), and a value only increments changed is kept decoded until it is read: on
+    both ways the check still refuses what JSON cannot hold."""
     flow = Flow("numbers")
     flow.add_routine(routine(lambda sd, m, ws: None), "r")
     FlowRegistry.get_instance().register(flow)
     state = runtime.exec("numbers")
     state.update_routine_state("x", {"n": start})
+    if after_an_increment:
+        assert state.increment("x", "n", 0) == start
     with pytest.raises(StateSerializationError) as info:
         state.increment("x", field, by)
     assert problem in str(info.value.__cause__)  # the serializer's reason
     assert state.get_routine_state("x") == {"n": start}
+
+
+def test_values_changed_by_increments_read_modify_delete_and_snapshot_as_stored_ones(
+    runtime: Runtime,
+) -> None:
+    flow = Flow("kept_decoded")
+    flow.add_routine(routine(lambda sd, m, ws: None), "r")
+    FlowRegistry.get_instance().register(flow)
+    state = runtime.exec("kept_decoded")
+    state.update_routine_state("x", {"n": 1, "tags": ["a"]})
+    assert [state.increment("x", "n") for _ in range(3)] == [2, 3, 4]
+    assert state.increment("x", "m", 0.5) == 0.5
+    read = state.get_routine_state("x")
+    assert read == {"n": 4, "tags": ["a"], "m": 0.5}
+    read["n"] = 100  # a copy: nothing changes
+    assert state.increment("x", "n") == 5
+    assert state.snapshot()["x"] == {"n": 5, "tags": ["a"], "m": 0.5}
+    assert state.modify_routine_state("x", lambda old: {**old, "n": old["n"] * 10})["n"] == 50
+    assert state.increment("x", "n") == 51
+    assert state.delete_routine_state("x") is True
+    assert state.get_routine_state("x") is None
+    assert state.increment("x", "n") == 1
+    state.update_routine_state("x", {"n": 7})
+    assert state.increment("x", "n") == 8
 
 
 def test_the_total_limit_counts_every_byte_of_a_new_key() -> None:

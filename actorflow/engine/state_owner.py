@@ -114,6 +114,15 @@ class SupervisorCore:
         self._monotonic = monotonic
         self._blobs: dict[str, bytes] = {}
         self._total = 0
+        # Keys whose value increments changed and nobody read since: the live dict, encoded
+        # when it is next needed (see _increment). Only without limits or a store.
+        self._unencoded: dict[str, dict[str, Any]] = {}
+        self._lazy = (
+            codec.trusts_numbers
+            and store is None
+            and self._limits.max_key_bytes is None
+            and self._limits.max_total_bytes is None
+        )
         self._caches: dict[str, tuple[tuple[int, float | None], Cache[str, bytes]]] = {}
         self._applied: OrderedDict[str, Any] = OrderedDict()  # op id -> result
         self._op_id: str | None = None  # of the call being applied, with a store only
@@ -273,6 +282,23 @@ class SupervisorCore:
             applied.popitem(last=False)
 
     # -- storing -----------------------------------------------------------------------
+    def _blob(self, key: str) -> bytes | None:
+        """The encoded value under ``key`` (encoding what increments left unencoded)."""
+        if self._unencoded:
+            value = self._unencoded.pop(key, None)
+            if value is not None:
+                self._keep(key, self.codec.encode_trusted(value))
+        return self._blobs.get(key)
+
+    def _encode_all(self) -> None:
+        for key in list(self._unencoded):
+            self._blob(key)
+
+    def _keep(self, key: str, blob: bytes) -> None:
+        old = self._blobs.get(key)
+        self._total += len(blob) - (0 if old is None else len(old))
+        self._blobs[key] = blob
+
     def _store_blob(self, key: str, blob: bytes, result: Any = None) -> None:
         """Check limits, write through to the durable store (with the call's id and
         ``result``, if it has an id), then keep the blob."""
@@ -299,14 +325,16 @@ class SupervisorCore:
 
     # -- operations --------------------------------------------------------------------
     def _get(self, call: StateCall) -> Any:
-        blob = self._blobs.get(call.key)
+        blob = self._blob(call.key)
         return None if blob is None else self._decode(blob)
 
     def _put(self, call: StateCall) -> None:
-        self._store_blob(call.key, self._encode(call.key, call.arg))
+        blob = self._encode(call.key, call.arg)
+        self._unencoded.pop(call.key, None)
+        self._store_blob(call.key, blob)
 
     def _delete(self, call: StateCall) -> bool:
-        blob = self._blobs.get(call.key)
+        blob = self._blob(call.key)
         if blob is None:
             return False
         if self._store is not None:
@@ -317,7 +345,7 @@ class SupervisorCore:
         return True
 
     def _modify(self, call: StateCall) -> Any:
-        blob = self._blobs.get(call.key)
+        blob = self._blob(call.key)
         old = None if blob is None else self._decode(blob)
         encoded = self._encode(call.key, call.arg(old))
         result = self._decode(encoded)
@@ -325,8 +353,20 @@ class SupervisorCore:
         return result
 
     def _increment(self, call: StateCall) -> int | float:
-        field, by = call.arg, call.extra
-        blob = self._blobs.get(call.key)
+        """Add to a number in a dict. Without limits or a store, and with strict JSON, the
+        dict is kept decoded and encoded only when next read (``_blob``): an increment then
+        decodes and encodes nothing."""
+        key, field, by = call.key, call.arg, call.extra
+        live = self._unencoded.get(key) if self._unencoded else None
+        if live is not None:
+            now = live.get(field, 0)
+            if not isinstance(now, bool) and isinstance(now, int | float):
+                added: int | float = now + by
+                if self.codec.number_fits(field, added):
+                    live[field] = added
+                    return added
+            self._blob(key)  # encode it and take the checked way below
+        blob = self._blobs.get(key)
         state = {} if blob is None else self._decode(blob)
         if not isinstance(state, dict):
             raise TypeError(
@@ -340,11 +380,15 @@ class SupervisorCore:
             )
         value: int | float = current + by
         state[field] = value
+        if self._lazy and self.codec.number_fits(field, value):
+            self._unencoded[key] = state
+            return value
         self._store_blob(call.key, self.codec.encode_number_set(call.key, state, field), value)
         return value
 
     def _snapshot(self, call: StateCall) -> dict[str, Any]:
         visible: Callable[[str], bool] | None = call.arg
+        self._encode_all()
         return {
             key: self._decode(blob)
             for key, blob in self._blobs.items()
