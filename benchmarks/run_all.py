@@ -45,12 +45,14 @@ MODIFY_P50_US = 30.0
 INCREMENTS_PER_S = 20_000.0
 ONE_INCREMENT_PER_ROUTINE_VS_NONE = 0.7  # state_pipeline: jobs/s against no state calls
 TWO_INCREMENTS_PER_ROUTINE_VS_NONE = 0.55
+ORDER_FLOW_WITH_STATE_VS_WITHOUT = 0.6
 
 FULL_ARGS: dict[str, list[str]] = {
     "pipeline": [],
     "fanout": [],
     "state": [],
     "state_pipeline": [],
+    "order_flow": [],
     "memory": [],
     "idle": [],
     "store": [],
@@ -70,6 +72,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "fanout": ["--quick"],
     "state": ["--jobs", "1250", "--samples", "500", "--rounds", "3"],
     "state_pipeline": ["--jobs", "5000", "--rounds", "3"],
+    "order_flow": ["--jobs", "2000", "--rounds", "3"],
     "memory": ["--quick"],
     "idle": ["--quick"],
     "store": ["--quick"],
@@ -489,11 +492,50 @@ def state_pipeline(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]
     return line, rows
 
 
+def order_flow(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
+    r = out[0]
+    with_state, without = r["with_state_jobs_per_s"], r["without_state_jobs_per_s"]
+    targets = {
+        "with_state_vs_without": target(
+            r["ratio_with_to_without_state"], ">=", ORDER_FLOW_WITH_STATE_VS_WITHOUT
+        )
+    }
+    line = {
+        "benchmark": "order_flow",
+        "params": {"jobs": r["jobs"], "rounds": r["rounds"]},
+        "actorflow": {
+            "with_state_jobs_per_s": with_state,
+            "with_state_cpu_us_per_job": r["with_state_cpu_us_per_job"],
+        },
+        "baselines": {
+            "without_state_jobs_per_s": without,
+            "without_state_cpu_us_per_job": r["without_state_cpu_us_per_job"],
+        },
+        "ratios": {"with_state_vs_without": r["ratio_with_to_without_state"]},
+        "targets": named(targets, "order_flow"),
+    }
+    rows = [
+        row(
+            f"order flow (fan-out, join, 5 state calls, 5% retried), {r['jobs']:,} jobs: jobs/s",
+            with_state,
+            f"the same flow without state calls: {without:,} jobs/s",
+            r["ratio_with_to_without_state"],
+            targets["with_state_vs_without"],
+        ),
+        row(
+            "order flow: CPU per job (us), with / without state calls",
+            f"{r['with_state_cpu_us_per_job']} / {r['without_state_cpu_us_per_job']}",
+        ),
+    ]
+    return line, rows
+
+
 SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], tuple[dict[str, Any], list[Row]]]] = {
     "pipeline": pipeline,
     "fanout": fanout,
     "state": state,
     "state_pipeline": state_pipeline,
+    "order_flow": order_flow,
     "memory": memory,
     "idle": idle,
     "store": store,
