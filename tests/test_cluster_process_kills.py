@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,21 +60,36 @@ def _state_is_exact(runtime: Runtime, jobs: list[JobContext]) -> Mapping[str, An
     return {"state exact": exact, "all completed": len(completed) == len(jobs)}
 
 
+def _experiment(store_path: str) -> dict[str, Any]:
+    """The experiment, in a process of its own (a cluster needs a process that has joined no
+    Ray yet): its report."""
+    report = run_cluster_experiment(
+        _orders(),
+        [("reserve", "in", {"order": n}) for n in range(300)],
+        nodes=3,
+        kill_state_owner_at=1.0,
+        kill_routine_at={"charge": 1.5},
+        state_store=functools.partial(create_store, "sqlite", path=store_path),
+        post_rate=150,
+        check=_state_is_exact,
+    )
+    return {**report, "summary": report.summary()}
+
+
 def test_killing_the_state_owner_and_a_routine_actor_loses_no_job_and_no_state(
     tmp_path: Path,
 ) -> None:
-    with contextlib.redirect_stdout(sys.stderr):  # what Ray prints about the dead processes
-        report = run_cluster_experiment(
-            _orders(),
-            [("reserve", "in", {"order": n}) for n in range(300)],
-            nodes=3,
-            kill_state_owner_at=1.0,
-            kill_routine_at={"charge": 1.5},
-            state_store=functools.partial(create_store, "sqlite", path=str(tmp_path / "s.db")),
-            post_rate=150,
-            check=_state_is_exact,
-        )
-    assert report["steady_state_before"] and report["steady_state_after"], report.summary()
+    result = subprocess.run(
+        [sys.executable, __file__, str(tmp_path / "state.db")],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+        cwd=Path(__file__).parent,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    assert report["steady_state_before"] and report["steady_state_after"], report["summary"]
     assert report["run"]["posted"] == 300
     assert report["checks"] == {"state exact": True, "all completed": True}
     kills = {fault["fault"]: fault for fault in report["faults"]}
@@ -90,3 +107,9 @@ def test_a_kill_of_a_routine_the_flow_lacks_is_refused_before_anything_runs() ->
         run_cluster_experiment(_orders(), [], kill_routine_at={"pack": 1.0})
     with pytest.raises(ConfigurationError, match="state_store must be a function"):
         run_cluster_experiment(_orders(), [], state_store="sqlite")  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":  # the experiment's process (see the test above)
+    with contextlib.redirect_stdout(sys.stderr):  # what Ray prints about the dead processes
+        found = _experiment(sys.argv[1])
+    print(json.dumps(found))
