@@ -403,3 +403,27 @@ def test_supervision_restarts_async_routines_like_plain_ones(
     assert all(len(seen) == 2 for seen in incarnations.values()), incarnations
     assert restarts == 1
     assert sorted(name for name, seen in incarnations.items() if seen[0] != seen[1]) == restarted
+
+
+def test_a_state_call_that_raises_in_async_logic_raises_its_own_error(backend: Backend) -> None:
+    """``await state.aio...`` that the state owner refuses raises the owner's own error in the
+    logic (on Ray, not Ray's wrapper of it)."""
+
+    async def count(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        try:
+            await state.aio.increment("_words", "n")
+        except TypeError as exc:
+            job.set_data("caught", f"{type(exc).__name__}: {exc}")
+            raise
+
+    register("refused-async", {"count": make_routine(count)})
+    with backend.runtime() as runtime:
+        state = runtime.exec("refused-async", worker_id="w")
+        state.update_routine_state("_words", {"n": "text"})
+        _, job = runtime.post("refused-async", "count", "in", 1, worker_id="w")
+        assert job.wait(backend.wait)
+    message = "TypeError: increment: '_words'['n'] is a str, not a number"
+    assert job.data["caught"] == message
+    assert job.status == JobStatus.FAILED and job.error == message
