@@ -497,6 +497,10 @@ def test_values_changed_by_increments_read_modify_delete_and_snapshot_as_stored_
     assert state.increment("x", "n") == 1
     state.update_routine_state("x", {"n": 7})
     assert state.increment("x", "n") == 8
+    # a key first written by an increment keeps its place in the order keys were written
+    assert state.increment("first", "n") == 1
+    state.update_routine_state("second", {"n": 2})
+    assert list(state.snapshot()) == ["x", "first", "second"]
 
 
 def test_the_total_limit_counts_every_byte_of_a_new_key() -> None:

@@ -381,6 +381,8 @@ class SupervisorCore:
         value: int | float = current + by
         state[field] = value
         if self._lazy and self.codec.number_fits(field, value):
+            if blob is None:  # a new key keeps its place in the order keys were first written
+                self._blobs[key] = b""
             self._unencoded[key] = state
             return value
         self._store_blob(call.key, self.codec.encode_number_set(call.key, state, field), value)
