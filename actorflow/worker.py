@@ -113,9 +113,16 @@ class WorkerState:
 
     def increment(self, key: str, field: str, by: int | float = 1) -> Any:
         """Atomically add ``by`` to the number ``state[key][field]`` (0 if absent); returns it."""
-        if isinstance(by, bool) or not isinstance(by, int | float):
-            raise TypeError(f"increment: by must be a number, got {type(by).__name__}")
-        self._check(key, write=True)
+        kind = type(by)
+        if (
+            kind is not int
+            and kind is not float
+            and (kind is bool or not isinstance(by, int | float))
+        ):
+            raise TypeError(f"increment: by must be a number, got {kind.__name__}")
+        accessor = self._accessor
+        if not (key == accessor and type(key) is str):  # a routine's own key: nothing to check
+            self._check(key, write=True)
         return self._core.state_call("increment", key, field, by)
 
     def cache(self, name: str, max_entries: int = 1024, ttl: float | None = None) -> StateCache:

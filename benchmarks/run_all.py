@@ -462,7 +462,7 @@ def state_pipeline(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]
     line = {
         "benchmark": "state_pipeline",
         "params": {"jobs": r["jobs"], "rounds": r["rounds"]},
-        "actorflow": {name: case for name, case in cases.items()},
+        "actorflow": dict(cases),
         "baselines": {"no_state_calls_jobs_per_s": none["jobs_per_s"]},
         "ratios": {name: case["ratio_to_no_state"] for name, case in cases.items()},
         "targets": named(targets, "state_pipeline"),

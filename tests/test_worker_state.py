@@ -59,7 +59,7 @@ class WatchedTurn:
     """A stand-in for a supervisor's turn (its lock) that shows who contends for it.
 
     ``refused`` counts the calls that found the turn taken and went to the supervisor's
-    mailbox instead (:meth:`SupervisorCore.call_inline`); ``waiting`` is set once a thread
+    mailbox instead (:meth:`SupervisorCore.apply_now`); ``waiting`` is set once a thread
     blocks for it (the supervisor's own thread, with a call in hand). With ``inline=False``
     every call is refused the inline path, so every call goes through the mailbox, in order.
     """

@@ -43,17 +43,17 @@ BUSY: Any = object()
 """What :meth:`SupervisorCore.call_inline` returns when the supervisor is not idle."""
 
 
-def _function_error(call: StateCall, exc: BaseException) -> StateFunctionError:
+def _function_error(op: str, key: Any, exc: BaseException) -> StateFunctionError:
     """The error a state call's caller gets for a ``BaseException`` that is not an
     ``Exception`` (``exc`` becomes its cause)."""
     raised = f"raised {type(exc).__name__}: {exc}"
-    if call.op == "modify":
+    if op == "modify":
         message = (
-            f"the function given to modify_routine_state({call.key!r}) {raised} "
+            f"the function given to modify_routine_state({key!r}) {raised} "
             "(the state is unchanged)"
         )
     else:
-        message = f"the state call {call.op!r} on {call.key!r} {raised}"
+        message = f"the state call {op!r} on {key!r} {raised}"
     error = StateFunctionError(message)
     error.__cause__ = exc
     return error
@@ -107,6 +107,7 @@ class SupervisorCore:
         self.codec = codec = StateCodec(serializer)
         self._encode = codec.encode
         self._decode = codec.decode
+        self._number_fits = codec.number_fits
         self.control_handler: Callable[[Any], None] | None = None  # crashes and restarts
         self.turn = threading.Lock()  # held while a state call is applied
         self._limits = limits or StateLimits()
@@ -127,7 +128,7 @@ class SupervisorCore:
         self._applied: OrderedDict[str, Any] = OrderedDict()  # op id -> result
         self._op_id: str | None = None  # of the call being applied, with a store only
         self._ids_unread = False  # restored: the store may hold ids of applied calls
-        self._ops: dict[str, Callable[[StateCall], Any]] = {
+        self._ops: dict[str, Callable[[Any, Any, Any], Any]] = {
             "get": self._get,
             "put": self._put,
             "delete": self._delete,
@@ -188,7 +189,7 @@ class SupervisorCore:
     def _lease_lost(self, error: Exception) -> None:
         """Another runtime took the worker over: every state call is refused from now on."""
 
-        def refuse(call: StateCall) -> Any:
+        def refuse(key: Any, arg: Any, extra: Any) -> Any:
             raise type(error)(str(error))
 
         self._ops = dict.fromkeys(self._ops, refuse)
@@ -227,7 +228,7 @@ class SupervisorCore:
             except Exception as exc:
                 reply.set_error(exc)
             except BaseException as exc:  # e.g. ActorCrash from a modify fn
-                reply.set_error(_function_error(call, exc))
+                reply.set_error(_function_error(call.op, call.key, exc))
             else:
                 reply.set(result)
 
@@ -239,27 +240,42 @@ class SupervisorCore:
         changes what it raises; only a ``KeyboardInterrupt`` (Ctrl-C landing on this thread)
         goes on as itself.
         """
-        if not self.turn.acquire(blocking=False):
+        if not self.turn.acquire(False):
             return BUSY
         try:
             return self._apply(call)
         except (Exception, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            raise _function_error(call, exc) from exc
+            raise _function_error(call.op, call.key, exc) from exc
         finally:
             self.turn.release()
+
+    def apply_now(self, op: str, key: Any, arg: Any = None, extra: Any = None) -> Any:
+        """:meth:`call_inline` for a call without an id, with no :class:`StateCall` made:
+        the way every in-process WorkerState call is tried first."""
+        turn = self.turn
+        if not turn.acquire(False):  # positional: a keyword argument costs more than the lock
+            return BUSY
+        try:
+            return self._ops[op](key, arg, extra)
+        except (Exception, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise _function_error(op, key, exc) from exc
+        finally:
+            turn.release()
 
     def _apply(self, call: StateCall) -> Any:
         """Run one call (under the turn); a call whose id was applied gets its result."""
         op_id = call.op_id
         if op_id is None:
-            return self._ops[call.op](call)
+            return self._ops[call.op](call.key, call.arg, call.extra)
         applied = self._applied
         if op_id in applied:
             return applied[op_id]
         if self._store is None:
-            result = self._ops[call.op](call)
+            result = self._ops[call.op](call.key, call.arg, call.extra)
         else:  # a change writes the id and its result with it (_store_blob, _delete)
             if self._ids_unread:
                 for stored_id, stored in self._store.load_applied():
@@ -269,7 +285,7 @@ class SupervisorCore:
                     return applied[op_id]
             self._op_id = op_id
             try:
-                result = self._ops[call.op](call)
+                result = self._ops[call.op](call.key, call.arg, call.extra)
             finally:
                 self._op_id = None
         self._remember(op_id, result)
@@ -324,45 +340,46 @@ class SupervisorCore:
         self._total = total
 
     # -- operations --------------------------------------------------------------------
-    def _get(self, call: StateCall) -> Any:
-        blob = self._blob(call.key)
+    def _get(self, key: Any, arg: Any, extra: Any) -> Any:
+        blob = self._blob(key)
         return None if blob is None else self._decode(blob)
 
-    def _put(self, call: StateCall) -> None:
-        blob = self._encode(call.key, call.arg)
-        self._unencoded.pop(call.key, None)
-        self._store_blob(call.key, blob)
+    def _put(self, key: Any, arg: Any, extra: Any) -> None:
+        blob = self._encode(key, arg)
+        self._unencoded.pop(key, None)
+        self._store_blob(key, blob)
 
-    def _delete(self, call: StateCall) -> bool:
-        blob = self._blob(call.key)
+    def _delete(self, key: Any, arg: Any, extra: Any) -> bool:
+        blob = self._blob(key)
         if blob is None:
             return False
         if self._store is not None:
             op_id = self._op_id
-            self._store.delete(call.key, None if op_id is None else (op_id, True))
-        del self._blobs[call.key]
+            self._store.delete(key, None if op_id is None else (op_id, True))
+        del self._blobs[key]
         self._total -= len(blob)
         return True
 
-    def _modify(self, call: StateCall) -> Any:
-        blob = self._blob(call.key)
+    def _modify(self, key: Any, arg: Any, extra: Any) -> Any:
+        blob = self._blob(key)
         old = None if blob is None else self._decode(blob)
-        encoded = self._encode(call.key, call.arg(old))
+        encoded = self._encode(key, arg(old))
         result = self._decode(encoded)
-        self._store_blob(call.key, encoded, result)
+        self._store_blob(key, encoded, result)
         return result
 
-    def _increment(self, call: StateCall) -> int | float:
+    def _increment(self, key: Any, arg: Any, extra: Any) -> int | float:
         """Add to a number in a dict. Without limits or a store, and with strict JSON, the
         dict is kept decoded and encoded only when next read (``_blob``): an increment then
         decodes and encodes nothing."""
-        key, field, by = call.key, call.arg, call.extra
+        field, by = arg, extra
         live = self._unencoded.get(key) if self._unencoded else None
         if live is not None:
             now = live.get(field, 0)
-            if not isinstance(now, bool) and isinstance(now, int | float):
+            kind = type(now)  # a decoded or incremented number is a plain int or float
+            if kind is int or kind is float:
                 added: int | float = now + by
-                if self.codec.number_fits(field, added):
+                if self._number_fits(field, added):
                     live[field] = added
                     return added
             self._blob(key)  # encode it and take the checked way below
@@ -370,13 +387,13 @@ class SupervisorCore:
         state = {} if blob is None else self._decode(blob)
         if not isinstance(state, dict):
             raise TypeError(
-                f"increment needs the state under {call.key!r} to be a dict, "
+                f"increment needs the state under {key!r} to be a dict, "
                 f"found {type(state).__name__}"
             )
         current = state.get(field, 0)
         if isinstance(current, bool) or not isinstance(current, int | float):
             raise TypeError(
-                f"increment: {call.key!r}[{field!r}] is a {type(current).__name__}, not a number"
+                f"increment: {key!r}[{field!r}] is a {type(current).__name__}, not a number"
             )
         value: int | float = current + by
         state[field] = value
@@ -385,11 +402,11 @@ class SupervisorCore:
                 self._blobs[key] = b""
             self._unencoded[key] = state
             return value
-        self._store_blob(call.key, self.codec.encode_number_set(call.key, state, field), value)
+        self._store_blob(key, self.codec.encode_number_set(key, state, field), value)
         return value
 
-    def _snapshot(self, call: StateCall) -> dict[str, Any]:
-        visible: Callable[[str], bool] | None = call.arg
+    def _snapshot(self, key: Any, arg: Any, extra: Any) -> dict[str, Any]:
+        visible: Callable[[str], bool] | None = arg
         self._encode_all()
         return {
             key: self._decode(blob)
@@ -398,13 +415,13 @@ class SupervisorCore:
         }
 
     # -- bounded caches ----------------------------------------------------------------
-    def _cache_open(self, call: StateCall) -> None:
-        max_entries, ttl = call.arg, call.extra
-        existing = self._caches.get(call.key)
+    def _cache_open(self, key: Any, arg: Any, extra: Any) -> None:
+        max_entries, ttl = arg, extra
+        existing = self._caches.get(key)
         if existing is not None:
             if existing[0] != (max_entries, ttl):
                 raise ConfigurationError(
-                    f"cache {call.key!r} already exists with max_entries={existing[0][0]}, "
+                    f"cache {key!r} already exists with max_entries={existing[0][0]}, "
                     f"ttl={existing[0][1]}"
                 )
             return
@@ -415,24 +432,23 @@ class SupervisorCore:
             cache = TTLCache[str, bytes](maxsize=max_entries, ttl=ttl, timer=self._monotonic)
         else:
             cache = TTLCache[str, bytes](maxsize=max_entries, ttl=ttl)
-        self._caches[call.key] = ((max_entries, ttl), cache)
+        self._caches[key] = ((max_entries, ttl), cache)
 
     def _cache(self, name: str) -> Cache[str, bytes]:
         return self._caches[name][1]
 
-    def _cache_get(self, call: StateCall) -> Any:
-        blob = self._cache(call.key).get(call.arg)
-        return call.extra if blob is None else self._decode(blob)
+    def _cache_get(self, key: Any, arg: Any, extra: Any) -> Any:
+        blob = self._cache(key).get(arg)
+        return extra if blob is None else self._decode(blob)
 
-    def _cache_put(self, call: StateCall) -> None:
-        name, key = call.key, call.arg
-        self._cache(name)[key] = self._encode(f"cache {name}[{key!r}]", call.extra)
+    def _cache_put(self, key: Any, arg: Any, extra: Any) -> None:
+        self._cache(key)[arg] = self._encode(f"cache {key}[{arg!r}]", extra)
 
-    def _cache_delete(self, call: StateCall) -> bool:
-        return self._cache(call.key).pop(call.arg, None) is not None
+    def _cache_delete(self, key: Any, arg: Any, extra: Any) -> bool:
+        return self._cache(key).pop(arg, None) is not None
 
-    def _cache_len(self, call: StateCall) -> int:
-        cache = self._cache(call.key)
+    def _cache_len(self, key: Any, arg: Any, extra: Any) -> int:
+        cache = self._cache(key)
         if isinstance(cache, TTLCache):
             cache.expire()
         return len(cache)

@@ -81,6 +81,9 @@ class WorkerCore:
         flow.validate()
         self.services = services
         self.dispatcher: Dispatcher = services.dispatcher or ThreadDispatcher()
+        # a state call is applied on the caller's thread when the supervisor is idle; on an
+        # inline dispatcher (the deterministic runtime) it is always a message, in order
+        self.lends_turn = not self.dispatcher.inline
         self.book = services.book
         self.flow = flow
         self.flow_id = flow.flow_id
@@ -473,8 +476,8 @@ class WorkerCore:
             raise RuntimeClosedError(
                 f"worker {self.worker_id!r} is {self.status}; its state can no longer be used"
             )
-        if not self.dispatcher.inline:  # an idle supervisor lends its turn: no hand-off
-            result = self.supervisor_core.call_inline(StateCall(op, key, arg, extra, None))
+        if self.lends_turn:  # an idle supervisor lends its turn: no hand-off
+            result = self.supervisor_core.apply_now(op, key, arg, extra)
             if result is not BUSY:
                 return result
         reply = Reply()
@@ -496,7 +499,7 @@ class WorkerCore:
             )
         if self.dispatcher.inline:  # the supervisor answers on this thread, at once
             return self.state_call(op, key, arg, extra)
-        result = self.supervisor_core.call_inline(StateCall(op, key, arg, extra, None))
+        result = self.supervisor_core.apply_now(op, key, arg, extra)
         if result is not BUSY:
             return result
         loop = asyncio.get_running_loop()

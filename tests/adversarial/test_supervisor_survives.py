@@ -49,7 +49,7 @@ def on_supervisor_thread(runtime: Runtime) -> Iterator[tuple[Runtime, WorkerStat
     """A worker whose state calls all run on the supervisor's thread (never lent inline)."""
     register_flow()
     state = runtime.exec("svc", worker_id="w")
-    runtime._workers["w"].supervisor_core.call_inline = lambda call: BUSY  # type: ignore[method-assign]
+    runtime._workers["w"].supervisor_core.apply_now = lambda *call: BUSY  # type: ignore[method-assign]
     yield runtime, state
 
 
