@@ -49,8 +49,7 @@ def _function_error(op: str, key: Any, exc: BaseException) -> StateFunctionError
     raised = f"raised {type(exc).__name__}: {exc}"
     if op == "modify":
         message = (
-            f"the function given to modify_routine_state({key!r}) {raised} "
-            "(the state is unchanged)"
+            f"the function given to modify_routine_state({key!r}) {raised} (the state is unchanged)"
         )
     else:
         message = f"the state call {op!r} on {key!r} {raised}"
