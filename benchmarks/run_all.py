@@ -36,10 +36,10 @@ README = HERE / "README.md"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 # Targets of the benchmarks whose scripts print figures only (pipeline, state).
-PIPELINE_VS_STOCK = 2.0
+PIPELINE_VS_STOCK = 2.5
 PIPELINE_VS_SIMPLEQUEUE = 0.3
 PIPELINE_CPU_VS_CHAIN = 2.0  # CPU per job / the SimpleQueue chain's CPU per message, same run
-ONE_JOB_P50_MS = 0.1
+ONE_JOB_P50_MS = 0.08
 ONE_JOB_P99_MS = 0.3
 MODIFY_P50_US = 30.0
 INCREMENTS_PER_S = 20_000.0

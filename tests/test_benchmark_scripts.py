@@ -1,0 +1,63 @@
+"""The WorkerState benchmarks run and check what they measure (tiny sizes: no figure is judged).
+
+A benchmark that no longer runs, or whose counters are no longer exact, would print figures
+no one can trust; these runs keep the scripts working. Their figures are not looked at: speed
+is measured by ``benchmarks/run_all.py``, never by a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run(script: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_profile_state_call_times_every_layer_of_an_increment() -> None:
+    result = run("profile_state_call.py", "--calls", "2000", "--rounds", "2")
+    layers = result["us_per_call"]
+    assert set(result["own_us_per_call"]) == {
+        "WorkerState.increment",
+        "WorkerCore.state_call",
+        "SupervisorCore turn",
+        "SupervisorCore._increment",
+    }
+    assert set(layers) == {*result["own_us_per_call"], "an empty call (the loop's own cost)"}
+    assert all(value > 0 for value in layers.values())
+
+
+def test_state_pipeline_runs_its_three_cases_with_exact_counters() -> None:
+    result = run("state_pipeline.py", "--jobs", "300", "--rounds", "1")
+    cases = result["cases"]
+    assert {name: case["increments_per_job"] for name, case in cases.items()} == {
+        "calls_0": 0,
+        "calls_1": 3,
+        "calls_2": 6,
+    }
+    assert cases["calls_0"]["ratio_to_no_state"] == 1.0
+
+
+def test_order_flow_runs_both_variants_and_mixes_no_job() -> None:
+    result = run("order_flow.py", "--jobs", "300", "--rounds", "1")
+    assert result["benchmark"] == "order_flow"
+    assert result["jobs"] == 300
