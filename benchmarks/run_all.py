@@ -2,9 +2,9 @@
 
     python3 benchmarks/run_all.py [--quick] [--markdown] [--only pipeline,fanout,...]
 
-Benchmarks, in order: pipeline, fanout, state, memory, idle, store, async_io. Each runs in its
-own fresh interpreter with ``ACTORFLOW_STRICT`` removed from its environment (the scripts pass
-``strict=False`` anyway). Each line holds the actorflow figures, the baseline figures measured in
+Benchmarks, in order: pipeline, fanout, state, state_pipeline, order_flow, memory, idle, store,
+async_io. Each runs in its own fresh interpreter with ``ACTORFLOW_STRICT`` removed from its
+environment (the scripts pass ``strict=False`` anyway). Each line holds the actorflow figures, the baseline figures measured in
 the same run, their ratios and the targets (value, bound, met); the last line counts the targets
 met and missed. ``--quick`` runs the small variants (well under 3 minutes in all; figures from a
 quick run are not the targets' measurement). ``--markdown`` writes the figures as tables into
