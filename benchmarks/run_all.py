@@ -4,11 +4,12 @@
 
 Benchmarks, in order: pipeline, fanout, state, state_pipeline, order_flow, memory, idle, store,
 async_io. Each runs in its own fresh interpreter with ``ACTORFLOW_STRICT`` removed from its
-environment (the scripts pass ``strict=False`` anyway). Each line holds the actorflow figures, the baseline figures measured in
-the same run, their ratios and the targets (value, bound, met); the last line counts the targets
-met and missed. ``--quick`` runs the small variants (well under 3 minutes in all; figures from a
-quick run are not the targets' measurement). ``--markdown`` writes the figures as tables into
-``benchmarks/README.md`` between ``<!-- figures:start -->`` and ``<!-- figures:end -->``.
+environment (the scripts pass ``strict=False`` anyway). Each line holds the actorflow figures,
+the baseline figures measured in the same run, their ratios and the targets (value, bound,
+met); the last line counts the targets met and missed. ``--quick`` runs the small variants
+(well under 3 minutes in all; figures from a quick run are not the targets' measurement).
+``--markdown`` writes the figures as tables into ``benchmarks/README.md`` between
+``<!-- figures:start -->`` and ``<!-- figures:end -->``.
 
 The exit status is 1 when a benchmark failed to run (or, with ``--fail-on-miss``, when a target
 was missed); a missed target alone is a figure, not a failure.
