@@ -267,3 +267,51 @@ def test_an_on_start_crash_reported_while_the_worker_starts_is_supervised(
         assert state.get_routine_state("r") == {"handled": 1}
         assert runtime.metrics()["workers"]["w"]["restarts"] == 1
     assert job.status == JobStatus.COMPLETED
+
+
+def test_a_stopping_worker_kills_its_actors_only_after_they_learned_of_ended_jobs(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that ends early is told to every routine actor of its worker by a control call
+    (``mark_ended``, on the actor's control thread, in no order with ``stop``). A stopping
+    worker must let those calls run before it kills the actors: a call killed half-way is
+    retried by Ray, and Ray's raylet prints its failure on the driver's output (a docs
+    example's checked output caught such a line). Here the actors take a second to learn of
+    an ended job; the stop must wait for them, within its budget."""
+    from actorflow.backends.ray import _driver
+    from actorflow.backends.ray._host import RoutineHost
+
+    learned = str(tmp_path / "learned")
+
+    class SlowToLearn(RoutineHost):
+        def mark_ended(self, ended: list[tuple[str, str]]) -> None:
+            time.sleep(1.0)  # a busy control thread
+            super().mark_ended(ended)
+            with open(learned, "a", encoding="utf-8") as out:
+                out.write(f"{ended[0][0]} {ended[0][1]}\n")
+
+    made = _driver._remote_classes
+
+    def with_slow_learners(ray: Any) -> tuple[Any, Any, Any]:
+        _, state, ledger = made(ray)
+        host = ray.remote(
+            max_restarts=-1, max_task_retries=-1, concurrency_groups={_driver.CONTROL_GROUP: 1}
+        )(SlowToLearn)
+        return host, state, ledger
+
+    monkeypatch.setattr(_driver, "_remote_classes", with_slow_learners)
+    fails = Routine()
+    fails.add_slot("in")
+
+    def refuse(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        raise ValueError("refused")
+
+    fails.set_logic(refuse)
+    flow = Flow("ends_early")
+    flow.add_routine(fails, "fails")
+    FlowRegistry.get_instance().register(flow)
+    runtime = Runtime(backend="ray")
+    _, job = runtime.post("ends_early", "fails", "in", 1)
+    assert job.wait(60) and job.status == JobStatus.FAILED
+    assert runtime.shutdown(timeout=20) is True
+    assert Path(learned).read_text(encoding="utf-8").split("\n") == [f"{job.job_id} failed", ""]

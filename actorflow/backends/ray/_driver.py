@@ -50,6 +50,7 @@ from actorflow.worker import WorkerState
 
 __all__ = ["RayBackend", "RayWorker"]
 
+CONTROL_CALLS_KEPT = 64  # per routine actor, before those that ran are forgotten
 CONTROL_GROUP = "control"  # a routine actor's second thread: jobs ended while it is busy
 REMEMBERED_ENDED_JOBS = 10_000  # ended jobs whose applied report ids are kept
 LOST_AFTER_RESTART_SECONDS = 30.0  # see RayBackend._actor_restarted
@@ -390,6 +391,7 @@ class RayWorker:
             remaining = max(0.0, deadline - time.monotonic())
             with contextlib.suppress(Exception):  # an actor that cannot stop is killed anyway
                 ray.wait(calls, num_returns=len(calls), timeout=remaining)
+            self.backend.settle_control(actors, max(0.0, deadline - time.monotonic()))
             for actor in actors:
                 ray.kill(actor, no_restart=True)
         if self.supervisor is not None:
@@ -474,6 +476,10 @@ class RayBackend:
         # job id -> when its last report came, for the jobs watched since an actor restarted
         self.watched: dict[str, float] = {}
         self._workers: dict[str, RayWorker] = {}
+        # id of a routine actor -> its control calls (mark_ended) not yet known to have run;
+        # a stopping worker waits for them before it kills the actor (settle_control)
+        self._control_calls: dict[int, list[Any]] = {}
+        self._control_lock = threading.Lock()
         self.book.on_early_end = self._ended_early
         self._sender = threading.Thread(
             target=self._send_loop, name="actorflow-ray-sender", daemon=True
@@ -570,7 +576,9 @@ class RayBackend:
             # the ends first: a job ended before anything later in this batch was posted, and a
             # message of an ended job that arrives after its end is skipped all the same
             for actor, ended in forgets.values():
-                actor.mark_ended.options(concurrency_group=CONTROL_GROUP).remote(ended)
+                self._keep_control(
+                    actor, actor.mark_ended.options(concurrency_group=CONTROL_GROUP).remote(ended)
+                )
                 actor.forget.remote(ended)
             for actor, wires in grouped.values():
                 actor.deliver.remote(wires)
@@ -578,6 +586,25 @@ class RayBackend:
                 event.set()
             if stop:
                 return
+
+    def _keep_control(self, actor: Any, call: Any) -> None:
+        """Keep ``call``, a control call sent to ``actor`` (on the actor's control thread, in
+        no order with its other calls), until it is known to have run."""
+        with self._control_lock:
+            calls = self._control_calls.setdefault(id(actor), [])
+            calls.append(call)
+            if len(calls) >= CONTROL_CALLS_KEPT:  # forget those that ran
+                _, calls[:] = self.ray.wait(calls, num_returns=len(calls), timeout=0)
+
+    def settle_control(self, actors: list[Any], timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until the control calls sent to ``actors`` have
+        run. An actor killed while one of them waits or runs would leave Ray retrying the
+        call, and Ray's raylet would print the failure on the driver's output."""
+        with self._control_lock:
+            calls = [call for actor in actors for call in self._control_calls.pop(id(actor), [])]
+        if calls:
+            with contextlib.suppress(Exception):  # an actor that cannot answer is killed anyway
+                self.ray.wait(calls, num_returns=len(calls), timeout=timeout)
 
     def send_queued(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until what was queued for the routine actors
