@@ -670,7 +670,11 @@ class RayBackend:
 
     def forget(self, worker: RayWorker, job_id: str, status: str) -> None:
         """A job ended early (failed, cancelled, timed out): its later messages are skipped,
-        and its data waiting in joins leaves them."""
+        and its data waiting in joins leaves them. A stopping worker's actors are not told:
+        what they still hold becomes dead letters as they stop, and a call sent now could
+        reach an actor as it is killed."""
+        if worker.status in ("stopping", "stopped"):
+            return
         self.outbound.put(("forget", worker.all_actors(), job_id, status))
 
     # -- actors -> driver ----------------------------------------------------------------
