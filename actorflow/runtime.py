@@ -756,8 +756,9 @@ class Runtime:
         mailbox depth and a histogram of handling times (seconds; bucket upper bounds, the
         last one ``+Inf``); ``dead_letters``: total and by reason; ``timers``:
         ``callback_errors``, how many callbacks of the runtime's timers (job timeouts, retry
-        backoffs, batch timeouts, restart backoffs, fault delays) raised; each was logged and
-        the timers went on.
+        backoffs, batch timeouts, restart backoffs, fault delays) and of the backend's (on Ray:
+        the replay and progress checks after a routine actor's process died) raised; each was
+        logged and the timers went on.
         """
         dead = self._book.dead_letters
         return runtime_report(
@@ -767,7 +768,8 @@ class Runtime:
             finished=self._book.counts(),
             dead_letters_total=dead.total,
             dead_letters_by_reason=dead.counts(),
-            timer_callback_errors=self._timers.callback_errors,
+            timer_callback_errors=self._timers.callback_errors
+            + self._backend.timer_callback_errors(),
         )
 
     def placement(self) -> dict[str, dict[str, list[str]]]:

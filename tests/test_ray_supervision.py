@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _waiting import wait_until
 
 from actorflow import (
     ActorCrash,
@@ -21,6 +22,7 @@ from actorflow import (
     all_slots_ready_policy,
     get_current_job,
 )
+from actorflow.faults import FaultPlan
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
@@ -315,3 +317,34 @@ def test_a_stopping_worker_kills_its_actors_only_after_they_learned_of_ended_job
     assert job.wait(60) and job.status == JobStatus.FAILED
     assert runtime.shutdown(timeout=20) is True
     assert Path(learned).read_text(encoding="utf-8").split("\n") == [f"{job.job_id} failed", ""]
+
+
+def test_a_raising_callback_of_the_ray_drivers_timers_is_counted_in_the_metrics(
+    local_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a routine actor's process died, the driver replays and checks the worker's
+    unfinished jobs on timers of its own. A callback of those that raises is logged and
+    counted in ``metrics()["timers"]["callback_errors"]``, as one of the runtime's timers is:
+    never a timer that failed unseen."""
+    from actorflow.backends.ray import _driver
+
+    def broken_replay(self: Any, worker_id: str, job_ids: list[str]) -> None:
+        raise RuntimeError("the replay broke")
+
+    monkeypatch.setattr(_driver.RayBackend, "_replay", broken_replay)
+    crashes = Routine()
+    crashes.add_slot("in")
+    crashes.set_logic(lambda sd, m, ws: None)
+    flow = Flow("replayed")
+    flow.add_routine(crashes, "crashes")
+    FlowRegistry.get_instance().register(flow)
+    plan = FaultPlan(seed=1).crash("crashes", on_message=1)
+    with Runtime(backend="ray", faults=plan) as runtime:
+        runtime.exec("replayed", worker_id="w")
+        _, job = runtime.post("replayed", "crashes", "in", 1, worker_id="w")
+        assert job.wait(60) and job.status == JobStatus.FAILED  # the crashed job
+        wait_until(
+            lambda: runtime.metrics()["timers"]["callback_errors"] == 1,
+            "the replay timer's error to be counted",
+            timeout=60,
+        )

@@ -115,3 +115,7 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds once every worker has stopped."""
+
+    def timer_callback_errors(self) -> int:
+        """How many callbacks of the backend's own timers raised (each was logged, and the
+        timers went on); the runtime's timers count theirs apart."""

@@ -36,3 +36,7 @@ class ThreadBackend:
 
     def close(self) -> None:
         """Nothing to release: each worker stopped its own actors."""
+
+    def timer_callback_errors(self) -> int:
+        """None: the workers' timers are the runtime's."""
+        return 0

@@ -879,6 +879,11 @@ class RayBackend:
                 self.ended_reports.popitem(last=False)
         return applied
 
+    def timer_callback_errors(self) -> int:
+        """Callbacks of the replay and progress timers that raised (logged; the timers go
+        on)."""
+        return self.timers.callback_errors
+
     def close(self) -> None:
         self.outbound.put(None)
         self._sender.join()
