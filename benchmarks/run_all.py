@@ -215,20 +215,21 @@ def fanout(out: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Row]]:
         },
         "targets": named(targets, "fanout"),
     }
-    msgs, deliveries = r["actorflow_messages"], r["pykka_fanout_messages"]
+    msgs, fanned = r["actorflow_messages"], r["pykka_fanout_messages"]
+    chained = r["pykka_simplequeue_chain_messages"]
     label = f"fan-out 1 -> {r['sinks']}, {r['jobs']:,} jobs ({msgs:,} msgs): msgs/s"
     rows = [
         row(
             label,
             r["actorflow_msgs_per_s"],
-            f"pykka fan-out, {deliveries:,} msgs: {r['pykka_fanout_msgs_per_s']:,} msgs/s",
+            f"pykka fan-out, {fanned:,} msgs: {r['pykka_fanout_msgs_per_s']:,} msgs/s",
             r["ratio_vs_pykka_fanout"],
             targets["msgs_per_s_vs_pykka_fanout"],
         ),
         row(
             label,
             r["actorflow_msgs_per_s"],
-            f"SimpleQueue pykka chain, {deliveries:,} msgs: "
+            f"SimpleQueue pykka chain, {chained:,} msgs: "
             f"{r['pykka_simplequeue_chain_msgs_per_s']:,} msgs/s",
             r["ratio_vs_simplequeue_chain"],
         ),
