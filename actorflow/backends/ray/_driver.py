@@ -593,7 +593,7 @@ class RayBackend:
         with self._control_lock:
             calls = self._control_calls.setdefault(id(actor), [])
             calls.append(call)
-            if len(calls) >= CONTROL_CALLS_KEPT:  # forget those that ran
+            if len(calls) % CONTROL_CALLS_KEPT == 0:  # now and then, forget those that ran
                 _, calls[:] = self.ray.wait(calls, num_returns=len(calls), timeout=0)
 
     def settle_control(self, actors: list[Any], timeout: float) -> None:
