@@ -348,3 +348,60 @@ def test_a_raising_callback_of_the_ray_drivers_timers_is_counted_in_the_metrics(
             "the replay timer's error to be counted",
             timeout=60,
         )
+
+
+def test_a_job_stalled_after_a_process_death_fails_once_it_makes_no_progress(
+    local_ray: None, tmp_path: Path
+) -> None:
+    """After a routine actor's process died, each unfinished job of the worker is replayed
+    and watched: it fails with a ``JobTimeoutError`` once it made no progress for the fault
+    plan's ``lost_message_timeout``, counted from its last report, not from the death.
+
+    Job "held" waits in ``slow`` (its logic hangs) when another routine's process dies. Its
+    replay runs ``entry`` again about 2 s after the restart: a report, so the check at 6 s
+    looks again later, and "held" fails 6 s after that report (about 8 s after the restart),
+    with no timer callback raising on the way."""
+    entered = tmp_path / "entered"
+    entry = Routine()
+    entry.add_slot("in")
+    entry.add_event("out")
+    entry.set_logic(lambda sd, m, ws: [entry.emit("out", value=v) for v in sd["in"]])
+    slow = Routine()
+    slow.add_slot("in")
+    slow.set_config(marker=str(entered))
+
+    def hang(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        Path(slow.get_config("marker")).write_text("in slow")
+        time.sleep(600)
+
+    slow.set_logic(hang)
+    crashes = Routine()
+    crashes.add_slot("in")
+    crashes.set_logic(lambda sd, m, ws: None)
+    flow = Flow("stalls")
+    flow.add_routine(entry, "entry")
+    flow.add_routine(slow, "slow")
+    flow.add_routine(crashes, "crashes")
+    flow.connect("entry", "out", "slow", "in")
+    FlowRegistry.get_instance().register(flow)
+    plan = FaultPlan(seed=1, lost_message_timeout=6.0).crash("crashes", on_message=1)
+    runtime = Runtime(backend="ray", faults=plan)
+    try:
+        runtime.exec("stalls", worker_id="w")
+        _, held = runtime.post("stalls", "entry", "in", 1, worker_id="w")
+        wait_until(entered.exists, "job 'held' to reach the hanging routine", timeout=60)
+        crashed_at = time.monotonic()
+        _, crashed = runtime.post("stalls", "crashes", "in", 1, worker_id="w")
+        assert crashed.wait(60) and crashed.status == JobStatus.FAILED
+        assert held.wait(60)
+        took = time.monotonic() - crashed_at
+        callback_errors = runtime.metrics()["timers"]["callback_errors"]
+    finally:
+        runtime.shutdown(timeout=2)
+    assert held.status == JobStatus.FAILED
+    assert held.error is not None and "made no progress for 6 s after a routine actor's" in (
+        held.error
+    )
+    assert callback_errors == 0
+    # its replay's report at about 2 s put the failure off: not at the first check, at 6 s
+    assert took >= 7.5, f"job 'held' failed {took:.1f} s after the process died"
