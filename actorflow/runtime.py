@@ -161,7 +161,13 @@ class Runtime:
             messages waiting (the slot's bound): ``"block"`` waits up to ``post_timeout``
             seconds for room and then raises ``QueueFullError``; ``"raise"`` raises at once;
             ``"drop_oldest"`` drops the oldest waiting message, failing its job with
-            ``QueueFullError``. Per worker with ``exec(..., overflow=...)``.
+            ``QueueFullError``. Per worker with ``exec(..., overflow=...)``. Every few posts
+            (thread backend) ``post`` also counts the messages waiting in all of the worker's
+            mailboxes, which may all reach the routine with the smallest bound that receives
+            emits: from half that bound on (the other half is room for what the jobs already
+            posted emit), ``"block"`` waits for fewer and ``"raise"`` refuses the post, so a
+            burst of posts waits at ``post`` instead of failing its jobs at a full mailbox
+            inside the flow.
         post_pacing: when ``post`` finds at least this many messages already waiting for the
             target routine, it lets the routine actors run first (it yields the interpreter
             once; it never blocks). A producer faster than its flow then keeps a short backlog
@@ -511,6 +517,10 @@ class Runtime:
             raise TypeError("job_id must be a non-empty str")
         elif job_id in self._book.jobs:
             raise ValueError(f"a job {job_id!r} already exists")
+        if next(worker.admit_tick):  # every few posts, the worker's backlog (see overflow)
+            backlog = worker.backlog()
+            if backlog is not None:
+                worker.admit(backlog[0], backlog[1], self.post_timeout)
         record = new_record(
             job_id, flow_id, worker.worker_id, metadata, self._clock, self._on_finish
         )
@@ -573,6 +583,9 @@ class Runtime:
             mailbox, limit = target
             if mailbox.qsize() >= limit:
                 await worker.wait_for_room(routine_id, limit, self.post_timeout)
+            backlog = worker.backlog()  # awaited here, so that post finds none
+            if backlog is not None:
+                await worker.wait_for_room(*backlog, self.post_timeout, backlog=True)
         return self.post(flow_id, routine_id, slot, data, metadata, worker_id, job_id, timeout)
 
     def _special_envelope(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
 from typing import Any
 
 import pytest
-from _waiting import wait_until
+from _waiting import wait_until, waiting_inside
 
 from actorflow import (
     ActorCrash,
@@ -464,6 +465,135 @@ def test_overflow_drop_oldest_fails_the_dropped_job() -> None:
         assert runtime.dead_letter_counts() == {"dropped (mailbox full)": 1}
 
 
+def downstream_flow(max_queue_length: int) -> tuple[threading.Event, threading.Event]:
+    """``source`` -> ``sink``: ``sink`` (``max_queue_length`` bounded) holds each message until
+    ``gate`` is set; ``holding`` is set once it holds its first (its mailbox is then empty)."""
+    gate, holding = threading.Event(), threading.Event()
+    source = Routine()
+    source.add_slot("in")
+    source.add_event("out")
+    source.set_logic(lambda sd, m, ws: [source.emit("out", value=v) for v in sd["in"]])
+
+    def hold(sd: Any, m: Any, ws: Any) -> None:
+        holding.set()
+        gate.wait(10)
+
+    sink = Routine()
+    sink.add_slot("in", max_queue_length=max_queue_length)
+    sink.set_logic(hold)
+    flow = Flow("downstream")
+    flow.add_routine(source, "source")
+    flow.add_routine(sink, "sink")
+    flow.connect("source", "out", "sink", "in")
+    FlowRegistry.get_instance().register(flow)
+    return gate, holding
+
+
+def _fill_sink_to_half(runtime: Runtime, holding: threading.Event) -> None:
+    """Post job 0 (the sink holds it), then jobs 1 to 4, each waited for in the sink's
+    mailbox: 4 messages wait there, half its bound of 8."""
+    runtime.exec("downstream", worker_id="w")
+    runtime.post("downstream", "source", "in", 0, worker_id="w")
+    assert holding.wait(10)
+    for n in range(1, 5):
+        runtime.post("downstream", "source", "in", n, worker_id="w")
+        wait_until(
+            lambda n=n: runtime.metrics()["routines"]["w"]["sink"]["mailbox_depth"] == n,
+            f"message {n} to wait in the sink's mailbox",
+        )
+
+
+def test_a_post_is_refused_while_half_a_downstream_bound_waits_in_the_worker() -> None:
+    """Back-pressure reaches the producer for every routine of the flow, not only the one
+    posted to: a burst of posts is refused (``raise``) at ``post``, where nothing is posted,
+    instead of failing its jobs at a full mailbox inside the flow."""
+    gate, holding = downstream_flow(8)
+    with Runtime(overflow="raise") as runtime:
+        _fill_sink_to_half(runtime, holding)
+        with pytest.raises(QueueFullError) as refused:
+            runtime.post("downstream", "source", "in", 5, worker_id="w")
+        assert str(refused.value) == (
+            "the messages waiting in worker 'w' may put 4 into the mailbox of routine 'sink' "
+            "(at least half its max_queue_length=8: the other half is kept for the jobs already "
+            "posted; overflow policy 'raise')"
+        )
+        assert len(runtime.list_jobs()) == 5  # the refused post made no job
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+        assert runtime.metrics()["jobs"]["completed"] == 5
+        assert runtime.dead_letter_counts() == {}
+
+
+def test_a_blocked_post_gives_up_while_half_a_downstream_bound_waits_in_the_worker() -> None:
+    gate, holding = downstream_flow(8)
+    with Runtime(overflow="block", post_timeout=0.2) as runtime:
+        _fill_sink_to_half(runtime, holding)
+        t0 = time.monotonic()
+        with pytest.raises(
+            QueueFullError,
+            match=r"routine 'sink' \(at least half its max_queue_length=8.*waited 0.2 s",
+        ):
+            runtime.post("downstream", "source", "in", 5, worker_id="w")
+        assert time.monotonic() - t0 >= 0.19
+        gate.set()
+        assert runtime.wait_until_all_jobs_finished(10)
+        assert runtime.metrics()["jobs"]["completed"] == 5
+
+
+def test_a_burst_of_posts_waits_for_the_flow_and_every_job_completes() -> None:
+    """``block`` (the default): posts wait while half the bound of the routine downstream
+    waits in the worker's mailboxes, and go on as they drain; no job fails at a full mailbox
+    inside the flow."""
+    gate, holding = downstream_flow(8)
+    posted: list[Any] = []
+    with Runtime(post_timeout=30) as runtime:
+        runtime.exec("downstream", worker_id="w")
+
+        def burst() -> None:
+            for n in range(40):
+                posted.append(runtime.post("downstream", "source", "in", n, worker_id="w")[1])
+
+        poster = threading.Thread(target=burst)
+        poster.start()
+        assert holding.wait(10)
+        wait_until(lambda: waiting_inside(poster, "admit"), "the burst to wait at post")
+        assert len(posted) < 40
+        assert runtime.metrics()["routines"]["w"]["sink"]["mailbox_depth"] < 8
+        gate.set()
+        poster.join(30)
+        assert runtime.wait_until_all_jobs_finished(10)
+        assert runtime.dead_letter_counts() == {}
+    assert [job.status for job in posted] == [JobStatus.COMPLETED] * 40
+
+
+def test_an_awaited_post_waits_for_the_backlog_while_the_loop_runs_on() -> None:
+    gate, holding = downstream_flow(8)
+
+    async def main() -> tuple[list[str], str, int]:
+        events: list[str] = []
+        async with Runtime(post_timeout=10) as runtime:
+            await asyncio.to_thread(_fill_sink_to_half, runtime, holding)
+
+            async def ticker() -> None:
+                for _ in range(3):
+                    await asyncio.sleep(0.01)
+                    events.append("tick")
+                events.append("release")
+                gate.set()
+
+            ticking = asyncio.create_task(ticker())
+            _, fifth = await runtime.post_async("downstream", "source", "in", 5, worker_id="w")
+            events.append("posted")
+            await ticking
+            await fifth
+            assert await asyncio.to_thread(runtime.wait_until_all_jobs_finished, 10)
+            return events, fifth.status.value, runtime.metrics()["jobs"]["completed"]
+
+    events, status, completed = asyncio.run(main())
+    assert events == ["tick", "tick", "tick", "release", "posted"]
+    assert (status, completed) == ("completed", 6)
+
+
 def test_post_yields_to_the_actors_once_post_pacing_messages_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -603,16 +733,29 @@ def test_one_emit_per_message_into_a_full_mailbox_honours_its_max_queue_length(
     """a -> b, b's slot holds 2 messages and b holds its first one: a's 4th and 5th emits find
     b's mailbox full. One message in, one out, is a plain routine's fast path; it honours the
     bound as every emit does: refused (the job fails) or, with drop_oldest, the oldest waiting
-    message is dropped (its job fails)."""
+    message is dropped (its job fails).
+
+    ``post`` keeps what waits in the worker under half of b's bound, so the messages for b are
+    held in a's logic (a runs 4 actors), where no mailbox counts them, and let go one by one."""
     gate, holding = threading.Event(), threading.Event()
     handled: list[int] = []
+    started = [threading.Event() for _ in range(5)]
+    release = [threading.Event() for _ in range(5)]
+    release[0].set()
+
+    def forward(sd: Any, m: Any, ws: Any) -> None:
+        v = sd["in"][0]
+        started[v].set()
+        release[v].wait(10)
+        a.emit("out", v=v)
 
     def hold(sd: Any, m: Any, ws: Any) -> None:
         handled.append(sd["in"][0]["v"])
         holding.set()
         gate.wait(10)
 
-    a = make(lambda sd, m, ws: a.emit("out", v=sd["in"][0]), events=("out",))
+    a = make(forward, events=("out",))
+    a.set_concurrency(4)
     b = Routine()
     b.add_slot("in", max_queue_length=2)
     b.set_logic(hold)
@@ -622,11 +765,22 @@ def test_one_emit_per_message_into_a_full_mailbox_honours_its_max_queue_length(
     flow.connect("a", "out", "b", "in")
     FlowRegistry.get_instance().register(flow)
     with Runtime(strict=strict, overflow=overflow) as runtime:
-        jobs = [runtime.post("bounded_hop", "a", "in", 0)[1]]
+        runtime.exec("bounded_hop", worker_id="w")
+        jobs = [runtime.post("bounded_hop", "a", "in", 0, worker_id="w")[1]]
         assert holding.wait(10)  # b holds message 0: its mailbox is empty
-        jobs += [runtime.post("bounded_hop", "a", "in", v)[1] for v in (1, 2, 3, 4)]
+        for v in (1, 2, 3, 4):
+            jobs.append(runtime.post("bounded_hop", "a", "in", v, worker_id="w")[1])
+            assert started[v].wait(10)  # an actor of a holds it
+        for v in (1, 2):
+            release[v].set()
+            wait_until(
+                lambda v=v: runtime.metrics()["routines"]["w"]["b"]["mailbox_depth"] == v,
+                f"message {v} to wait in b's mailbox",
+            )
         lost = (3, 4) if overflow == "block" else (1, 2)  # an actor never blocks: it refuses
-        assert all(jobs[v].wait(10) for v in lost), "an emit went past max_queue_length=2"
+        for v in (3, 4):
+            release[v].set()
+            assert jobs[lost[v - 3]].wait(10), "an emit went past max_queue_length=2"
         gate.set()
         assert runtime.wait_until_all_jobs_finished(10)
         dead = runtime.dead_letter_counts()

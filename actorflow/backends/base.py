@@ -10,7 +10,7 @@ run and how messages and state calls travel.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from actorflow.flow import Flow
@@ -73,7 +73,19 @@ class BackendWorker(Protocol):
     def make_room(self, routine_id: str, limit: int, timeout: float) -> None:
         """A post found the routine's mailbox full: apply the worker's overflow policy."""
 
-    async def wait_for_room(self, routine_id: str, limit: int, timeout: float) -> None:
+    admit_tick: Iterator[bool]
+    """True where a ``post`` asks for the worker's ``backlog`` (on the first and every few)."""
+
+    def backlog(self) -> tuple[str, int] | None:
+        """``(routine, half)`` when at least ``half`` the bound of ``routine`` (the smallest
+        bound of a routine that receives emits) wait in the worker's mailboxes; else None."""
+
+    def admit(self, routine_id: str, half: int, timeout: float) -> None:
+        """A post found ``routine_id`` backlogged (``backlog``): apply the overflow policy."""
+
+    async def wait_for_room(
+        self, routine_id: str, limit: int, timeout: float, backlog: bool = False
+    ) -> None:
         """``make_room`` for ``overflow="block"`` as an await (``post_async``): the caller's
         event loop runs on while it waits; ``QueueFullError`` after ``timeout`` seconds."""
 

@@ -15,6 +15,7 @@ from loguru import logger
 
 from actorflow._lease import WorkerStore
 from actorflow.engine.actor_host import STOP, WAKE, ActorHost, start_host
+from actorflow.engine.admission import Admission
 from actorflow.engine.dispatch import Dispatcher, Mailbox, ThreadDispatcher
 from actorflow.engine.envelope import Envelope
 from actorflow.engine.loop_host import LoopThread
@@ -110,6 +111,15 @@ class WorkerCore:
         }
         self.post_targets = post_targets(self.mailboxes, self.max_queue)
         self.bounds = {rid: (self.mailboxes[rid].qsize, self.max_queue[rid]) for rid in routines}
+        # what a post watches besides its target's bound (a deterministic run has no actor
+        # thread to wait for): see actorflow.engine.admission
+        self.admission = Admission(
+            flow.routes(),
+            self.max_queue,
+            {rid: mailbox.qsize for rid, mailbox in self.mailboxes.items()},
+            watch=not self.dispatcher.inline,
+        )
+        self.admit_tick = self.admission.tick
         self.injector = services.injector
         self.recorder = services.recorder
         self.probes = services.probes
@@ -389,6 +399,32 @@ class WorkerCore:
             return
         raise self._queue_full(routine_id, limit, policy, timeout)
 
+    def backlog(self) -> tuple[str, int] | None:
+        """``(routine, half)`` when the messages waiting in this worker may put at least
+        ``half`` of ``routine``'s bound into its mailbox, else None (``Runtime.post`` asks on
+        the posts ``admit_tick`` marks; see :mod:`actorflow.engine.admission`)."""
+        return self.admission.backlog()
+
+    def admit(self, routine_id: str, half: int, timeout: float) -> None:
+        """A post found the worker backlogged (:meth:`backlog`): apply the overflow policy
+        before the post enters the worker. ``block`` waits until fewer than ``half`` messages
+        wait, ``raise`` refuses the post at once (either raises ``QueueFullError``, and nothing
+        is posted); ``drop_oldest`` lets the post in (a full mailbox drops its oldest message
+        when a routine emits into it)."""
+        policy = self.overflow
+        if policy == "drop_oldest":
+            return
+        if policy == "block":
+            with self._room:
+                self.posters_waiting += 1
+                try:
+                    reaching = self.admission.reaching
+                    if self._room.wait_for(lambda: reaching(routine_id) < half, timeout):
+                        return
+                finally:
+                    self.posters_waiting -= 1
+        raise self._queue_full(routine_id, half, policy, timeout, backlog=True)
+
     def drop_oldest(self, routine_id: str, limit: int) -> None:
         mailbox = self.mailboxes[routine_id]
         keep: list[Any] = []
@@ -415,33 +451,41 @@ class WorkerCore:
         for message in keep:
             mailbox.put(message)
 
-    async def wait_for_room(self, routine_id: str, limit: int, timeout: float) -> None:
+    async def wait_for_room(
+        self, routine_id: str, limit: int, timeout: float, backlog: bool = False
+    ) -> None:
         """``make_room`` for ``overflow="block"`` as an await: wait (without blocking the
         caller's event loop) until the routine's mailbox holds fewer than ``limit`` messages;
-        ``QueueFullError`` after ``timeout`` seconds."""
-        mailbox = self.mailboxes[routine_id]
+        ``QueueFullError`` after ``timeout`` seconds. With ``backlog``, until fewer than
+        ``limit`` messages wait in the whole worker (:meth:`admit`)."""
+        size: Callable[[], int] = (
+            (lambda: self.admission.reaching(routine_id))
+            if backlog
+            else self.mailboxes[routine_id].qsize
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         with self._room:
             self.posters_waiting += 1
         try:
-            while mailbox.qsize() >= limit:
+            while size() >= limit:
                 future: asyncio.Future[None] = loop.create_future()
                 waiter = (loop, future)
                 with self._room:
                     self._room_futures.append(waiter)
                 try:
-                    if mailbox.qsize() < limit:  # room was made before we listened
+                    if size() < limit:  # room was made before we listened
                         return
                     remaining = deadline - loop.time()
                     if remaining <= 0:
-                        raise self._queue_full(routine_id, limit, "block", timeout)
+                        raise self._queue_full(routine_id, limit, "block", timeout, backlog)
                     try:
                         await asyncio.wait_for(future, remaining)
                     except TimeoutError:
-                        if mailbox.qsize() < limit:
+                        if size() < limit:
                             return
-                        raise self._queue_full(routine_id, limit, "block", timeout) from None
+                        full = self._queue_full(routine_id, limit, "block", timeout, backlog)
+                        raise full from None
                 finally:
                     with self._room:
                         if waiter in self._room_futures:
@@ -450,11 +494,22 @@ class WorkerCore:
             with self._room:
                 self.posters_waiting -= 1
 
-    def _queue_full(self, routine_id: str, limit: int, policy: str, timeout: float) -> Exception:
+    def _queue_full(
+        self, routine_id: str, limit: int, policy: str, timeout: float, backlog: bool = False
+    ) -> Exception:
+        waited = f", waited {timeout:g} s" if policy == "block" else ""
+        if backlog:
+            return QueueFullError(
+                f"the messages waiting in worker {self.worker_id!r} may put "
+                f"{self.admission.reaching(routine_id)} into the mailbox of routine "
+                f"{routine_id!r} (at least half its max_queue_length="
+                f"{min(self.max_queue[routine_id].values())}: the other half is kept for the "
+                f"jobs already posted; overflow policy {policy!r}{waited})"
+            )
         return QueueFullError(
             f"routine {routine_id!r} of worker {self.worker_id!r} already has "
             f"{self.mailboxes[routine_id].qsize()} messages waiting (max_queue_length={limit}; "
-            f"overflow policy {policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
+            f"overflow policy {policy!r}{waited})"
         )
 
     def room_made(self) -> None:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -145,6 +146,9 @@ class RayWorker:
         self.status = "starting"
         self.failure: str | None = None
         self.overflow = "block"
+        # the runtime does not look at a Ray worker's backlog: its actors queue their own
+        # messages (the driver applies the overflow policy to posts, see make_room)
+        self.admit_tick: Iterator[bool] = itertools.repeat(False)
         self.restart_count = 0
         routines = flow.routines
         self.routine_ids = frozenset(routines)
@@ -299,10 +303,19 @@ class RayWorker:
             f"{policy!r}{f', waited {timeout:g} s' if policy == 'block' else ''})"
         )
 
-    async def wait_for_room(self, routine_id: str, limit: int, timeout: float) -> None:
+    async def wait_for_room(
+        self, routine_id: str, limit: int, timeout: float, backlog: bool = False
+    ) -> None:
         """``make_room`` for ``overflow="block"`` as an await: the wait runs on a thread of its
-        own, so the caller's event loop runs on."""
+        own, so the caller's event loop runs on (``backlog`` never comes: see :meth:`backlog`)."""
         await asyncio.to_thread(self.make_room, routine_id, limit, timeout)
+
+    def backlog(self) -> tuple[str, int] | None:
+        """None: the driver sees only the posts a routine has not taken yet (``make_room``)."""
+        return None
+
+    def admit(self, routine_id: str, half: int, timeout: float) -> None:
+        """Nothing to do (``backlog`` finds none)."""
 
     def _drop_oldest(self, mailbox: _RaySender, limit: int) -> None:
         """Fail the jobs of the oldest waiting posts until there is room. Their messages stay
