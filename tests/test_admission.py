@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from actorflow.engine.admission import ADMIT_EVERY, Admission, reach
 
 ORDER_FLOW = {
@@ -82,4 +84,40 @@ def test_nothing_is_watched_without_emits_or_in_a_deterministic_run() -> None:
     unwatched = Admission(ORDER_FLOW, bounds, sizes, watch=False)
     for admission in (alone, unwatched):
         assert admission.backlog() is None
-        assert not any(itertools.islice(admission.tick, 100))
+        assert list(itertools.islice(admission.tick, 100)) == [False] * 100
+
+
+def test_the_half_of_a_bound_rounds_down_and_is_at_least_one() -> None:
+    for bound, half in ((1, 1), (2, 1), (9, 4)):
+        sizes = {"a": 0, "b": half - 1}
+        admission = Admission(
+            {("a", "out"): [("b", "in")]},
+            {"a": {"in": 10_000}, "b": {"in": bound}},
+            {rid: (lambda r=rid, s=sizes: s[r]) for rid in ("a", "b")},
+        )
+        assert admission.backlog() is None
+        sizes["b"] = half
+        assert admission.backlog() == ("b", half)
+
+
+def test_a_post_asks_every_quarter_of_a_small_half_bound() -> None:
+    admission = Admission(
+        {("a", "out"): [("b", "in")]},
+        {"a": {"in": 10_000}, "b": {"in": 80}},  # half 40: every 10th post
+        {"a": lambda: 0, "b": lambda: 0},
+    )
+    ticks = list(itertools.islice(admission.tick, 25))
+    assert [n for n, tick in enumerate(ticks) if tick] == [0, 10, 20]
+
+
+@pytest.mark.timeout(10)
+def test_the_paths_through_many_fan_outs_are_counted_without_walking_each() -> None:
+    """30 diamonds in a row: 2**30 paths from the first routine to the last, counted in one
+    walk of the 91 routines (each routine's count is kept)."""
+    routes: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for n in range(30):
+        routes[(f"j{n}", "out")] = [(f"l{n}", "in"), (f"r{n}", "in")]
+        routes[(f"l{n}", "out")] = [(f"j{n + 1}", "in")]
+        routes[(f"r{n}", "out")] = [(f"j{n + 1}", "in")]
+    routines = [f"j{n}" for n in range(31)] + [f"{s}{n}" for n in range(30) for s in "lr"]
+    assert reach(_edges(routes), "j30", routines)["j0"] == 2**30
