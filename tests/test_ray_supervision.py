@@ -362,10 +362,18 @@ def test_a_job_stalled_after_a_process_death_fails_once_it_makes_no_progress(
     looks again later, and "held" fails 6 s after that report (about 8 s after the restart),
     with no timer callback raising on the way."""
     entered = tmp_path / "entered"
+    handled = tmp_path / "handled"
     entry = Routine()
     entry.add_slot("in")
     entry.add_event("out")
-    entry.set_logic(lambda sd, m, ws: [entry.emit("out", value=v) for v in sd["in"]])
+    entry.set_config(handled=str(handled))
+
+    def forward(sd: dict[str, list[Any]], m: Any, ws: Any) -> None:
+        with open(entry.get_config("handled"), "a", encoding="utf-8") as out:
+            out.write(f"{sd['in'][0]}\n")
+        entry.emit("out", value=sd["in"][0])
+
+    entry.set_logic(forward)
     slow = Routine()
     slow.add_slot("in")
     slow.set_config(marker=str(entered))
@@ -403,5 +411,6 @@ def test_a_job_stalled_after_a_process_death_fails_once_it_makes_no_progress(
         held.error
     )
     assert callback_errors == 0
+    assert handled.read_text(encoding="utf-8") == "1\n1\n"  # the first time and the replay
     # its replay's report at about 2 s put the failure off: not at the first check, at 6 s
     assert took >= 7.5, f"job 'held' failed {took:.1f} s after the process died"
