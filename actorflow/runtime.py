@@ -162,12 +162,12 @@ class Runtime:
             seconds for room and then raises ``QueueFullError``; ``"raise"`` raises at once;
             ``"drop_oldest"`` drops the oldest waiting message, failing its job with
             ``QueueFullError``. Per worker with ``exec(..., overflow=...)``. Every few posts
-            (thread backend) ``post`` also counts the messages waiting in all of the worker's
-            mailboxes, which may all reach the routine with the smallest bound that receives
-            emits: from half that bound on (the other half is room for what the jobs already
-            posted emit), ``"block"`` waits for fewer and ``"raise"`` refuses the post, so a
-            burst of posts waits at ``post`` instead of failing its jobs at a full mailbox
-            inside the flow.
+            (thread backend) ``post`` also counts, for each routine that receives emits, what
+            the messages waiting in the worker's mailboxes may put into its mailbox (each
+            weighted by its paths there): from half that routine's bound on (the other half
+            is room for what the jobs already posted emit), ``"block"`` waits for fewer and
+            ``"raise"`` refuses the post, so a burst of posts waits at ``post`` instead of
+            failing its jobs at a full mailbox inside the flow.
         post_pacing: when ``post`` finds at least this many messages already waiting for the
             target routine, it lets the routine actors run first (it yields the interpreter
             once; it never blocks). A producer faster than its flow then keeps a short backlog

@@ -407,10 +407,10 @@ class WorkerCore:
 
     def admit(self, routine_id: str, half: int, timeout: float) -> None:
         """A post found the worker backlogged (:meth:`backlog`): apply the overflow policy
-        before the post enters the worker. ``block`` waits until fewer than ``half`` messages
-        wait, ``raise`` refuses the post at once (either raises ``QueueFullError``, and nothing
-        is posted); ``drop_oldest`` lets the post in (a full mailbox drops its oldest message
-        when a routine emits into it)."""
+        before the post enters the worker. ``block`` waits until the waiting messages may put
+        fewer than ``half`` into ``routine_id``'s mailbox, ``raise`` refuses the post at once
+        (either raises ``QueueFullError``, and nothing is posted); ``drop_oldest`` lets the
+        post in (a full mailbox drops its oldest message when a routine emits into it)."""
         policy = self.overflow
         if policy == "drop_oldest":
             return
@@ -456,8 +456,8 @@ class WorkerCore:
     ) -> None:
         """``make_room`` for ``overflow="block"`` as an await: wait (without blocking the
         caller's event loop) until the routine's mailbox holds fewer than ``limit`` messages;
-        ``QueueFullError`` after ``timeout`` seconds. With ``backlog``, until fewer than
-        ``limit`` messages wait in the whole worker (:meth:`admit`)."""
+        ``QueueFullError`` after ``timeout`` seconds. With ``backlog``, until the messages
+        waiting in the worker may put fewer than ``limit`` into its mailbox (:meth:`admit`)."""
         size: Callable[[], int] = (
             (lambda: self.admission.reaching(routine_id))
             if backlog
