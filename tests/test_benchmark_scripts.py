@@ -8,6 +8,7 @@ is measured by ``benchmarks/run_all.py``, never by a test.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,25 @@ def test_order_flow_runs_both_variants_and_mixes_no_job() -> None:
     result = run("order_flow.py", "--jobs", "300", "--rounds", "1")
     assert result["benchmark"] == "order_flow"
     assert result["jobs"] == 300
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not on PATH")
+def test_instructions_counts_the_work_of_a_job_at_a_revision() -> None:
+    result = run("instructions.py", "--jobs", "60", "--base-jobs", "20")
+    (row,) = result["revisions"]
+    assert row["rev"] == "WORKTREE"
+    assert row["ratio_to_first"] == 1.0
+    # a job is thousands of instructions (about 58,000 on x86_64), never nothing
+    assert 5_000 < row["instructions_per_job"] < 1_000_000
+
+
+def test_instructions_names_a_revision_it_cannot_find() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "instructions.py"), "--rev", "no-such-revision"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "'no-such-revision' is not a revision of this repository" in done.stderr
