@@ -78,8 +78,9 @@ class _Activation(Protocol):
 
     ``Routine.emit`` appends ``(event, data)`` to ``outbox`` itself when ``routine`` is the
     emitting routine and the event is in ``direct_events`` (connected events that need no
-    check or encoding), and drops it when the event is in ``silent_events`` (declared but
-    connected nowhere) while ``probes`` is empty; every other emit goes through ``emit_for``.
+    check or encoding: they declare no fields), and drops it when the event is in
+    ``silent_events`` (declared without fields, connected nowhere) while ``probes`` is empty;
+    every other emit has its fields checked and goes through ``emit_for``.
     """
 
     current_job: JobContext | None

@@ -250,17 +250,11 @@ class Routine:
         does not declare (when it declares its fields) raises ``FlowValidationError``. Either
         goes through the routine's error strategy like any exception of its logic.
         """
-        fields = self._fields.get(event)
-        if fields is not None and not fields.issuperset(data):
-            undeclared = sorted(set(data) - fields)
-            raise FlowValidationError(
-                f"{self!r} emitted {event!r} with undeclared field(s) {undeclared} "
-                f"(declared: {sorted(fields)})"
-            )
         activation = CURRENT_ACTIVATION.get()
         try:
-            # The common case, without a call: this routine's own connected event, while its
-            # logic runs. The activation checks everything else (and raises) in emit_for.
+            # The common case, without a call: this routine's own connected event that declares
+            # no fields, while its logic runs. The fields are checked below, and the activation
+            # checks everything else (and raises) in emit_for.
             if activation.routine is self:  # type: ignore[union-attr]
                 outbox = activation.outbox  # type: ignore[union-attr]
                 if outbox is not None:
@@ -275,6 +269,13 @@ class Routine:
                 f"{self!r}.emit({event!r}) called outside routine logic: "
                 "emit only works while the routine handles a message"
             ) from None
+        fields = self._fields.get(event)
+        if fields is not None and not fields.issuperset(data):
+            undeclared = sorted(set(data) - fields)
+            raise FlowValidationError(
+                f"{self!r} emitted {event!r} with undeclared field(s) {undeclared} "
+                f"(declared: {sorted(fields)})"
+            )
         emit(self, event, data)
 
     def __repr__(self) -> str:

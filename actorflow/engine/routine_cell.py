@@ -278,9 +278,12 @@ class RoutineCell:
     def set_routes(self, routes: dict[str, list[tuple[str, str, Send]]]) -> None:
         """Where each event goes: ``event -> [(target, slot, send)]``."""
         self.routes = routes
-        # Routine.emit appends these events to the outbox itself (strict mode encodes each)
-        self.direct_events = frozenset() if self._strict else routes
-        self.silent_events = frozenset(self.events - routes.keys())
+        # Routine.emit appends these events to the outbox itself, or drops them: those that
+        # declare no fields (Routine.emit checks the others' fields first; strict mode
+        # encodes each event's data)
+        checked = {name for name, spec in self.routine.events.items() if spec.output_params}
+        self.direct_events = frozenset() if self._strict else frozenset(routes.keys() - checked)
+        self.silent_events = frozenset(self.events - routes.keys() - checked)
         self._single = {}
         for event, targets in routes.items():
             if len(targets) == 1:
