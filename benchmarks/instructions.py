@@ -2,7 +2,8 @@
 
 A count of instructions does not depend on what else the machine is doing, so revisions can be
 compared on a shared machine where timings cannot: the same code, inputs and interpreter give
-the same count to within a few hundredths of a percent. For each revision the pipeline of
+counts within about 1% of each other (valgrind runs one thread at a time, and where it switches
+between them varies). For each revision the pipeline of
 ``pipeline.py`` (three routines on threads, ``strict=False``, ``job_retention=1000``) runs
 twice under ``valgrind --tool=callgrind``, with ``--base-jobs`` and with ``--base-jobs +
 --jobs`` jobs; the difference of the two totals over ``--jobs`` is what one job costs, with the
