@@ -3,6 +3,7 @@ threads; it never strands other jobs, loses no queued data, and shutdown stays b
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,7 @@ from _waiting import wait_until
 
 from actorflow import (
     ActorCrash,
+    ConfigurationError,
     ErrorStrategy,
     Flow,
     FlowRegistry,
@@ -414,3 +416,43 @@ def test_a_job_stalled_after_a_process_death_fails_once_it_makes_no_progress(
     assert handled.read_text(encoding="utf-8") == "1\n1\n"  # the first time and the replay
     # its replay's report at about 2 s put the failure off: not at the first check, at 6 s
     assert took >= 7.5, f"job 'held' failed {took:.1f} s after the process died"
+
+
+class _LoadsOnlyInTheDriver(Routine):
+    """A routine that cannot be unpickled in any other process (as one whose module is missing
+    on a Ray node)."""
+
+    driver_pid = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_slot("in")
+
+    def logic(self, slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        return None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if os.getpid() != type(self).driver_pid:
+            raise RuntimeError("this routine cannot be loaded here")
+        self.__dict__.update(state)
+
+
+def test_a_routine_that_cannot_be_loaded_on_its_node_fails_the_start_at_once(
+    local_ray: None,
+) -> None:
+    """It used to make Ray restart the routine's actor over and over while ``exec`` waited
+    for it, forever."""
+    _LoadsOnlyInTheDriver.driver_pid = os.getpid()
+    flow = Flow("unloadable")
+    flow.add_routine(_LoadsOnlyInTheDriver(), "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend="ray") as runtime:
+        started = time.monotonic()
+        with pytest.raises(ConfigurationError) as refused:
+            runtime.exec("unloadable", worker_id="w")
+        assert time.monotonic() - started < 60
+        message = str(refused.value)
+        assert message.startswith("routine 'r' of worker 'w' cannot start on Ray node ")
+        assert message.endswith(
+            "its flow could not be loaded there (RuntimeError: this routine cannot be loaded here)"
+        )

@@ -240,7 +240,17 @@ class RayWorker:
             for routine_id, actors in self.actors.items()
         }
         # every actor is up and wired before the first post; each says where it runs
-        self.nodes = {routine_id: ray.get(calls) for routine_id, calls in connected.items()}
+        try:
+            self.nodes = {routine_id: ray.get(calls) for routine_id, calls in connected.items()}
+        except Exception as exc:
+            for actor in [self.supervisor, *self.all_actors()]:
+                ray.kill(actor, no_restart=True)
+            self.supervisor = None
+            self.actors = {}
+            cause = task_error_cause(exc)  # the actor's own error, not Ray's wrapper
+            if isinstance(cause, ActorflowError):
+                raise cause from None
+            raise
         self.status = "running"
 
     def placement(self, routine_id: str) -> list[str]:

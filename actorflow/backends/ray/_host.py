@@ -207,13 +207,23 @@ class RoutineHost:
         epoch: float = 0.0,
         record: bool = False,
     ) -> None:
-        flow: Flow = cloudpickle.loads(flow_blob)
         self.routine_id = routine_id
         self.worker_id = worker_id
         self.index = index
+        try:
+            flow: Flow = cloudpickle.loads(flow_blob)
+            routine = flow.get_routine(routine_id)
+        except Exception as exc:
+            # The flow cannot be loaded in this process (a module or file missing on this
+            # node, a routine that cannot be unpickled). A constructor that raised would have
+            # Ray restart the actor over and over while the worker's start waits for it:
+            # instead the actor stays up, empty, and ``connect`` fails the start with this.
+            self.load_error: str | None = "".join(traceback.format_exception_only(exc)).strip()
+            return
+        self.load_error = None
         self._key = (worker_id, routine_id, index)
         self.ledger = ledger
-        self.routine = flow.get_routine(routine_id)
+        self.routine = routine
         # async logic: the cell runs on this loop, and every call below is run there
         self.loop_thread = (
             LoopThread(f"actorflow-loop-{routine_id}-{index}") if self.routine.is_async else None
@@ -314,7 +324,13 @@ class RoutineHost:
     # -- wiring ------------------------------------------------------------------------
     def connect(self, routes: Routes) -> str:
         """Where each event goes: ``event -> [(target, slot, target's actors)]``. Returns the
-        id of the node this actor runs on."""
+        id of the node this actor runs on. Raises ``ConfigurationError`` when this actor
+        could not load its flow (the worker does not start)."""
+        if self.load_error is not None:
+            raise ConfigurationError(
+                f"routine {self.routine_id!r} of worker {self.worker_id!r} cannot start on Ray "
+                f"node {self.node()}: its flow could not be loaded there ({self.load_error})"
+            )
         self._on_cell_thread(self._connect, routes)
         return self.node()
 
