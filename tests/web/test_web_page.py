@@ -166,3 +166,39 @@ def test_the_monitor_page_shows_a_submitted_job_and_its_timeline(
     assert colours  # the page drew something
     with httpx.Client(base_url=served.url) as client:  # the API still agrees at the end
         assert client.get("/api/metrics").json()["jobs"]["completed"] == 3
+
+
+@pytest.mark.timeout(120)
+def test_short_steps_of_a_job_that_waited_stay_visible_bars(served: Served, browser: Any) -> None:
+    """A job that waited long before its first step (a busy worker) spans milliseconds while
+    each step lasts microseconds: every bar is still drawn wide enough to see and to click."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(served.url + "/")
+    page.locator("#stat-completed").wait_for()
+    created = "2026-01-01T00:00:00.000000+00:00"
+    steps = [
+        {
+            "routine_id": routine,
+            "started_at": f"2026-01-01T00:00:00.0{start}+00:00",
+            "duration_ms": 0.004,
+            "outcome": "ok",
+        }
+        for routine, start in (
+            ("split", "20000"),
+            ("price", "20010"),
+            ("price", "20020"),
+            ("price", "20030"),
+        )
+    ]
+    job = {"job_id": "waited", "created_at": created, "timeline": steps}
+    page.evaluate(
+        """job => { const box = document.createElement('div'); box.id = 'probe';
+                   document.body.prepend(box); box.append(drawTimeline(job)); }""",
+        job,
+    )
+    drawing = page.locator("#probe svg.timeline")
+    widths = [float(drawing.locator("rect").nth(i).get_attribute("width")) for i in range(4)]
+    assert min(widths) >= 6
+    _, _, drawn = png_pixels(drawing.screenshot())
+    # the split bar alone, on its own lane, is at least 4 x 12 pixels of pure colour
+    assert drawn[OK_GREEN] > 4 * 10 and drawn[RAISED_RED] == 0

@@ -294,7 +294,7 @@ function drawTimeline(job) {
   steps.forEach((s, i) => {
     const lane = lanes.indexOf(s.routine_id);
     const x = left + starts[i] * scale;
-    const w = Math.max(2, s.duration_ms * scale);
+    const w = Math.max(6, s.duration_ms * scale);  // a bar stays visible and clickable
     const bar = svg("rect", {class: s.outcome === "ok" ? "ok" : "raised", x, width: w,
                              y: top + lane * laneH + 4, height: laneH - 8, rx: 2,
                              "data-routine": s.routine_id, "data-step": i});
