@@ -456,3 +456,8 @@ def test_a_routine_that_cannot_be_loaded_on_its_node_fails_the_start_at_once(
         assert message.endswith(
             "its flow could not be loaded there (RuntimeError: this routine cannot be loaded here)"
         )
+        # nothing of the worker that did not start is kept for actors to restart with
+        import ray
+
+        ledger: Any = getattr(runtime._backend, "ledger")  # noqa: B009  # Ray's alone
+        assert ray.get(ledger.wired.remote()) == []

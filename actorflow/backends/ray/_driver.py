@@ -247,6 +247,7 @@ class RayWorker:
                 ray.kill(actor, no_restart=True)
             self.supervisor = None
             self.actors = {}
+            ray.get(self.backend.ledger.unwire.remote(self.worker_id))
             cause = task_error_cause(exc)  # the actor's own error, not Ray's wrapper
             if isinstance(cause, ActorflowError):
                 raise cause from None
@@ -422,6 +423,8 @@ class RayWorker:
             with contextlib.suppress(Exception):  # the lease then ends on its own
                 ray.get(self.supervisor.close.remote(), timeout=remaining)
             ray.kill(self.supervisor, no_restart=True)
+        with contextlib.suppress(Exception):  # a closed ledger has nothing left to forget
+            ray.get(self.backend.ledger.unwire.remote(self.worker_id), timeout=budget)
         self.status = "failed" if failed else "stopped"
 
     # -- state and counters --------------------------------------------------------------

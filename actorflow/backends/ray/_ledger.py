@@ -25,6 +25,16 @@ class Ledger:
         """Keep a worker's routes, for routine actors that restart."""
         self.routes[worker_id] = routes
 
+    async def unwire(self, worker_id: str) -> None:
+        """Forget a stopped (or never started) worker's routes and what its actors kept."""
+        self.routes.pop(worker_id, None)
+        for key in [key for key in self.kept if key[0] == worker_id]:
+            del self.kept[key]
+
+    async def wired(self) -> list[str]:
+        """The ids of the workers whose routes are kept."""
+        return sorted(self.routes)
+
     async def routes_of(self, worker_id: str, routine_id: str) -> Any:
         return self.routes.get(worker_id, {}).get(routine_id, {})
 
