@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pykka
+from _common import percentile
 
 
 class _Forwarder(pykka.ThreadingActor):
@@ -51,6 +52,52 @@ def pykka_chain(messages: int, actors: int = 3, simple_queue: bool = False) -> d
     for r in refs:
         r.stop()
     return {"per_s": messages / wall, "seconds": wall, "cpu_us_per_msg": cpu / messages * 1e6}
+
+
+class _Relay(pykka.ThreadingActor):
+    """Passes each message on; the last of the chain sets the event the message carries."""
+
+    def __init__(self, nxt: pykka.ActorRef[Any] | None) -> None:
+        super().__init__()
+        self.nxt = nxt
+
+    def on_receive(self, message: Any) -> None:
+        if self.nxt is not None:
+            self.nxt.tell(message)
+        else:
+            message.set()
+
+
+class _SimpleQueueRelay(_Relay):
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return queue.SimpleQueue()
+
+
+def pykka_round_trips(
+    samples: int, actors: int = 3, simple_queue: bool = False, warm_up: int = 200
+) -> dict[str, float]:
+    """One message at a time through a chain of ``actors`` pykka actors, the sender waiting
+    for the last to be reached (as one job at a time waits for its completion): the p50 and
+    p99 of ``samples`` round trips, in ms."""
+    cls = _SimpleQueueRelay if simple_queue else _Relay
+    ref = None
+    refs = []
+    for _ in range(actors):
+        ref = cls.start(ref)
+        refs.append(ref)
+    head = refs[-1]
+    times = []
+    for i in range(warm_up + samples):
+        reached = threading.Event()
+        t0 = time.perf_counter()
+        head.tell(reached)
+        reached.wait()
+        if i >= warm_up:
+            times.append(time.perf_counter() - t0)
+    for r in refs:
+        r.stop()
+    return {"p50_ms": percentile(times, 50) * 1e3, "p99_ms": percentile(times, 99) * 1e3}
 
 
 def pykka_fanout(messages_per_target: int, targets: int = 10) -> dict[str, float]:

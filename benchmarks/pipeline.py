@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _baselines import pykka_chain
+from _baselines import pykka_chain, pykka_round_trips
 from _common import emit, interleave, machine, percentile
 from _flows import register_pipeline
 
@@ -67,6 +67,10 @@ def main() -> None:
             "pykka_stock": lambda: pykka_chain(args.messages),
             "pykka_simplequeue": lambda: pykka_chain(args.messages, simple_queue=True),
             "latency": lambda: latency(args.latency_samples),
+            "stock_latency": lambda: pykka_round_trips(args.latency_samples),
+            "simplequeue_latency": lambda: pykka_round_trips(
+                args.latency_samples, simple_queue=True
+            ),
         },
     )
     af, stock, simple = figures["actorflow"], figures["pykka_stock"], figures["pykka_simplequeue"]
@@ -89,6 +93,9 @@ def main() -> None:
             "ratio_vs_simplequeue": round(af["per_s"] / simple["per_s"], 2),
             "one_job_p50_ms": round(figures["latency"]["p50_ms"], 4),
             "one_job_p99_ms": round(figures["latency"]["p99_ms"], 4),
+            # one message at a time through the same 3 actors, waited for: thread wake-ups
+            "pykka_stock_one_msg_p50_ms": round(figures["stock_latency"]["p50_ms"], 4),
+            "pykka_simplequeue_one_msg_p50_ms": round(figures["simplequeue_latency"]["p50_ms"], 4),
             "machine": machine(),
         }
     )

@@ -1,4 +1,4 @@
-"""The WorkerState benchmarks run and check what they measure (tiny sizes: no figure is judged).
+"""The benchmarks run and check what they measure (tiny sizes: no figure is judged).
 
 A benchmark that no longer runs, or whose counters are no longer exact, would print figures
 no one can trust; these runs keep the scripts working. Their figures are not looked at: speed
@@ -65,6 +65,33 @@ def test_order_flow_runs_both_variants_and_mixes_no_job() -> None:
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not on PATH")
+def test_pipeline_measures_its_baselines_in_the_same_run() -> None:
+    """The pipeline's figures come with the chains' throughput, CPU and one-message latency
+    through the same 3 actors, each measured in the run."""
+    result = run(
+        "pipeline.py",
+        "--jobs",
+        "300",
+        "--messages",
+        "300",
+        "--latency-samples",
+        "50",
+        "--rounds",
+        "1",
+    )
+    for key in (
+        "actorflow_jobs_per_s",
+        "actorflow_cpu_us_per_job",
+        "one_job_p50_ms",
+        "pykka_stock_msgs_per_s",
+        "pykka_simplequeue_msgs_per_s",
+        "pykka_simplequeue_cpu_us_per_msg",
+        "pykka_stock_one_msg_p50_ms",
+        "pykka_simplequeue_one_msg_p50_ms",
+    ):
+        assert result[key] > 0, key
+
+
 def test_instructions_counts_the_work_of_a_job_at_a_revision() -> None:
     result = run("instructions.py", "--jobs", "60", "--base-jobs", "20")
     (row,) = result["revisions"]
