@@ -44,23 +44,58 @@ gate class for it in ``Backend.gate``. Then run this directory and mark what fai
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import pytest
-from conformance_kit import Backend, actorflow_threads, backend_params
+from conformance_kit import BACKENDS, Backend, actorflow_threads, backend_params
 
 HERE = Path(__file__).resolve().parent
+
+
+# test id -> the backend it runs on, and the outcomes counted per backend (for the summary)
+_BACKEND_OF: dict[str, str] = {}
+_OUTCOMES: dict[str, Counter[str]] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.conformance)
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "backend" in callspec.params:
+                _BACKEND_OF[item.nodeid] = str(callspec.params["backend"])
             module = getattr(item, "module", None)
             if module is not None:  # its routines reach Ray's processes by value
                 cloudpickle.register_pickle_by_value(module)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    name = _BACKEND_OF.get(report.nodeid)
+    if name is None:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        _OUTCOMES.setdefault(name, Counter())[outcome] += 1
+    elif report.when == "teardown" and report.failed:
+        _OUTCOMES.setdefault(name, Counter())["error"] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per backend: how many conformance tests ran on it, and how they ended."""
+    if not _OUTCOMES:
+        return
+    terminalreporter.section("conformance suite per backend")
+    for name in BACKENDS:
+        counts = _OUTCOMES.get(name)
+        if counts:
+            told = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+            terminalreporter.write_line(f"{name}: {sum(counts.values())} tests ({told})")
 
 
 @pytest.fixture(params=backend_params())
