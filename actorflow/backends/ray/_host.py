@@ -44,6 +44,7 @@ from loguru import logger
 from actorflow._clock import SystemClock
 from actorflow.backends.ray._faults import ActorFaultServices, actor_injector
 from actorflow.backends.ray._import import import_ray
+from actorflow.backends.ray._recent import RecentIds
 from actorflow.backends.ray._record import RemoteJob, RemoteRecord, new_remote_record
 from actorflow.backends.ray._recorder import ActorRecorder
 from actorflow.backends.ray._wire import JobHeader, Wire, pack, unpack
@@ -251,8 +252,7 @@ class RoutineHost:
         self.local: deque[Any] = deque()  # messages the cell sent itself
         self.jobs: OrderedDict[str, RemoteJob] = OrderedDict()
         self._jobs_lock = threading.Lock()  # mark_ended runs on the control group's thread
-        self.seen: set[str] = set()
-        self.seen_order: deque[str] = deque()
+        self.seen = RecentIds(REMEMBERED_ENVELOPES)  # delivered envelopes, to skip redeliveries
         self.targets: dict[str, list[Any]] = {}  # routine id -> its actors
         self.cell_routes: dict[str, list[tuple[str, str, Any]]] | None = None
         self.reports: list[tuple[Any, ...]] = []
@@ -299,7 +299,7 @@ class RoutineHost:
         if kept is None:
             return False
         for envelope_id in kept["seen"]:
-            self._remember(envelope_id)
+            self.seen.add(envelope_id)
         assert self.faults is not None
         self.faults.resume(kept["faults"])
         self.crashed = True
@@ -394,7 +394,7 @@ class RoutineHost:
             if not wire.replay:
                 return None  # delivered again after a restart: already handled
         else:
-            self._remember(envelope_id)
+            self.seen.add(envelope_id)
             self._opened_in_call.append(envelope_id)
         payload, data, weight = unpack(wire)
         with self._jobs_lock:
@@ -404,12 +404,6 @@ class RoutineHost:
         record = new_remote_record(self, job, envelope_id, weight, self.core.clock)
         record.replay = wire.replay
         return new_envelope(self.routine_id, wire.slot, payload, record, data, wire.depth)
-
-    def _remember(self, envelope_id: str) -> None:
-        self.seen.add(envelope_id)
-        self.seen_order.append(envelope_id)
-        if len(self.seen_order) > REMEMBERED_ENVELOPES:
-            self.seen.discard(self.seen_order.popleft())
 
     def _job(self, header: JobHeader) -> RemoteJob:
         """The actor's view of a job (callers hold ``_jobs_lock``)."""
