@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from actorflow import (
     get_current_job,
 )
 from actorflow.faults import FaultPlan
+from actorflow.store import Store
+from actorflow.store.memory import MemoryBackend
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
@@ -461,3 +464,45 @@ def test_a_routine_that_cannot_be_loaded_on_its_node_fails_the_start_at_once(
 
         ledger: Any = getattr(runtime._backend, "ledger")  # noqa: B009  # Ray's alone
         assert ray.get(ledger.wired.remote()) == []
+
+
+class _LeaseReleaseHangs(MemoryBackend):
+    """A memory store's backend whose delete of the worker's lease hangs (as a store whose
+    server stopped answering would): the lease cannot be released when the worker stops."""
+
+    def write_many_if(
+        self,
+        guard: str,
+        expected: bytes | None,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
+    ) -> bool:
+        if any(key == guard and data is None for key, data in writes):
+            time.sleep(600)
+        return super().write_many_if(guard, expected, writes, ttl)
+
+
+def _store_whose_lease_release_hangs() -> Store:
+    return Store(_LeaseReleaseHangs())
+
+
+def test_shutdown_with_a_timeout_stays_bounded_when_the_state_store_hangs(
+    local_ray: None,
+) -> None:
+    """The state owner's close (the lease's release) is waited for at most the shutdown's
+    timeout; after that the owner is killed."""
+    counter = Routine()
+    counter.add_slot("in")
+    counter.set_logic(lambda sd, m, ws: ws.increment("r", "n"))
+    flow = Flow("hangs_at_close")
+    flow.add_routine(counter, "r")
+    FlowRegistry.get_instance().register(flow)
+    runtime = Runtime(backend="ray", state_store=_store_whose_lease_release_hangs)
+    state = runtime.exec("hangs_at_close", worker_id="w")
+    _, job = runtime.post("hangs_at_close", "r", "in", 1)
+    assert job.wait(60) and job.status == JobStatus.COMPLETED
+    assert state.get_routine_state("r") == {"n": 1}
+    started = time.monotonic()
+    assert runtime.shutdown(timeout=2) is True
+    took = time.monotonic() - started
+    assert took < 15, f"shutdown(timeout=2) took {took:.1f} s"
