@@ -165,6 +165,20 @@ def test_state_values_must_be_json_and_reads_are_copies(backend: Backend) -> Non
     )
 
 
+def test_the_state_handle_a_routine_gets_names_its_worker_and_flow(backend: Backend) -> None:
+    def who(slot_data: dict[str, list[Any]], message: Any, state: Any) -> None:
+        job = get_current_job()
+        assert job is not None
+        job.set_data("who", [state.worker_id, state.flow_id, job.worker_id])
+
+    register("named", {"r": make_routine(who)})
+    with backend.runtime() as runtime:
+        runtime.exec("named", worker_id="blue")
+        _, job = runtime.post("named", "r", "in", None, worker_id="blue")
+        assert job.wait(backend.wait)
+    assert job.get_data("who") == ["blue", "named", "blue"]
+
+
 def test_two_workers_of_one_flow_never_share_state(backend: Backend) -> None:
     register("two", {"r": make_routine(lambda sd, m, ws: ws.increment("r", "n"))})
     with backend.runtime() as runtime:
