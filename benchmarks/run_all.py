@@ -579,9 +579,10 @@ def markdown(
         f"Measured {when}{' (quick mode: small variants, not the targets)' if quick else ''} "
         f"with `python3 benchmarks/run_all.py{' --quick' if quick else ''} --markdown` on "
         f"{m['cpu_model']}, {m['cpus']} cores, Python {m['python']} ({m['platform']}). "
-        "The machine was shared with other work while measured: figures are medians of "
-        "interleaved rounds and every ratio is taken against a baseline measured in the same "
-        "run.",
+        f"Load average {summary['load_average'][0]:.2f} at the start and "
+        f"{summary['load_average'][1]:.2f} at the end (1 minute; the machine may be shared): "
+        "figures are medians of interleaved rounds and every ratio is taken against a baseline "
+        "measured in the same run.",
         "",
         f"Targets met: **{summary['met']} of {summary['met'] + summary['missed']}**"
         + (f"; errors: {', '.join(sorted(errors))}" if errors else "")
@@ -650,6 +651,7 @@ def main() -> None:
         )
 
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     tables: dict[str, list[Row]] = {}
     errors: dict[str, str] = {}
     goals: list[dict[str, Any]] = []
@@ -677,6 +679,7 @@ def main() -> None:
         "targets_missed": missed,
         "errors": sorted(errors),
         "seconds": round(time.perf_counter() - started, 1),
+        "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
         "machine": machine(),
     }
     emit(summary)

@@ -111,3 +111,18 @@ def test_instructions_names_a_revision_it_cannot_find() -> None:
     )
     assert done.returncode == 1
     assert "'no-such-revision' is not a revision of this repository" in done.stderr
+
+
+def test_run_all_reports_the_load_it_ran_under() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--only", "idle"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["summary"] is True and summary["errors"] == []
+    start, end = summary["load_average"]
+    assert start >= 0.0 and end >= 0.0
