@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _waiting import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,18 +49,6 @@ def counter_flow(flow_id: str = "count") -> None:
     flow = Flow(flow_id)
     flow.add_routine(counter, "counter")
     FlowRegistry.get_instance().register(flow)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -288,7 +277,7 @@ def test_a_renewal_finds_the_lost_lease_without_a_write(tmp_path: Path) -> None:
                 return True
             return False
 
-        wait_for(refused, 10, "the old owner's next renewal to find the lease taken")
+        wait_until(refused, "the old owner's next renewal to find the lease taken", timeout=10)
 
 
 def test_a_running_worker_renews_its_lease(tmp_path: Path) -> None:
@@ -308,7 +297,9 @@ def test_a_running_worker_renews_its_lease(tmp_path: Path) -> None:
             lease = second_store.get("worker:w")
             return lease if lease["expires_at"] > taken["expires_at"] + 1 else None
 
-        renewed = wait_for(renewed_lease, 10, "the lease to be renewed beyond 3 durations")
+        renewed = wait_until(
+            renewed_lease, "the lease to be renewed beyond 3 durations", timeout=10
+        )
         assert renewed["owner"] == first.lease_owner
         with pytest.raises(WorkerLeaseHeldError):
             second.exec("count", worker_id="w")
@@ -389,7 +380,7 @@ def test_a_killed_owners_worker_is_taken_over_when_its_lease_ends(tmp_path: Path
             except WorkerLeaseHeldError:
                 return None
 
-        state = wait_for(started, 30, "the killed owner's lease to end")
+        state = wait_until(started, "the killed owner's lease to end", timeout=30)
         assert time.time() >= lease["expires_at"]  # not a moment before it ended
         assert state.get_routine_state("_c") == {"n": 25}
         state.increment("_c", "n")
