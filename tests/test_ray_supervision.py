@@ -466,6 +466,43 @@ def test_a_routine_that_cannot_be_loaded_on_its_node_fails_the_start_at_once(
         assert ray.get(ledger.wired.remote()) == []
 
 
+_DRIVER = {"pid": 0}  # set by the test; 0 in a process that imports this module afresh
+
+
+def _store_made_only_in_the_driver() -> Store:
+    """A state store that cannot be made in any other process (as one whose server cannot be
+    reached from a Ray node)."""
+    if os.getpid() != _DRIVER["pid"]:
+        raise RuntimeError("the store cannot be reached from here")
+    return Store(MemoryBackend())
+
+
+def test_a_state_store_that_cannot_be_made_on_its_node_fails_the_start_at_once(
+    local_ray: None,
+) -> None:
+    """It used to make Ray restart the worker's state actor over and over while ``exec``
+    waited for it, forever."""
+    _DRIVER["pid"] = os.getpid()
+    flow = Flow("storeless")
+    counter = Routine()
+    counter.add_slot("in")
+    counter.set_logic(lambda sd, m, ws: ws.increment("r", "n"))
+    flow.add_routine(counter, "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend="ray", state_store=_store_made_only_in_the_driver) as runtime:
+        started = time.monotonic()
+        with pytest.raises(ConfigurationError) as refused:
+            runtime.exec("storeless", worker_id="w")
+        assert time.monotonic() - started < 60
+        message = str(refused.value)
+        assert message.startswith("the state of worker 'w' cannot be kept on Ray node ")
+        assert message.endswith(
+            "its state_store could not be made there "
+            "(RuntimeError: the store cannot be reached from here)"
+        )
+        assert runtime.list_workers() == []
+
+
 class _LeaseReleaseHangs(MemoryBackend):
     """A memory store's backend whose delete of the worker's lease hangs (as a store whose
     server stopped answering would): the lease cannot be released when the worker stops."""

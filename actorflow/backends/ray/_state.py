@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from typing import Any
 
 import cloudpickle
@@ -24,7 +25,7 @@ from actorflow.backends.ray._import import import_ray
 from actorflow.engine.reply import Reply
 from actorflow.engine.state_owner import StateCall, SupervisorCore
 from actorflow.engine.timers import TimerService
-from actorflow.errors import StateFunctionError
+from actorflow.errors import ConfigurationError, StateFunctionError
 from actorflow.state_limits import StateLimits
 
 __all__ = ["StateActor"]
@@ -42,14 +43,23 @@ class StateActor:
         lease_seconds: float,
         limits: StateLimits | None,
     ) -> None:
+        self.worker_id = worker_id
+        self.timers: TimerService | None = None
+        # A store that cannot be made in this process (its server unreachable from this node,
+        # its module or directory missing here): a constructor that raised would have Ray
+        # restart the actor over and over while the worker's start waits for it. Instead the
+        # actor stays up without a store, and ``open`` and every state call raise this.
+        self.store_error: str | None = None
         stored = None
         if store_factory is not None:
-            store = cloudpickle.loads(store_factory)()
-            stored = WorkerStore(store, worker_id, lease_owner, lease_seconds)
-        self.worker_id = worker_id
+            try:
+                store = cloudpickle.loads(store_factory)()
+                stored = WorkerStore(store, worker_id, lease_owner, lease_seconds)
+            except Exception as exc:
+                self.store_error = "".join(traceback.format_exception_only(exc)).strip()
         self.core = SupervisorCore(worker_id, limits, store=stored, serializer=serializer)
-        self.timers: TimerService | None = None
-        if import_ray().get_runtime_context().was_current_actor_reconstructed:
+        reconstructed = import_ray().get_runtime_context().was_current_actor_reconstructed
+        if reconstructed and self.store_error is None:
             self.open(restore=True, discard=False, take_over=False)
 
     def __repr__(self) -> str:
@@ -62,7 +72,10 @@ class StateActor:
         return {"pid": os.getpid(), "node": node_id}
 
     def open(self, restore: bool, discard: bool, take_over: bool) -> None:
-        """Take the lease and restore, discard or refuse (``SupervisorCore.open_store``)."""
+        """Take the lease and restore, discard or refuse (``SupervisorCore.open_store``).
+        Raises ``ConfigurationError`` when the store could not be made in this process (the
+        worker does not start)."""
+        self._check_store()
         self.timers = TimerService(SystemClock(), name="actorflow-lease")
         self.core.open_store(
             restore=restore,
@@ -71,6 +84,14 @@ class StateActor:
             call_at=self.timers.call_at,
             monotonic=time.monotonic,
         )
+
+    def _check_store(self) -> None:
+        if self.store_error is not None:
+            node = import_ray().get_runtime_context().get_node_id()
+            raise ConfigurationError(
+                f"the state of worker {self.worker_id!r} cannot be kept on Ray node {node}: "
+                f"its state_store could not be made there ({self.store_error})"
+            )
 
     def close(self) -> None:
         """Release the worker's lease and stop renewing it (the worker stops)."""
@@ -86,6 +107,7 @@ class StateActor:
         an ``Exception`` comes back as ``StateFunctionError``, with the original as its cause
         when the original can be pickled.
         """
+        self._check_store()
         reply = Reply()
         call = StateCall(op, key, cloudpickle.loads(arg_blob), extra, reply, op_id)
         self.core.handle(call)
