@@ -3,6 +3,7 @@ threads; it never strands other jobs, loses no queued data, and shutdown stays b
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -26,7 +27,7 @@ from actorflow import (
     get_current_job,
 )
 from actorflow.faults import FaultPlan
-from actorflow.store import Store
+from actorflow.store import Store, create_store
 from actorflow.store.memory import MemoryBackend
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -501,6 +502,47 @@ def test_a_state_store_that_cannot_be_made_on_its_node_fails_the_start_at_once(
             "(RuntimeError: the store cannot be reached from here)"
         )
         assert runtime.list_workers() == []
+
+
+def _store_until(marker: str, path: str) -> Store:
+    """A SQLite state store that cannot be made once ``marker`` exists (its node lost it)."""
+    if os.path.exists(marker):
+        raise RuntimeError("the store's disk is gone")
+    return create_store("sqlite", path=path)
+
+
+def test_a_state_actor_restarted_without_its_store_refuses_every_state_call(
+    local_ray: None, tmp_path: Path
+) -> None:
+    """Ray restarts the state actor after its process died, and the store cannot be made
+    there any more: the worker's state calls raise instead of running without their store."""
+    import ray
+
+    marker = tmp_path / "gone"
+    factory = functools.partial(_store_until, str(marker), str(tmp_path / "state.sqlite3"))
+    flow = Flow("loses_its_store")
+    counter = Routine()
+    counter.add_slot("in")
+    counter.set_logic(lambda sd, m, ws: ws.increment("r", "n"))
+    flow.add_routine(counter, "r")
+    FlowRegistry.get_instance().register(flow)
+    with Runtime(backend="ray", state_store=factory) as runtime:
+        state = runtime.exec("loses_its_store", worker_id="w")
+        state.increment("_totals", "n")
+        marker.write_text("", encoding="utf-8")
+        workers: Any = getattr(runtime, "_workers")  # noqa: B009  # the Ray worker's actor
+        supervisor = workers["w"].supervisor
+        before = ray.get(supervisor.process.remote())["pid"]
+        ray.kill(supervisor, no_restart=False)  # the process dies; Ray restarts the actor
+        wait_until(
+            lambda: ray.get(supervisor.process.remote())["pid"] != before,
+            "the state actor to run in a new process",
+            timeout=60,
+        )
+        with pytest.raises(ConfigurationError, match="its state_store could not be made there"):
+            state.increment("_totals", "n")
+        with pytest.raises(ConfigurationError, match="the store's disk is gone"):
+            state.get_routine_state("_totals")
 
 
 class _LeaseReleaseHangs(MemoryBackend):
