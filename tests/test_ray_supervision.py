@@ -467,6 +467,16 @@ def test_a_routine_that_cannot_be_loaded_on_its_node_fails_the_start_at_once(
         assert ray.get(ledger.wired.remote()) == []
 
 
+def _register_counter(flow_id: str) -> None:
+    """Register a flow of one routine ``r`` that increments its own ``n`` per message."""
+    counter = Routine()
+    counter.add_slot("in")
+    counter.set_logic(lambda sd, m, ws: ws.increment("r", "n"))
+    flow = Flow(flow_id)
+    flow.add_routine(counter, "r")
+    FlowRegistry.get_instance().register(flow)
+
+
 _DRIVER = {"pid": 0}  # set by the test; 0 in a process that imports this module afresh
 
 
@@ -484,12 +494,7 @@ def test_a_state_store_that_cannot_be_made_on_its_node_fails_the_start_at_once(
     """It used to make Ray restart the worker's state actor over and over while ``exec``
     waited for it, forever."""
     _DRIVER["pid"] = os.getpid()
-    flow = Flow("storeless")
-    counter = Routine()
-    counter.add_slot("in")
-    counter.set_logic(lambda sd, m, ws: ws.increment("r", "n"))
-    flow.add_routine(counter, "r")
-    FlowRegistry.get_instance().register(flow)
+    _register_counter("storeless")
     with Runtime(backend="ray", state_store=_store_made_only_in_the_driver) as runtime:
         started = time.monotonic()
         with pytest.raises(ConfigurationError) as refused:
@@ -520,12 +525,7 @@ def test_a_state_actor_restarted_without_its_store_refuses_every_state_call(
 
     marker = tmp_path / "gone"
     factory = functools.partial(_store_until, str(marker), str(tmp_path / "state.sqlite3"))
-    flow = Flow("loses_its_store")
-    counter = Routine()
-    counter.add_slot("in")
-    counter.set_logic(lambda sd, m, ws: ws.increment("r", "n"))
-    flow.add_routine(counter, "r")
-    FlowRegistry.get_instance().register(flow)
+    _register_counter("loses_its_store")
     with Runtime(backend="ray", state_store=factory) as runtime:
         state = runtime.exec("loses_its_store", worker_id="w")
         state.increment("_totals", "n")
@@ -570,12 +570,7 @@ def test_shutdown_with_a_timeout_stays_bounded_when_the_state_store_hangs(
 ) -> None:
     """The state owner's close (the lease's release) is waited for at most the shutdown's
     timeout; after that the owner is killed."""
-    counter = Routine()
-    counter.add_slot("in")
-    counter.set_logic(lambda sd, m, ws: ws.increment("r", "n"))
-    flow = Flow("hangs_at_close")
-    flow.add_routine(counter, "r")
-    FlowRegistry.get_instance().register(flow)
+    _register_counter("hangs_at_close")
     runtime = Runtime(backend="ray", state_store=_store_whose_lease_release_hangs)
     state = runtime.exec("hangs_at_close", worker_id="w")
     _, job = runtime.post("hangs_at_close", "r", "in", 1)
